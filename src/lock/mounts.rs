@@ -1,0 +1,155 @@
+//! Detects mounts whose file locks are node-local or absent.
+//!
+//! Linux NFS clients send flock to the server unless the mount says `nolock` or
+//! `local_lock=...`; Lustre shares flock across nodes only with `-o flock`. On the
+//! other options a lock taken on one node is invisible on another, with no error.
+
+use std::path::{Path, PathBuf};
+
+/// One line of `/proc/self/mountinfo`, reduced to what the check needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Where the filesystem is mounted.
+    pub mount_point: PathBuf,
+    /// Filesystem type, such as `ext4`, `nfs4` or `lustre`.
+    pub fstype: String,
+    /// Per-mount and per-superblock options together.
+    pub options: Vec<String>,
+}
+
+/// Undoes the octal escapes (`\040` for a space) that mountinfo uses in paths.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            let value = field
+                .get(i + 1..i + 4)
+                .and_then(|octal| u8::from_str_radix(octal, 8).ok());
+            if let Some(value) = value {
+                out.push(value);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses one mountinfo line; `None` for a line that does not have the expected shape.
+fn parse_line(line: &str) -> Option<MountEntry> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let separator = fields.iter().position(|f| *f == "-")?;
+    if separator < 6 || fields.len() < separator + 3 {
+        return None;
+    }
+    let mut options: Vec<String> = fields[5].split(',').map(str::to_owned).collect();
+    if let Some(super_options) = fields.get(separator + 3) {
+        options.extend(super_options.split(',').map(str::to_owned));
+    }
+    Some(MountEntry {
+        mount_point: PathBuf::from(unescape(fields[4])),
+        fstype: fields[separator + 1].to_owned(),
+        options,
+    })
+}
+
+/// The mount that holds `path` (already canonical): the longest mount point that is a
+/// prefix of it, the later line winning among equal ones (it is mounted on top).
+pub fn find_mount(mountinfo: &str, path: &Path) -> Option<MountEntry> {
+    let mut best: Option<MountEntry> = None;
+    for entry in mountinfo.lines().filter_map(parse_line) {
+        if !path.starts_with(&entry.mount_point) {
+            continue;
+        }
+        let longer = best
+            .as_ref()
+            .is_none_or(|b| entry.mount_point.as_os_str().len() >= b.mount_point.as_os_str().len());
+        if longer {
+            best = Some(entry);
+        }
+    }
+    best
+}
+
+/// The option of `entry` that makes its locks node-local or absent, if any.
+pub fn node_local_option(entry: &MountEntry) -> Option<String> {
+    let is_nfs = entry.fstype.starts_with("nfs");
+    let is_lustre = entry.fstype == "lustre";
+    entry
+        .options
+        .iter()
+        .find(|option| {
+            (is_nfs
+                && (option.as_str() == "nolock"
+                    || (option.starts_with("local_lock=") && option.as_str() != "local_lock=none")))
+                || (is_lustre && (option.as_str() == "localflock" || option.as_str() == "noflock"))
+        })
+        .cloned()
+}
+
+/// Reads `/proc/self/mountinfo` and returns `(fstype, option)` when the mount holding
+/// `path` has node-local or absent locks. Unreadable mountinfo yields `None`.
+pub fn node_local_locks(path: &Path) -> Option<(String, String)> {
+    let canonical = path.canonicalize().ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let entry = find_mount(&mountinfo, &canonical)?;
+    node_local_option(&entry).map(|option| (entry.fstype, option))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:50 / /shared rw,relatime shared:30 - nfs4 server:/export rw,vers=4.2,local_lock=none,addr=10.0.0.1
+41 22 0:51 / /scratch rw,relatime shared:31 - nfs server:/scratch rw,vers=3,nolock,addr=10.0.0.1
+42 22 0:52 / /lustre rw shared:32 - lustre mds@tcp:/fs rw,localflock
+43 22 0:53 / /lustre2 rw shared:33 - lustre mds@tcp:/fs rw,flock
+44 22 0:54 / /with\\040space rw shared:34 - nfs4 server:/x rw,local_lock=all
+45 40 0:55 / /shared/inner rw - nfs4 server:/y rw,local_lock=flock
+";
+
+    fn option_for(path: &str) -> Option<String> {
+        let entry = find_mount(SAMPLE, Path::new(path)).expect("a mount holds every path");
+        node_local_option(&entry)
+    }
+
+    #[test]
+    fn coherent_mounts_pass() {
+        assert_eq!(option_for("/home/user/data.zarr"), None);
+        assert_eq!(option_for("/shared/data.zarr"), None);
+        assert_eq!(option_for("/lustre2/data.zarr"), None);
+    }
+
+    #[test]
+    fn node_local_mounts_are_named() {
+        assert_eq!(option_for("/scratch/d.zarr").as_deref(), Some("nolock"));
+        assert_eq!(option_for("/lustre/d.zarr").as_deref(), Some("localflock"));
+        assert_eq!(
+            option_for("/with space/d.zarr").as_deref(),
+            Some("local_lock=all")
+        );
+        assert_eq!(
+            option_for("/shared/inner/d.zarr").as_deref(),
+            Some("local_lock=flock")
+        );
+    }
+
+    #[test]
+    fn prefix_must_be_a_whole_component() {
+        let entry = find_mount(SAMPLE, Path::new("/sharedx/d.zarr")).unwrap();
+        assert_eq!(entry.mount_point, PathBuf::from("/"));
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped() {
+        let text = "garbage\n1 2 3\n22 1 8:1 / / rw - ext4 /dev/sda1 rw\n";
+        let entry = find_mount(text, Path::new("/x")).unwrap();
+        assert_eq!(entry.fstype, "ext4");
+    }
+}

@@ -1,0 +1,182 @@
+//! `spatialzarr lock`: the flock(1)-like command, through the real binary.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::cli;
+
+fn lock_cmd(dir: &std::path::Path, extra: &[&str], command: &[&str]) -> Command {
+    let mut c = Command::new(cli());
+    c.arg("lock").arg(dir).args(extra).arg("--").args(command);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Exit status of `spatialzarr lock --timeout 0.3 DIR -- true`: 0 when the lock is free.
+fn probe(dir: &std::path::Path) -> i32 {
+    lock_cmd(dir, &["--timeout", "0.3"], &["true"])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .code()
+        .unwrap()
+}
+
+fn wait_for(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn exit_status_of_the_command_is_returned() {
+    let dir = common::tempdir();
+    let status = lock_cmd(dir.path(), &[], &["sh", "-c", "exit 3"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+    let status = lock_cmd(dir.path(), &["--shared"], &["true"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(dir.path().join(".spatialzarr/lock").exists());
+}
+
+#[test]
+fn timeout_exits_1_without_running_the_command() {
+    let dir = common::tempdir();
+    let started = dir.path().join("started");
+    let release = dir.path().join("release");
+    let script = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.02; done",
+        started.display(),
+        release.display()
+    );
+    let mut holder = lock_cmd(dir.path(), &[], &["sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    wait_for(&started);
+    let ran = dir.path().join("ran");
+    let begun = Instant::now();
+    let out = lock_cmd(
+        dir.path(),
+        &["--timeout", "0.2"],
+        &["touch", ran.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert!(begun.elapsed() >= Duration::from_millis(200));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("timed out") && stderr.contains("write lock"),
+        "{stderr}"
+    );
+    assert!(!ran.exists(), "the command ran without the lock");
+    std::fs::write(&release, "").unwrap();
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(probe(dir.path()), 0);
+}
+
+#[test]
+fn nested_spatialzarr_joins_the_held_lock() {
+    let dir = common::tempdir();
+    let inner = format!(
+        "{} lock {} --timeout 5 -- {} lock {} --shared --timeout 5 -- true",
+        cli().display(),
+        dir.path().display(),
+        cli().display(),
+        dir.path().display()
+    );
+    let status = lock_cmd(dir.path(), &[], &["sh", "-c", &inner])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "nested lock deadlocked or failed");
+}
+
+#[test]
+fn nested_write_under_a_shared_parent_is_refused() {
+    let dir = common::tempdir();
+    let out = lock_cmd(
+        dir.path(),
+        &["--shared"],
+        &[
+            cli().to_str().unwrap(),
+            "lock",
+            dir.path().to_str().unwrap(),
+            "--",
+            "true",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--shared"));
+}
+
+#[test]
+fn killing_the_lock_command_leaves_the_lock_with_the_child() {
+    let dir = common::tempdir();
+    let started = dir.path().join("started");
+    let release = dir.path().join("release");
+    let script = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.02; done",
+        started.display(),
+        release.display()
+    );
+    let mut parent = lock_cmd(dir.path(), &[], &["sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    wait_for(&started);
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    // The command goes on, still protected: nobody else gets the lock.
+    assert_eq!(probe(dir.path()), 1);
+    std::fs::write(&release, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while probe(dir.path()) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "lock never freed after the child ended"
+        );
+    }
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let dir = common::tempdir();
+    let out = lock_cmd(&dir.path().join("absent"), &[], &["true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not exist") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    let out = Command::new(cli())
+        .args(["lock", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "missing COMMAND is a usage error"
+    );
+    for bad in ["--timeout=-1", "--timeout=nan", "--timeout=soon"] {
+        let out = lock_cmd(dir.path(), &[bad], &["true"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("seconds"),
+            "{bad}"
+        );
+    }
+}
