@@ -1,0 +1,212 @@
+//! `.spatialzarr/journal.json`: the redo log that makes a multi-file commit atomic.
+//!
+//! A commit writes its journal atomically; from then on it is decided, and whoever
+//! holds the write lock next replays the journal to the end. Every step is idempotent
+//! when replayed in order, so a crash during a replay is replayed again.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::Publisher;
+use crate::util::safe_relative;
+
+/// The journal's file name inside the hidden folder.
+pub const JOURNAL_FILE: &str = "journal.json";
+/// The largest journal accepted: it carries metadata documents, never chunk data.
+const MAX_JOURNAL_BYTES: u64 = 256 << 20;
+
+/// One change of a commit. Paths are relative to the dataset root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Step {
+    /// Create a folder (and its parents) if missing.
+    Mkdir {
+        /// The folder.
+        path: String,
+    },
+    /// Rename a file or folder. Replay: done when `from` is gone and `to` exists.
+    Rename {
+        /// Source.
+        from: String,
+        /// Destination, which must not exist when the step first runs.
+        to: String,
+    },
+    /// Replace a file's content atomically.
+    Write {
+        /// The file.
+        path: String,
+        /// Its new content (UTF-8 metadata text).
+        text: String,
+    },
+}
+
+/// A decided commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// The journal format version.
+    pub version: u32,
+    /// The generation the manifest takes when the commit is done.
+    pub generation: u64,
+    /// The changes, in order.
+    pub steps: Vec<Step>,
+    /// Folders (trash) to delete once the commit is done; failures here are harmless.
+    #[serde(default)]
+    pub cleanup: Vec<String>,
+}
+
+fn checked(root: &Path, relative: &str, journal: &Path) -> Result<PathBuf> {
+    safe_relative(relative)
+        .map(|p| root.join(p))
+        .ok_or_else(|| Error::Corrupt {
+            path: journal.to_path_buf(),
+            reason: format!("path {relative:?} is not a plain relative path inside the dataset"),
+        })
+}
+
+impl Journal {
+    /// Parses and validates a journal; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let journal: Journal = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("not a valid journal ({e}); move it aside only if you know the commit it describes never mattered"),
+        })?;
+        if journal.version != 1 {
+            return Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+                what: format!("journal version {} is not 1", journal.version),
+            });
+        }
+        let root = Path::new("/");
+        for step in &journal.steps {
+            match step {
+                Step::Mkdir { path: p } | Step::Write { path: p, .. } => {
+                    checked(root, p, path)?;
+                }
+                Step::Rename { from, to } => {
+                    checked(root, from, path)?;
+                    checked(root, to, path)?;
+                }
+            }
+        }
+        for p in &journal.cleanup {
+            checked(root, p, path)?;
+        }
+        Ok(journal)
+    }
+
+    /// Reads the journal in `hidden`, if there is one.
+    pub fn load(hidden: &Path) -> Result<Option<Self>> {
+        let path = hidden.join(JOURNAL_FILE);
+        match crate::util::read_limited(&path, MAX_JOURNAL_BYTES) {
+            Ok(bytes) => Self::parse(&bytes, &path).map(Some),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The journal's bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a journal always serializes")
+    }
+
+    /// Applies every step under `root`, in order. Safe to run again after a crash.
+    pub fn apply(&self, root: &Path, publisher: &Publisher, journal_path: &Path) -> Result<()> {
+        for step in &self.steps {
+            match step {
+                Step::Mkdir { path } => {
+                    publisher.create_dir_all(&checked(root, path, journal_path)?)?;
+                }
+                Step::Write { path, text } => {
+                    publisher.write(&checked(root, path, journal_path)?, text.as_bytes())?;
+                }
+                Step::Rename { from, to } => {
+                    let from_path = checked(root, from, journal_path)?;
+                    let to_path = checked(root, to, journal_path)?;
+                    let from_exists = from_path.symlink_metadata().is_ok();
+                    let to_exists = to_path.symlink_metadata().is_ok();
+                    match (from_exists, to_exists) {
+                        (true, false) => publisher.rename(&from_path, &to_path)?,
+                        (false, true) => {} // done before a crash
+                        (true, true) => {
+                            return Err(Error::Corrupt {
+                                path: journal_path.to_path_buf(),
+                                reason: format!(
+                                    "cannot rename {from} to {to}: both exist; run `spatialzarr check`"
+                                ),
+                            });
+                        }
+                        (false, false) => {
+                            return Err(Error::Corrupt {
+                                path: journal_path.to_path_buf(),
+                                reason: format!(
+                                    "cannot rename {from} to {to}: neither exists; run `spatialzarr check`"
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(steps: Vec<Step>) -> Journal {
+        Journal {
+            version: 1,
+            generation: 2,
+            steps,
+            cleanup: vec![],
+        }
+    }
+
+    #[test]
+    fn replay_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("old")).unwrap();
+        std::fs::create_dir_all(root.join("stage")).unwrap();
+        let j = journal(vec![
+            Step::Mkdir {
+                path: "trash".into(),
+            },
+            Step::Rename {
+                from: "old".into(),
+                to: "trash/x".into(),
+            },
+            Step::Rename {
+                from: "stage".into(),
+                to: "old".into(),
+            },
+            Step::Write {
+                path: "zarr.json".into(),
+                text: "{}".into(),
+            },
+        ]);
+        let p = Publisher::new();
+        let jp = root.join("journal.json");
+        j.apply(root, &p, &jp).unwrap();
+        j.apply(root, &p, &jp).unwrap();
+        assert!(root.join("old").is_dir() && root.join("trash/x").is_dir());
+        assert!(!root.join("stage").exists());
+    }
+
+    #[test]
+    fn escaping_paths_are_refused() {
+        let j = journal(vec![Step::Write {
+            path: "../evil".into(),
+            text: String::new(),
+        }]);
+        let err = Journal::parse(&j.to_bytes(), Path::new("j")).unwrap_err();
+        assert!(err.to_string().contains("../evil"), "{err}");
+        assert!(Journal::parse(b"{\"version\":1,\"gen", Path::new("j")).is_err());
+    }
+}

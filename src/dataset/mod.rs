@@ -1,0 +1,512 @@
+//! The dataset handle: open or create a dataset, read it, and write it through
+//! transactions.
+//!
+//! Every call reads the committed state from disk under the lock; nothing about the
+//! dataset is cached in the handle, so a handle opened before another process
+//! committed sees that commit on its next call.
+
+mod consolidated;
+pub mod layout;
+mod staging;
+mod txn;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ndarray::{ArrayD, ArrayViewD};
+use serde_json::{Value, json};
+
+pub use layout::ElementSet;
+pub use staging::StagedElement;
+pub use txn::{CommitInfo, RecoveryReport, WriteTxn};
+
+use crate::commit::{Journal, Manifest};
+use crate::element::raster::{self, read_json};
+use crate::element::{ElementKind, ElementName, Pixel, RasterInfo, RasterOptions};
+use crate::error::{Error, Result};
+use crate::lock::{DatasetLock, LockOptions, ReadGuard};
+use crate::storage::Publisher;
+use layout::{Layout, element_path};
+
+/// What to do with zarr-python's consolidated metadata in the root `zarr.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsolidatedMetadata {
+    /// Keep it current in every commit when the dataset has it (the default).
+    #[default]
+    KeepCurrent,
+    /// Remove it at the next commit; readers then list the hierarchy itself.
+    Drop,
+}
+
+/// How a [`Dataset`] handle behaves.
+#[derive(Debug, Clone, Default)]
+pub struct DatasetOptions {
+    /// How long to wait for the dataset lock (`None`: forever).
+    pub lock_timeout: Option<Duration>,
+    /// Options of the lock itself.
+    pub lock: LockOptions,
+    /// Consolidated metadata policy.
+    pub consolidated: ConsolidatedMetadata,
+}
+
+/// The SpatialData container format of a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// Container format 0.2: Zarr v3 (what spatialdata 0.8 writes by default). Writable.
+    V02,
+    /// Container format 0.1: Zarr v2. Readable only.
+    V01,
+}
+
+/// The elements of a dataset by kind, each list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ElementList {
+    /// Image names.
+    pub images: Vec<String>,
+    /// Labels names.
+    pub labels: Vec<String>,
+    /// Points names.
+    pub points: Vec<String>,
+    /// Shapes names.
+    pub shapes: Vec<String>,
+    /// Table names.
+    pub tables: Vec<String>,
+}
+
+impl ElementList {
+    /// The names of one kind.
+    pub fn of(&self, kind: ElementKind) -> &[String] {
+        match kind {
+            ElementKind::Images => &self.images,
+            ElementKind::Labels => &self.labels,
+            ElementKind::Points => &self.points,
+            ElementKind::Shapes => &self.shapes,
+            ElementKind::Tables => &self.tables,
+        }
+    }
+
+    /// Every name, of every kind.
+    pub fn len(&self) -> usize {
+        ElementKind::ALL.iter().map(|k| self.of(*k).len()).sum()
+    }
+
+    /// Whether the dataset has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A description of one element.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ElementInfo {
+    /// An image or labels element.
+    Raster(RasterInfo),
+    /// An element of a kind this version describes only by kind.
+    Other {
+        /// Its kind.
+        kind: ElementKind,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    layout: Layout,
+    lock: DatasetLock,
+    options: DatasetOptions,
+    container: Container,
+}
+
+/// A handle on one dataset. Cheap to clone and to share between threads.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    inner: Arc<Inner>,
+}
+
+fn configure_zarrs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        zarrs::config::global_config_mut().set_include_zarrs_metadata(false);
+    });
+}
+
+/// The root group document of a new container-0.2 dataset.
+fn new_root_document() -> Value {
+    json!({
+        "attributes": {
+            "spatialdata_attrs": {
+                "version": "0.2",
+                "spatialdata_software_version": concat!("spatialzarr ", env!("CARGO_PKG_VERSION")),
+            }
+        },
+        "zarr_format": 3,
+        "node_type": "group",
+    })
+}
+
+/// Reads a root document and tells its container format.
+fn container_of(root: &Path) -> Result<Container> {
+    let not_dataset = |reason: String| Error::NotADataset {
+        path: root.to_path_buf(),
+        reason,
+    };
+    let v3 = root.join("zarr.json");
+    if v3.is_file() {
+        let doc = read_json(&v3)?;
+        if doc.get("node_type").and_then(Value::as_str) != Some("group") {
+            return Err(not_dataset("its root zarr.json is not a group".into()));
+        }
+        let version = doc
+            .pointer("/attributes/spatialdata_attrs/version")
+            .and_then(Value::as_str);
+        return match version {
+            Some("0.2") => Ok(Container::V02),
+            Some("0.1") | None => Ok(Container::V01),
+            Some(other) => Err(Error::UnsupportedFormat {
+                path: v3,
+                what: format!(
+                    "SpatialData container format {other} (this version knows 0.1 and 0.2)"
+                ),
+            }),
+        };
+    }
+    if root.join(".zgroup").is_file() {
+        return Ok(Container::V01);
+    }
+    if !root.is_dir() {
+        return Err(not_dataset("it does not exist or is not a folder".into()));
+    }
+    Err(not_dataset(
+        "it has no root zarr.json; create one with `spatialzarr init`".into(),
+    ))
+}
+
+impl Dataset {
+    /// Creates a new, empty dataset (container format 0.2) at `path`. The folder must
+    /// not exist, or be empty.
+    pub fn create(path: &Path, options: DatasetOptions) -> Result<Self> {
+        configure_zarrs();
+        match std::fs::create_dir(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let empty = std::fs::read_dir(path)
+                    .map(|mut entries| entries.next().is_none())
+                    .unwrap_or(false);
+                if !empty {
+                    return Err(Error::AlreadyExists(path.to_path_buf()));
+                }
+            }
+            Err(e) => return Err(crate::error::io_err("create folder", path)(e)),
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::storage::publish::sync_dir(parent)?;
+        }
+        let lock = DatasetLock::open(path, options.lock.clone())?;
+        let guard = lock.write(options.lock_timeout)?;
+        let layout = Layout::new(path);
+        if path.join("zarr.json").exists() {
+            return Err(Error::AlreadyExists(path.to_path_buf()));
+        }
+        let publisher = Publisher::new();
+        publisher.write(
+            &layout.hidden.join(crate::commit::manifest::MANIFEST_FILE),
+            &Manifest::default().to_bytes(),
+        )?;
+        publisher.write(
+            &path.join("zarr.json"),
+            &serde_json::to_vec_pretty(&new_root_document()).expect("json"),
+        )?;
+        publisher.sync()?;
+        crate::storage::publish::sync_dir(&layout.hidden)?;
+        drop(guard);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                layout,
+                lock,
+                options,
+                container: Container::V02,
+            }),
+        })
+    }
+
+    /// Opens the dataset at `path`: one of ours, or one written by spatialdata.
+    pub fn open(path: &Path, options: DatasetOptions) -> Result<Self> {
+        configure_zarrs();
+        let container = container_of(path)?;
+        let lock = DatasetLock::open(path, options.lock.clone())?;
+        // Refuse a store format from the future before anything else.
+        Manifest::load(&Layout::new(path).hidden)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                layout: Layout::new(path),
+                lock,
+                options,
+                container,
+            }),
+        })
+    }
+
+    /// Opens the dataset at `path`, creating an empty one if nothing is there.
+    pub fn open_or_create(path: &Path, options: DatasetOptions) -> Result<Self> {
+        if path.join("zarr.json").exists() || path.join(".zgroup").exists() {
+            return Self::open(path, options);
+        }
+        match Self::create(path, options.clone()) {
+            Err(Error::AlreadyExists(_)) => Self::open(path, options),
+            other => other,
+        }
+    }
+
+    /// The dataset's root folder.
+    pub fn root(&self) -> &Path {
+        &self.inner.layout.root
+    }
+
+    /// The dataset's container format.
+    pub fn container(&self) -> Container {
+        self.inner.container
+    }
+
+    /// The dataset's lock.
+    pub fn lock(&self) -> &DatasetLock {
+        &self.inner.lock
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
+    pub(crate) fn options(&self) -> &DatasetOptions {
+        &self.inner.options
+    }
+
+    /// Takes the read lock, first finishing any interrupted commit (which needs the
+    /// write lock for a moment).
+    fn read_guard(&self) -> Result<ReadGuard> {
+        let timeout = self.inner.options.lock_timeout;
+        // A thread already holding the lock checked for a journal when it took it, and
+        // no writer could have left one since.
+        let held_before = self.inner.lock.held_by_this_thread().is_some();
+        let journal = self
+            .inner
+            .layout
+            .hidden
+            .join(crate::commit::journal::JOURNAL_FILE);
+        loop {
+            let guard = self.inner.lock.read(timeout)?;
+            if held_before || !journal.exists() {
+                return Ok(guard);
+            }
+            drop(guard);
+            let write = self.inner.lock.write(timeout)?;
+            txn::recover(self, &write)?;
+        }
+    }
+
+    /// Reads the committed state's manifest (`None` for a dataset no commit of ours
+    /// has touched).
+    pub fn manifest(&self) -> Result<Option<Manifest>> {
+        let _guard = self.read_guard()?;
+        Manifest::load(&self.inner.layout.hidden)
+    }
+
+    /// The commit generation (0 before the first commit).
+    pub fn generation(&self) -> Result<u64> {
+        Ok(self.manifest()?.map_or(0, |m| m.generation))
+    }
+
+    fn elements_locked(&self) -> Result<ElementSet> {
+        let manifest = Manifest::load(&self.inner.layout.hidden)?;
+        ElementSet::load(self.root(), manifest.as_ref())
+    }
+
+    /// Lists the committed elements.
+    pub fn list(&self) -> Result<ElementList> {
+        let _guard = self.read_guard()?;
+        let set = self.elements_locked()?;
+        Ok(ElementList {
+            images: set.names(ElementKind::Images),
+            labels: set.names(ElementKind::Labels),
+            points: set.names(ElementKind::Points),
+            shapes: set.names(ElementKind::Shapes),
+            tables: set.names(ElementKind::Tables),
+        })
+    }
+
+    fn find(&self, name: &str) -> Result<(ElementName, ElementKind, PathBuf)> {
+        let name = ElementName::new(name)?;
+        let kind = self
+            .elements_locked()?
+            .kind_of(name.as_str())
+            .ok_or_else(|| Error::NoSuchElement {
+                dataset: self.root().to_path_buf(),
+                name: name.to_string(),
+            })?;
+        let dir = self.root().join(element_path(kind, name.as_str()));
+        Ok((name, kind, dir))
+    }
+
+    /// Describes the element `name`.
+    pub fn info(&self, name: &str) -> Result<ElementInfo> {
+        let _guard = self.read_guard()?;
+        let (_, kind, dir) = self.find(name)?;
+        match kind {
+            ElementKind::Images | ElementKind::Labels => {
+                raster::raster_info(&dir, kind).map(ElementInfo::Raster)
+            }
+            other => Ok(ElementInfo::Other { kind: other }),
+        }
+    }
+
+    /// Reads pyramid level `level` (0 = full resolution) of an image or labels element.
+    pub fn read_raster<T: Pixel>(&self, name: &str, level: usize) -> Result<ArrayD<T>> {
+        let _guard = self.read_guard()?;
+        let (name, kind, dir) = self.find(name)?;
+        if !matches!(kind, ElementKind::Images | ElementKind::Labels) {
+            return Err(Error::WrongElementType {
+                name: name.to_string(),
+                actual: kind.to_string(),
+                expected: "an image or labels".into(),
+            });
+        }
+        let info = raster::raster_info(&dir, kind)?;
+        let path = info.level_paths.get(level).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{name} has {} levels; level {level} does not exist",
+                info.levels
+            ))
+        })?;
+        if crate::util::safe_relative(path).is_none() {
+            return Err(Error::Corrupt {
+                path: dir,
+                reason: format!("level path {path:?} leaves the element"),
+            });
+        }
+        raster::read_level(&dir, path)
+    }
+
+    /// Writes a raster element to a private staging folder, WITHOUT the dataset lock,
+    /// ready to be committed by [`WriteTxn::add_staged`]. This is the expensive part of
+    /// adding an element, and it runs in parallel across processes.
+    pub fn stage_raster<T: Pixel>(
+        &self,
+        kind: ElementKind,
+        name: &str,
+        data: ArrayViewD<'_, T>,
+        options: &RasterOptions,
+    ) -> Result<StagedElement> {
+        self.ensure_writable()?;
+        if !matches!(kind, ElementKind::Images | ElementKind::Labels) {
+            return Err(Error::InvalidInput(format!(
+                "{} elements are not rasters",
+                kind.group()
+            )));
+        }
+        let name = ElementName::new(name)?;
+        let publisher = Arc::new(Publisher::new());
+        let staged = StagedElement::create(&self.inner.layout, &publisher, kind, name)?;
+        raster::write_raster(
+            &staged.element_dir(),
+            &publisher,
+            kind,
+            &staged.name,
+            data,
+            options,
+        )?;
+        publisher.sync()?;
+        Ok(staged)
+    }
+
+    /// Adds an image (staged without the lock, committed under it).
+    pub fn add_image<T: Pixel>(
+        &self,
+        name: &str,
+        data: ArrayViewD<'_, T>,
+        options: &RasterOptions,
+    ) -> Result<CommitInfo> {
+        self.add_raster(ElementKind::Images, name, data, options, false)
+    }
+
+    /// Adds a labels element (staged without the lock, committed under it).
+    pub fn add_labels<T: Pixel>(
+        &self,
+        name: &str,
+        data: ArrayViewD<'_, T>,
+        options: &RasterOptions,
+    ) -> Result<CommitInfo> {
+        self.add_raster(ElementKind::Labels, name, data, options, false)
+    }
+
+    /// Adds an image or labels element; with `overwrite`, atomically replaces an
+    /// element of the same kind and name. Joins the thread's open transaction on this
+    /// dataset, if there is one.
+    pub fn add_raster<T: Pixel>(
+        &self,
+        kind: ElementKind,
+        name: &str,
+        data: ArrayViewD<'_, T>,
+        options: &RasterOptions,
+        overwrite: bool,
+    ) -> Result<CommitInfo> {
+        // Fail fast on a taken name, before the expensive staging.
+        let checked = ElementName::new(name)?;
+        {
+            let _guard = self.read_guard_if_free()?;
+            if let Some(_guard) = _guard {
+                self.elements_locked()?
+                    .check_add(kind, &checked, overwrite)?;
+            }
+        }
+        let staged = self.stage_raster(kind, name, data, options)?;
+        let mut txn = self.write()?;
+        txn.add_staged(staged, overwrite)?;
+        txn.commit()
+    }
+
+    /// The read lock, unless this thread holds the write lock already (then `None`:
+    /// the caller is inside a transaction and checks at commit).
+    fn read_guard_if_free(&self) -> Result<Option<ReadGuard>> {
+        match self.inner.lock.held_by_this_thread() {
+            Some(crate::lock::LockMode::Write) => Ok(None),
+            _ => self.read_guard().map(Some),
+        }
+    }
+
+    /// Removes the element `name`. Joins the thread's open transaction, if any.
+    pub fn remove(&self, name: &str) -> Result<CommitInfo> {
+        let mut txn = self.write()?;
+        txn.remove(name)?;
+        txn.commit()
+    }
+
+    /// Begins a write transaction: takes the write lock (finishing any interrupted
+    /// commit first). On a thread that already has a transaction open on this
+    /// dataset, the new one is nested: its changes join the outer transaction when it
+    /// commits, and reach the disk when the outermost commits.
+    pub fn write(&self) -> Result<WriteTxn<'_>> {
+        self.ensure_writable()?;
+        WriteTxn::begin(self)
+    }
+
+    /// Finishes an interrupted commit and removes what dead writers left behind.
+    pub fn recover(&self) -> Result<RecoveryReport> {
+        self.ensure_writable()?;
+        let guard = self.inner.lock.write(self.inner.options.lock_timeout)?;
+        txn::recover(self, &guard)
+    }
+
+    fn ensure_writable(&self) -> Result<()> {
+        match self.inner.container {
+            Container::V02 => Ok(()),
+            Container::V01 => Err(Error::UnsupportedFormat {
+                path: self.root().to_path_buf(),
+                what: "the dataset uses SpatialData container format 0.1 (Zarr v2), which spatialzarr reads but does not write; convert it with spatialdata (`sdata.write(new_path)`)".into(),
+            }),
+        }
+    }
+
+    /// The journal of an interrupted commit, if one is waiting.
+    pub fn pending_journal(&self) -> Result<Option<Journal>> {
+        Journal::load(&self.inner.layout.hidden)
+    }
+}

@@ -1,0 +1,131 @@
+//! Private staging folders: where an element is written before it is committed.
+//!
+//! `.spatialzarr/staging/<id>/` holds `owner` (flocked exclusively by the writing
+//! process for as long as the staged element lives) and `element/` (the element's
+//! tree, renamed into place by the commit). A later writer removes a staging folder
+//! only when it can lock `owner` itself: the owner is then provably gone.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::layout::{Layout, unique_id};
+use crate::element::{ElementKind, ElementName};
+use crate::error::{Result, io_err};
+use crate::storage::Publisher;
+use crate::storage::publish::remove_tree;
+
+/// An element written to a staging folder, waiting to be committed. Dropping it
+/// without committing deletes the staged files.
+#[derive(Debug)]
+pub struct StagedElement {
+    pub(crate) kind: ElementKind,
+    pub(crate) name: ElementName,
+    /// `.spatialzarr/staging/<id>`.
+    pub(crate) dir: PathBuf,
+    /// Held locked while the staged element lives.
+    _owner: File,
+    /// Set once the element folder has been renamed into the dataset.
+    pub(crate) consumed: bool,
+}
+
+impl StagedElement {
+    /// Creates a staging folder and returns it with the folder the element goes in.
+    pub(crate) fn create(
+        layout: &Layout,
+        publisher: &Arc<Publisher>,
+        kind: ElementKind,
+        name: ElementName,
+    ) -> Result<Self> {
+        let staging = layout.staging();
+        publisher.create_dir_all(&staging)?;
+        let dir = staging.join(unique_id());
+        std::fs::create_dir(&dir).map_err(io_err("create folder", &dir))?;
+        let owner_path = dir.join("owner");
+        let owner = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&owner_path)
+            .map_err(io_err("create", &owner_path))?;
+        owner.lock().map_err(io_err("lock", &owner_path))?;
+        let element = dir.join("element");
+        std::fs::create_dir(&element).map_err(io_err("create folder", &element))?;
+        Ok(Self {
+            kind,
+            name,
+            dir,
+            _owner: owner,
+            consumed: false,
+        })
+    }
+
+    /// The folder holding the element's tree.
+    pub(crate) fn element_dir(&self) -> PathBuf {
+        self.dir.join("element")
+    }
+
+    /// The element's kind.
+    pub fn kind(&self) -> ElementKind {
+        self.kind
+    }
+
+    /// The element's name.
+    pub fn name(&self) -> &ElementName {
+        &self.name
+    }
+}
+
+impl Drop for StagedElement {
+    fn drop(&mut self) {
+        // A consumed element belongs to a decided commit: its journal may still need
+        // the staged files, and the committer removes the folder once done.
+        if !self.consumed {
+            // Best effort: a leftover is removed by a later writer once we are gone.
+            let _ = remove_tree(&self.dir);
+        }
+    }
+}
+
+/// Removes staging folders whose owner process is gone. Returns the folders removed.
+pub(crate) fn remove_abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
+    let staging = layout.staging();
+    let entries = match std::fs::read_dir(&staging) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("list", &staging)(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if owner_is_gone(&dir) {
+            remove_tree(&dir)?;
+            removed.push(dir);
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether the process that staged `dir` is gone (its `owner` file can be locked, or
+/// it never got as far as creating it and is old).
+fn owner_is_gone(dir: &Path) -> bool {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("owner"))
+    {
+        Ok(owner) => match owner.try_lock() {
+            Ok(()) => true,
+            Err(TryLockError::WouldBlock) => false,
+            Err(TryLockError::Error(_)) => false,
+        },
+        // A folder without an owner file: its creator died between mkdir and create,
+        // or is in that instant right now. Leave young ones alone.
+        Err(_) => dir
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60)),
+    }
+}

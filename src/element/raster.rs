@@ -1,0 +1,505 @@
+//! Images and labels: multiscale rasters in the NGFF 0.5-dev-spatialdata layout.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Slice};
+use serde_json::{Value, json};
+use zarrs::array::codec::ZstdCodec;
+use zarrs::array::{Array, ArrayBuilder, FillValue};
+
+use super::pixel::{DType, Pixel};
+use super::transform::{Transformations, axis_json};
+use super::{ElementKind, ElementName};
+use crate::error::{Error, Result};
+use crate::storage::{AtomicStore, Publisher};
+
+/// The largest element metadata document accepted.
+pub const MAX_METADATA_BYTES: u64 = 16 << 20;
+
+/// How a raster element is written. `Default` gives spatialdata's defaults.
+#[derive(Debug, Clone)]
+pub struct RasterOptions {
+    /// Dimension names, e.g. `["c","y","x"]`. Default: from the number of dimensions
+    /// (images `y,x` / `c,y,x` / `c,z,y,x`; labels `y,x` / `z,y,x`). An image given as
+    /// `y,x` or `z,y,x` is stored with a leading channel axis of length 1.
+    pub dims: Option<Vec<String>>,
+    /// Channel names of an image (one per channel).
+    pub channel_names: Option<Vec<String>>,
+    /// Extra pyramid levels `s1, s2, ...`, each halving `y` and `x` (images: mean of
+    /// each 2x2 block; labels: the top-left pixel, so no new label values appear).
+    pub scale_levels: usize,
+    /// Chunk shape of level 0 (default: up to 1024 along `y`/`x`, 1 along `z`, all
+    /// channels up to 16).
+    pub chunk_shape: Option<Vec<u64>>,
+    /// zstd compression level (default 3).
+    pub zstd_level: i32,
+    /// Transformations to coordinate systems (default: identity to `global`).
+    pub transformations: Transformations,
+}
+
+impl Default for RasterOptions {
+    fn default() -> Self {
+        Self {
+            dims: None,
+            channel_names: None,
+            scale_levels: 0,
+            chunk_shape: None,
+            zstd_level: 3,
+            transformations: Transformations::default(),
+        }
+    }
+}
+
+/// What `info` reports about a raster element.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RasterInfo {
+    /// Images or labels.
+    pub kind: ElementKind,
+    /// Shape of level 0.
+    pub shape: Vec<u64>,
+    /// Pixel type.
+    pub dtype: DType,
+    /// Dimension names.
+    pub dims: Vec<String>,
+    /// Number of pyramid levels, including level 0.
+    pub levels: usize,
+    /// Paths of the levels inside the element (`s0`, `s1`, ...).
+    pub level_paths: Vec<String>,
+    /// Channel names of an image, when recorded.
+    pub channel_names: Option<Vec<String>>,
+    /// Transformations to coordinate systems.
+    pub transformations: Transformations,
+}
+
+fn input_error(message: String) -> Error {
+    Error::InvalidInput(message)
+}
+
+/// Works out and checks the dimension names for `ndim` dimensions.
+fn resolve_dims(kind: ElementKind, ndim: usize, dims: Option<&[String]>) -> Result<Vec<String>> {
+    let default: &[&str] = match (kind, ndim) {
+        (ElementKind::Images, 2) | (ElementKind::Labels, 2) => &["y", "x"],
+        (ElementKind::Images, 3) => &["c", "y", "x"],
+        (ElementKind::Images, 4) => &["c", "z", "y", "x"],
+        (ElementKind::Labels, 3) => &["z", "y", "x"],
+        _ => &[],
+    };
+    let dims: Vec<String> = match dims {
+        Some(d) => d.to_vec(),
+        None if !default.is_empty() => default.iter().map(|s| s.to_string()).collect(),
+        None => {
+            return Err(input_error(format!(
+                "{} need 2 or 3 dimensions{}, got {ndim}",
+                kind.group(),
+                if kind == ElementKind::Images {
+                    " (or 4 with z)"
+                } else {
+                    ""
+                }
+            )));
+        }
+    };
+    if dims.len() != ndim {
+        return Err(input_error(format!(
+            "dims {dims:?} name {} dimensions but the array has {ndim}",
+            dims.len()
+        )));
+    }
+    let allowed: &[&[&str]] = match kind {
+        ElementKind::Images => &[
+            &["y", "x"],
+            &["c", "y", "x"],
+            &["z", "y", "x"],
+            &["c", "z", "y", "x"],
+        ],
+        _ => &[&["y", "x"], &["z", "y", "x"]],
+    };
+    if !allowed.iter().any(|a| a.iter().eq(dims.iter())) {
+        return Err(input_error(format!(
+            "dims {dims:?} are not allowed for {}: use one of {allowed:?}",
+            kind.group()
+        )));
+    }
+    Ok(dims)
+}
+
+fn default_chunks(dims: &[String], shape: &[u64]) -> Vec<u64> {
+    dims.iter()
+        .zip(shape)
+        .map(|(d, &len)| {
+            match d.as_str() {
+                "c" => len.min(16),
+                "z" => 1,
+                _ => len.min(1024),
+            }
+            .max(1)
+        })
+        .collect()
+}
+
+/// Halves `y` and `x` of `data` (axes `yx`): labels keep the top-left pixel of each
+/// 2x2 block, images take its mean.
+fn downsample<T: Pixel>(data: &ArrayD<T>, yx: [usize; 2], nearest: bool) -> ArrayD<T> {
+    if nearest {
+        return data
+            .slice_each_axis(|ax| {
+                if yx.contains(&ax.axis.index()) {
+                    Slice::new(0, Some((ax.len / 2 * 2) as isize), 2)
+                } else {
+                    Slice::from(..)
+                }
+            })
+            .to_owned();
+    }
+    let mut shape = data.shape().to_vec();
+    for a in yx {
+        shape[a] /= 2;
+    }
+    ArrayD::from_shape_fn(IxDyn(&shape), |index| {
+        let mut at: Vec<usize> = (0..data.ndim()).map(|i| index[i]).collect();
+        let mut sum = 0.0;
+        for dy in 0..2 {
+            for dx in 0..2 {
+                at[yx[0]] = index[yx[0]] * 2 + dy;
+                at[yx[1]] = index[yx[1]] * 2 + dx;
+                sum += data[IxDyn(&at)].to_f64();
+            }
+        }
+        T::from_f64(sum / 4.0)
+    })
+}
+
+fn zarr_error(path: &str) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
+    move |e| Error::Zarr {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes a whole raster element (group metadata and every level) into the folder
+/// `dir`, which must exist and be private to the caller. Every file is published
+/// atomically through `publisher`.
+pub fn write_raster<T: Pixel>(
+    dir: &Path,
+    publisher: &Arc<Publisher>,
+    kind: ElementKind,
+    name: &ElementName,
+    data: ArrayViewD<'_, T>,
+    options: &RasterOptions,
+) -> Result<()> {
+    if kind == ElementKind::Labels && !T::DTYPE.is_integer() {
+        return Err(input_error(format!(
+            "labels must have an integer type, got {}",
+            T::DTYPE
+        )));
+    }
+    let mut dims = resolve_dims(kind, data.ndim(), options.dims.as_deref())?;
+    let mut data = data.to_owned();
+    if kind == ElementKind::Images && dims[0] != "c" {
+        data.insert_axis_inplace(ndarray::Axis(0));
+        dims.insert(0, "c".into());
+    }
+    let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
+    if shape.contains(&0) {
+        return Err(input_error(format!(
+            "the array has an empty dimension: shape {shape:?}"
+        )));
+    }
+    options
+        .transformations
+        .validate(&dims)
+        .map_err(input_error)?;
+    let channels = if dims[0] == "c" { Some(shape[0]) } else { None };
+    if let Some(names) = &options.channel_names {
+        if kind != ElementKind::Images {
+            return Err(input_error("only images have channel names".into()));
+        }
+        if Some(names.len() as u64) != channels {
+            return Err(input_error(format!(
+                "{} channel names for {} channels",
+                names.len(),
+                channels.unwrap_or(0)
+            )));
+        }
+    }
+    let chunks = match &options.chunk_shape {
+        Some(c) if c.len() != shape.len() || c.contains(&0) => {
+            return Err(input_error(format!(
+                "chunk shape {c:?} must have {} positive entries",
+                shape.len()
+            )));
+        }
+        Some(c) => c.clone(),
+        None => default_chunks(&dims, &shape),
+    };
+    let yx = [dims.len() - 2, dims.len() - 1];
+    let smallest = shape[yx[0]].min(shape[yx[1]]);
+    if options.scale_levels > 0 && (smallest >> options.scale_levels) == 0 {
+        return Err(input_error(format!(
+            "cannot make {} pyramid levels from y,x size {}x{}: each level halves them",
+            options.scale_levels, shape[yx[0]], shape[yx[1]]
+        )));
+    }
+
+    let store = Arc::new(AtomicStore::new(dir, publisher.clone())?);
+    let mut datasets = Vec::new();
+    let mut level_data = data;
+    for level in 0..=options.scale_levels {
+        if level > 0 {
+            level_data = downsample(&level_data, yx, kind == ElementKind::Labels);
+        }
+        let level_shape: Vec<u64> = level_data.shape().iter().map(|&n| n as u64).collect();
+        let level_chunks: Vec<u64> = chunks
+            .iter()
+            .zip(&level_shape)
+            .map(|(&c, &n)| c.min(n).max(1))
+            .collect();
+        let path = format!("/s{level}");
+        let err = zarr_error(&path);
+        let array = ArrayBuilder::new(
+            level_shape.clone(),
+            level_chunks,
+            T::DTYPE.zarr(),
+            FillValue::new(vec![0; T::DTYPE.size()]),
+        )
+        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(
+            options.zstd_level,
+            false,
+        ))])
+        .dimension_names(Some(dims.clone()))
+        .build(store.clone(), &path)
+        .map_err(|e| err(&e))?;
+        array.store_metadata().map_err(|e| err(&e))?;
+        let standard = level_data.as_standard_layout().into_owned();
+        array
+            .store_array_subset(&array.subset_all(), standard)
+            .map_err(|e| err(&e))?;
+        let factor: Vec<f64> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, _)| shape[i] as f64 / level_shape[i] as f64)
+            .collect();
+        let translation: Vec<f64> = factor.iter().map(|f| (f - 1.0) / 2.0).collect();
+        datasets.push(json!({
+            "path": format!("s{level}"),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": factor},
+                {"type": "translation", "translation": translation}
+            ]
+        }));
+    }
+
+    let mut ome = json!({
+        "version": "0.5-dev-spatialdata",
+        "multiscales": [{
+            "axes": dims.iter().map(|d| axis_json(d, false)).collect::<Vec<_>>(),
+            "datasets": datasets,
+            "name": name.as_str(),
+            "coordinateTransformations": options.transformations.to_ngff(&dims),
+        }],
+    });
+    match kind {
+        ElementKind::Labels => ome["image-label"] = json!({"version": "0.5"}),
+        _ => {
+            if let Some(names) = &options.channel_names {
+                ome["omero"] = json!({
+                    "channels": names.iter().map(|n| json!({"label": n})).collect::<Vec<_>>()
+                });
+            }
+        }
+    }
+    let group = json!({
+        "attributes": {"ome": ome, "spatialdata_attrs": {"version": "0.3"}},
+        "zarr_format": 3,
+        "node_type": "group",
+    });
+    publisher.write(
+        &dir.join("zarr.json"),
+        &serde_json::to_vec_pretty(&group).expect("json"),
+    )?;
+    Ok(())
+}
+
+/// Reads a JSON metadata document, bounded in size.
+pub fn read_json(path: &Path) -> Result<Value> {
+    let bytes = crate::util::read_limited(path, MAX_METADATA_BYTES)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
+/// The group attributes of an element folder (Zarr v3 `zarr.json` or v2 `.zattrs`).
+pub fn group_attributes(dir: &Path) -> Result<Value> {
+    let v3 = dir.join("zarr.json");
+    if v3.exists() {
+        let doc = read_json(&v3)?;
+        return Ok(doc.get("attributes").cloned().unwrap_or_else(|| json!({})));
+    }
+    let v2 = dir.join(".zattrs");
+    if v2.exists() {
+        return read_json(&v2);
+    }
+    Err(Error::Corrupt {
+        path: dir.to_path_buf(),
+        reason: "no zarr.json (or .zattrs) found".into(),
+    })
+}
+
+/// Reads a raster element's description from its folder.
+pub fn raster_info(dir: &Path, kind: ElementKind) -> Result<RasterInfo> {
+    let corrupt = |reason: String| Error::Corrupt {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let attrs = group_attributes(dir)?;
+    let ome = attrs.get("ome").unwrap_or(&attrs);
+    let multiscale = ome
+        .pointer("/multiscales/0")
+        .ok_or_else(|| corrupt("no ome multiscales".into()))?;
+    let dims: Vec<String> = multiscale
+        .get("axes")
+        .and_then(Value::as_array)
+        .ok_or_else(|| corrupt("multiscales[0] has no axes".into()))?
+        .iter()
+        .map(|a| a.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| corrupt("an axis has no name".into()))?;
+    let level_paths: Vec<String> = multiscale
+        .get("datasets")
+        .and_then(Value::as_array)
+        .ok_or_else(|| corrupt("multiscales[0] has no datasets".into()))?
+        .iter()
+        .map(|d| d.get("path").and_then(Value::as_str).map(str::to_owned))
+        .collect::<Option<_>>()
+        .ok_or_else(|| corrupt("a dataset has no path".into()))?;
+    let first = level_paths
+        .first()
+        .ok_or_else(|| corrupt("multiscales[0] lists no datasets".into()))?;
+    if crate::util::safe_relative(first).is_none() {
+        return Err(corrupt(format!(
+            "dataset path {first:?} leaves the element"
+        )));
+    }
+    let (shape, dtype) = array_shape_dtype(&dir.join(first))?;
+    if shape.len() != dims.len() {
+        return Err(corrupt(format!(
+            "level {first} has {} dimensions but the axes name {}",
+            shape.len(),
+            dims.len()
+        )));
+    }
+    let transformations = Transformations::from_ngff(
+        multiscale
+            .get("coordinateTransformations")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]),
+        &dims,
+    );
+    let channel_names = ome
+        .pointer("/omero/channels")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .map(|c| match c.get("label") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                    None => String::new(),
+                })
+                .collect()
+        });
+    Ok(RasterInfo {
+        kind,
+        shape,
+        dtype,
+        dims,
+        levels: level_paths.len(),
+        level_paths,
+        channel_names,
+        transformations,
+    })
+}
+
+/// Shape and data type of the array in folder `dir` (Zarr v3 or v2).
+pub fn array_shape_dtype(dir: &Path) -> Result<(Vec<u64>, DType)> {
+    let corrupt = |reason: String| Error::Corrupt {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let (doc, dtype_key) = if dir.join("zarr.json").exists() {
+        (read_json(&dir.join("zarr.json"))?, "data_type")
+    } else {
+        (read_json(&dir.join(".zarray"))?, "dtype")
+    };
+    let shape: Vec<u64> = doc
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or_else(|| corrupt("no shape".into()))?
+        .iter()
+        .map(Value::as_u64)
+        .collect::<Option<_>>()
+        .ok_or_else(|| {
+            corrupt("the shape holds a value that is not a non-negative integer".into())
+        })?;
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &n| acc.checked_mul(n))
+        .ok_or_else(|| {
+            corrupt(format!(
+                "the shape {shape:?} has more elements than fit in 64 bits"
+            ))
+        })?;
+    let dtype_text = doc.get(dtype_key).and_then(Value::as_str).unwrap_or("?");
+    let dtype = DType::parse(dtype_text)
+        .ok_or_else(|| corrupt(format!("data type {dtype_text:?} is not supported")))?;
+    Ok((shape, dtype))
+}
+
+/// Reads a whole level of a raster element.
+pub fn read_level<T: Pixel>(dir: &Path, level_path: &str) -> Result<ArrayD<T>> {
+    let (shape, dtype) = array_shape_dtype(&dir.join(level_path))?;
+    if dtype != T::DTYPE {
+        return Err(Error::InvalidInput(format!(
+            "{} holds {dtype} pixels, not {}",
+            dir.join(level_path).display(),
+            T::DTYPE
+        )));
+    }
+    shape
+        .iter()
+        .try_fold(dtype.size() as u64, |acc, &n| acc.checked_mul(n))
+        .filter(|&b| usize::try_from(b).is_ok())
+        .ok_or_else(|| Error::InvalidInput(format!("a {shape:?} array does not fit in memory")))?;
+    let store = Arc::new(AtomicStore::read_only(dir)?);
+    let path = format!("/{level_path}");
+    let err = zarr_error(&path);
+    let array = Array::open(store, &path).map_err(|e| err(&e))?;
+    array
+        .retrieve_array_subset::<ArrayD<T>>(&array.subset_all())
+        .map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_downsample_by_nearest_and_images_by_mean() {
+        let data = ArrayD::from_shape_vec(IxDyn(&[2, 4]), vec![1u8, 3, 5, 7, 3, 5, 7, 9]).unwrap();
+        let near = downsample(&data, [0, 1], true);
+        assert_eq!(near.shape(), &[1, 2]);
+        assert_eq!(near.iter().copied().collect::<Vec<_>>(), vec![1, 5]);
+        let mean = downsample(&data, [0, 1], false);
+        assert_eq!(mean.iter().copied().collect::<Vec<_>>(), vec![3, 7]);
+    }
+
+    #[test]
+    fn dims_are_checked() {
+        assert!(resolve_dims(ElementKind::Labels, 3, None).unwrap() == ["z", "y", "x"]);
+        let bad = vec!["x".to_string(), "y".to_string()];
+        assert!(resolve_dims(ElementKind::Labels, 2, Some(&bad)).is_err());
+        assert!(resolve_dims(ElementKind::Labels, 4, None).is_err());
+    }
+}

@@ -1,0 +1,120 @@
+//! The library's error type.
+
+use std::path::PathBuf;
+
+use crate::lock::LockError;
+
+/// Everything that can go wrong in the store. Messages say what was wrong and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The dataset lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+
+    /// A file operation failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done ("write", "rename", "fsync", ...).
+        op: &'static str,
+        /// The file or folder.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+
+    /// An element name breaks spatialdata's naming rules.
+    #[error("invalid element name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+
+    /// The name is already used by an element (compared case-insensitively).
+    #[error(
+        "an element named {existing:?} ({kind}) already exists; names are unique case-insensitively across all element types: choose another name, or ask for overwrite to replace an element of the same type and name"
+    )]
+    NameTaken {
+        /// The existing element's name.
+        existing: String,
+        /// Its type.
+        kind: String,
+    },
+
+    /// No element of that name.
+    #[error("dataset {dataset} has no element named {name:?}; `spatialzarr ls` lists them")]
+    NoSuchElement {
+        /// The dataset.
+        dataset: PathBuf,
+        /// The name asked for.
+        name: String,
+    },
+
+    /// The path is not a dataset this store can open.
+    #[error("{path} is not a SpatialData dataset: {reason}")]
+    NotADataset {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// A dataset that already exists where a new one was to be created.
+    #[error("{0} already exists; open it instead, or choose a new path")]
+    AlreadyExists(PathBuf),
+
+    /// The on-disk format is newer or other than this version understands.
+    #[error("{path}: {what}; upgrade spatialzarr to open it")]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        what: String,
+    },
+
+    /// Metadata or data on disk is malformed.
+    #[error("{path} is malformed: {reason}")]
+    Corrupt {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The caller's input is unusable.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The element exists but is of another type than the operation needs.
+    #[error("element {name:?} is {actual}, not {expected}")]
+    WrongElementType {
+        /// The element.
+        name: String,
+        /// Its actual type.
+        actual: String,
+        /// The type the operation needs.
+        expected: String,
+    },
+
+    /// The Zarr layer failed.
+    #[error("zarr error at {path}: {message}")]
+    Zarr {
+        /// The array or group.
+        path: String,
+        /// zarrs' message.
+        message: String,
+    },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Builds the closure that maps an io error on `path` during `op` into [`Error::Io`].
+pub(crate) fn io_err(
+    op: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io { op, path, source }
+}

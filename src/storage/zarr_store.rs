@@ -1,0 +1,136 @@
+//! A zarrs store whose every write goes through the [`Publisher`].
+//!
+//! zarrs' own `FilesystemStore` truncates and rewrites files in place, so a reader in
+//! another process can see a torn `zarr.json` or chunk. [`AtomicStore`] reads through
+//! `FilesystemStore` and routes `set`, `erase` and `erase_prefix` to the publisher.
+//! Partial writes are refused (zarrs falls back to whole-chunk writes).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zarrs::filesystem::FilesystemStore;
+use zarrs::storage::byte_range::ByteRangeIterator;
+use zarrs::storage::{
+    Bytes, ListableStorageTraits, MaybeBytesIterator, OffsetBytesIterator, ReadableStorageTraits,
+    StorageError, StoreKey, StoreKeys, StoreKeysPrefixes, StorePrefix, WritableStorageTraits,
+};
+
+use super::publish::{Publisher, remove_tree};
+
+/// Zarr storage rooted at a folder, with atomic, fsynced writes.
+#[derive(Debug)]
+pub struct AtomicStore {
+    root: PathBuf,
+    reader: FilesystemStore,
+    /// `None` for a read-only store.
+    publisher: Option<Arc<Publisher>>,
+}
+
+fn storage_error(error: crate::Error) -> StorageError {
+    StorageError::Other(error.to_string())
+}
+
+impl AtomicStore {
+    /// A store rooted at the existing folder `root`, publishing through `publisher`.
+    pub fn new(root: &Path, publisher: Arc<Publisher>) -> crate::Result<Self> {
+        let reader = FilesystemStore::new(root).map_err(|e| crate::Error::Zarr {
+            path: root.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            reader,
+            publisher: Some(publisher),
+        })
+    }
+
+    /// A store rooted at `root` for reading only: writes through it are refused.
+    pub fn read_only(root: &Path) -> crate::Result<Self> {
+        let mut store = Self::new(root, Arc::new(Publisher::new()))?;
+        store.publisher = None;
+        Ok(store)
+    }
+
+    fn path_of(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    fn publisher(&self) -> Result<&Publisher, StorageError> {
+        self.publisher.as_deref().ok_or(StorageError::ReadOnly)
+    }
+}
+
+impl ReadableStorageTraits for AtomicStore {
+    fn get_partial_many<'a>(
+        &'a self,
+        key: &StoreKey,
+        byte_ranges: ByteRangeIterator<'a>,
+    ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        self.reader.get_partial_many(key, byte_ranges)
+    }
+
+    fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        self.reader.size_key(key)
+    }
+
+    fn supports_get_partial(&self) -> bool {
+        self.reader.supports_get_partial()
+    }
+}
+
+impl ListableStorageTraits for AtomicStore {
+    fn list(&self) -> Result<StoreKeys, StorageError> {
+        self.reader.list()
+    }
+
+    fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        self.reader.list_prefix(prefix)
+    }
+
+    fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        self.reader.list_dir(prefix)
+    }
+
+    fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        self.reader.size_prefix(prefix)
+    }
+}
+
+impl WritableStorageTraits for AtomicStore {
+    fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
+        let path = self.path_of(key.as_str());
+        if let Some(dir) = path.parent() {
+            self.publisher()?
+                .create_dir_all(dir)
+                .map_err(storage_error)?;
+        }
+        self.publisher()?
+            .write(&path, &value)
+            .map_err(storage_error)
+    }
+
+    fn set_partial_many(
+        &self,
+        key: &StoreKey,
+        _offset_values: OffsetBytesIterator,
+    ) -> Result<(), StorageError> {
+        Err(StorageError::Unsupported(format!(
+            "partial writes to {key} are not atomic and are refused"
+        )))
+    }
+
+    fn erase(&self, key: &StoreKey) -> Result<(), StorageError> {
+        self.publisher()?
+            .remove_file(&self.path_of(key.as_str()))
+            .map_err(storage_error)
+    }
+
+    fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
+        self.publisher()?;
+        remove_tree(&self.path_of(prefix.as_str())).map_err(storage_error)
+    }
+
+    fn supports_set_partial(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,61 @@
+//! Small helpers shared by the layers.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::{Error, Result, io_err};
+
+/// Reads a whole file, refusing one larger than `max` bytes without reading it.
+pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(io_err("open", path))?;
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    if len > max {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("{len} bytes is larger than the {max} bytes allowed for this file"),
+        });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    if bytes.len() as u64 > max {
+        return Err(Error::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("grew past the {max} bytes allowed while being read"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Checks that `relative` is a plain relative path (no root, no `..`, no `.`), so that
+/// joining it to the dataset root can never leave the dataset.
+pub fn safe_relative(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(relative);
+    let plain = !relative.is_empty()
+        && !relative.contains('\0')
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    plain.then(|| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_relative_paths() {
+        assert!(safe_relative("images/a/zarr.json").is_some());
+        for bad in ["", "/etc", "../x", "a/../b", "./a", "a\0b"] {
+            assert!(safe_relative(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn read_limited_refuses_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![b'x'; 100]).unwrap();
+        assert_eq!(read_limited(&path, 100).unwrap().len(), 100);
+        assert!(read_limited(&path, 99).is_err());
+    }
+}

@@ -1,0 +1,394 @@
+//! The store: images and labels added, listed, read and removed, concurrently.
+//! Includes the element cases of the SpatialData concurrency request (threads,
+//! processes, sequential; a shared handle and a dataset opened from disk).
+
+mod common;
+
+use std::path::Path;
+
+use ndarray::{ArrayD, IxDyn};
+use spatialzarr::{
+    Dataset, DatasetOptions, ElementInfo, ElementKind, Error, RasterOptions, Transform,
+    Transformations,
+};
+
+fn open(path: &Path) -> Dataset {
+    Dataset::open(path, DatasetOptions::default()).expect("open dataset")
+}
+
+fn create(path: &Path) -> Dataset {
+    Dataset::create(path, DatasetOptions::default()).expect("create dataset")
+}
+
+/// The seed's image: shape (1, width, width), every pixel equal to `n`.
+fn seed_image(n: u16, width: usize) -> ArrayD<u16> {
+    ArrayD::from_elem(IxDyn(&[1, width, width]), n)
+}
+
+fn add_seed_image(ds: &Dataset, n: u16) {
+    ds.add_image(
+        &format!("image{n}"),
+        seed_image(n, 10).view(),
+        &RasterOptions::default(),
+    )
+    .expect("add image");
+}
+
+fn assert_seed_images(ds: &Dataset, count: u16) {
+    let list = ds.list().unwrap();
+    let expected: Vec<String> = {
+        let mut v: Vec<String> = (1..=count).map(|n| format!("image{n}")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(list.images, expected);
+    for n in 1..=count {
+        let pixels = ds.read_raster::<u16>(&format!("image{n}"), 0).unwrap();
+        assert_eq!(pixels, seed_image(n, 10), "pixels of image{n}");
+    }
+}
+
+#[test]
+#[ignore = "worker process entry point, run by the other tests"]
+fn child_role() {
+    let Some((role, args)) = common::role() else {
+        return;
+    };
+    let ds = open(Path::new(&args[0]));
+    match role.as_str() {
+        "add-image" => add_seed_image(&ds, args[1].parse().unwrap()),
+        "add-labels-many" => {
+            let worker: u32 = args[1].parse().unwrap();
+            let count: u32 = args[2].parse().unwrap();
+            for i in 0..count {
+                let value = worker * 1000 + i;
+                let labels = ArrayD::from_shape_fn(IxDyn(&[16, 24]), |ix| {
+                    value + (ix[0] * 24 + ix[1]) as u32
+                });
+                ds.add_labels(
+                    &format!("w{worker}_l{i}"),
+                    labels.view(),
+                    &RasterOptions::default(),
+                )
+                .unwrap();
+                common::report(&format!("added w{worker}_l{i}"));
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn seed_add_element_sequential_shared_handle() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    for n in 1..=10 {
+        add_seed_image(&ds, n);
+    }
+    assert_seed_images(&ds, 10);
+}
+
+#[test]
+fn seed_add_element_threads_shared_handle() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    std::thread::scope(|scope| {
+        for n in 1..=10 {
+            let ds = ds.clone();
+            scope.spawn(move || add_seed_image(&ds, n));
+        }
+    });
+    assert_seed_images(&ds, 10);
+}
+
+#[test]
+fn seed_add_element_threads_opened_from_disk() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    create(&path);
+    std::thread::scope(|scope| {
+        for n in 1..=10 {
+            let path = path.clone();
+            scope.spawn(move || add_seed_image(&open(&path), n));
+        }
+    });
+    assert_seed_images(&open(&path), 10);
+}
+
+#[test]
+fn seed_add_element_processes_opened_from_disk() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = create(&path);
+    let workers = (1..=10)
+        .map(|n| common::worker("add-image", &[path.display().to_string(), n.to_string()]))
+        .collect();
+    common::run_all(workers);
+    // The handle opened before the workers ran sees their elements.
+    assert_seed_images(&ds, 10);
+}
+
+#[test]
+fn many_processes_add_labels_and_a_stale_handle_sees_them() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = create(&path);
+    assert!(ds.list().unwrap().is_empty());
+    let workers = (0..6)
+        .map(|w| {
+            common::worker(
+                "add-labels-many",
+                &[path.display().to_string(), w.to_string(), "5".into()],
+            )
+        })
+        .collect();
+    common::run_all(workers);
+    let labels = ds.list().unwrap().labels;
+    assert_eq!(labels.len(), 30);
+    for w in 0..6u32 {
+        for i in 0..5u32 {
+            let got = ds.read_raster::<u32>(&format!("w{w}_l{i}"), 0).unwrap();
+            let value = w * 1000 + i;
+            assert_eq!(got[[0, 0]], value);
+            assert_eq!(got[[15, 23]], value + 15 * 24 + 23);
+        }
+    }
+    assert_eq!(ds.generation().unwrap(), 30);
+}
+
+#[test]
+fn info_describes_rasters() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    let data = ArrayD::from_shape_fn(IxDyn(&[2, 32, 48]), |ix| (ix[1] + ix[2]) as u8);
+    let options = RasterOptions {
+        channel_names: Some(vec!["DAPI".into(), "CD45".into()]),
+        scale_levels: 2,
+        transformations: Transformations(
+            [("global".to_owned(), Transform::Scale(vec![0.5, 0.25]))].into(),
+        ),
+        ..RasterOptions::default()
+    };
+    ds.add_image("img", data.view(), &options).unwrap();
+    let ElementInfo::Raster(info) = ds.info("img").unwrap() else {
+        panic!("not a raster")
+    };
+    assert_eq!(info.kind, ElementKind::Images);
+    assert_eq!(info.shape, vec![2, 32, 48]);
+    assert_eq!(info.dims, vec!["c", "y", "x"]);
+    assert_eq!(info.levels, 3);
+    assert_eq!(info.channel_names, Some(vec!["DAPI".into(), "CD45".into()]));
+    assert_eq!(info.transformations, options.transformations);
+    assert_eq!(ds.read_raster::<u8>("img", 0).unwrap(), data);
+    let s2 = ds.read_raster::<u8>("img", 2).unwrap();
+    assert_eq!(s2.shape(), &[2, 8, 12]);
+    // Mean of a 4x4 block of (y + x): block (0,0) holds 0..=6, mean 3.
+    assert_eq!(s2[[0, 0, 0]], 3);
+}
+
+#[test]
+fn labels_pyramid_keeps_label_values() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    let data = ArrayD::from_shape_fn(IxDyn(&[8, 8]), |ix| (ix[0] / 2 * 4 + ix[1] / 2) as u32);
+    let options = RasterOptions {
+        scale_levels: 1,
+        ..RasterOptions::default()
+    };
+    ds.add_labels("seg", data.view(), &options).unwrap();
+    let s1 = ds.read_raster::<u32>("seg", 1).unwrap();
+    assert_eq!(s1.shape(), &[4, 4]);
+    let mut values: Vec<u32> = s1.iter().copied().collect();
+    values.sort();
+    assert_eq!(values, (0..16).collect::<Vec<_>>());
+}
+
+#[test]
+fn names_are_validated_and_unique_ignoring_case() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = create(&path);
+    let data = ArrayD::<u8>::zeros(IxDyn(&[4, 4]));
+    ds.add_labels("Cells", data.view(), &RasterOptions::default())
+        .unwrap();
+    let generation = ds.generation().unwrap();
+    for bad in ["", "..", "a/b", "__x", ".hidden", "../../escape", "/abs"] {
+        let err = ds
+            .add_labels(bad, data.view(), &RasterOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidName { .. }), "{bad:?}: {err}");
+    }
+    for taken in ["Cells", "cells", "CELLS"] {
+        let err = ds
+            .add_image(taken, data.view(), &RasterOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, Error::NameTaken { .. }), "{taken}: {err}");
+        let err = ds
+            .add_labels(taken, data.view(), &RasterOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, Error::NameTaken { .. }), "{taken}: {err}");
+    }
+    assert_eq!(
+        ds.generation().unwrap(),
+        generation,
+        "a refused add changed the dataset"
+    );
+    assert_eq!(ds.list().unwrap().labels, vec!["Cells"]);
+    assert!(!dir.path().join("escape").exists());
+    // Nothing staged is left behind.
+    let staging = path.join(".spatialzarr/staging");
+    let left = std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn overwrite_replaces_and_remove_deletes() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    let a = ArrayD::from_elem(IxDyn(&[4, 4]), 1u32);
+    let b = ArrayD::from_elem(IxDyn(&[6, 6]), 2u32);
+    ds.add_labels("seg", a.view(), &RasterOptions::default())
+        .unwrap();
+    ds.add_raster(
+        ElementKind::Labels,
+        "seg",
+        b.view(),
+        &RasterOptions::default(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(ds.read_raster::<u32>("seg", 0).unwrap(), b);
+    assert_eq!(ds.list().unwrap().labels, vec!["seg"]);
+    // Overwrite never changes the kind.
+    let err = ds
+        .add_raster(
+            ElementKind::Images,
+            "seg",
+            b.view(),
+            &RasterOptions::default(),
+            true,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::NameTaken { .. }), "{err}");
+    ds.remove("seg").unwrap();
+    assert!(ds.list().unwrap().is_empty());
+    assert!(matches!(ds.remove("seg"), Err(Error::NoSuchElement { .. })));
+    assert!(matches!(ds.info("seg"), Err(Error::NoSuchElement { .. })));
+    let trash = dir.path().join("sd.zarr/.spatialzarr/trash");
+    assert_eq!(std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0), 0);
+}
+
+#[test]
+fn wrong_input_is_refused_without_change() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    let floats = ArrayD::<f32>::zeros(IxDyn(&[4, 4]));
+    let err = ds
+        .add_labels("seg", floats.view(), &RasterOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("integer"), "{err}");
+    let four_d = ArrayD::<u8>::zeros(IxDyn(&[1, 1, 4, 4]));
+    assert!(
+        ds.add_labels("seg", four_d.view(), &RasterOptions::default())
+            .is_err()
+    );
+    let empty = ArrayD::<u8>::zeros(IxDyn(&[0, 4]));
+    assert!(
+        ds.add_labels("seg", empty.view(), &RasterOptions::default())
+            .is_err()
+    );
+    let data = ArrayD::<u8>::zeros(IxDyn(&[4, 4]));
+    let bad_dims = RasterOptions {
+        dims: Some(vec!["x".into(), "y".into()]),
+        ..RasterOptions::default()
+    };
+    assert!(ds.add_labels("seg", data.view(), &bad_dims).is_err());
+    let too_many_levels = RasterOptions {
+        scale_levels: 3,
+        ..RasterOptions::default()
+    };
+    assert!(ds.add_labels("seg", data.view(), &too_many_levels).is_err());
+    assert!(ds.list().unwrap().is_empty());
+    assert_eq!(ds.generation().unwrap(), 0);
+    let u8s = ArrayD::<u8>::zeros(IxDyn(&[4, 4]));
+    ds.add_labels("seg", u8s.view(), &RasterOptions::default())
+        .unwrap();
+    assert!(
+        ds.read_raster::<u32>("seg", 0).is_err(),
+        "dtype mismatch must be refused"
+    );
+}
+
+#[test]
+fn transactions_commit_all_or_nothing_and_nest() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    let data = ArrayD::<u8>::zeros(IxDyn(&[4, 4]));
+    {
+        let mut txn = ds.write().unwrap();
+        txn.add_raster(
+            ElementKind::Labels,
+            "a",
+            data.view(),
+            &RasterOptions::default(),
+            false,
+        )
+        .unwrap();
+        // The plain API called inside joins the open transaction instead of deadlocking.
+        ds.add_labels("b", data.view(), &RasterOptions::default())
+            .unwrap();
+        assert!(
+            ds.list().unwrap().is_empty(),
+            "nothing is visible before the commit"
+        );
+        txn.commit().unwrap();
+    }
+    assert_eq!(ds.list().unwrap().labels, vec!["a", "b"]);
+    assert_eq!(
+        ds.generation().unwrap(),
+        1,
+        "one commit for the whole transaction"
+    );
+    {
+        let mut txn = ds.write().unwrap();
+        txn.add_raster(
+            ElementKind::Labels,
+            "c",
+            data.view(),
+            &RasterOptions::default(),
+            false,
+        )
+        .unwrap();
+        txn.remove("a").unwrap();
+        // Dropped without commit: nothing happens.
+    }
+    assert_eq!(ds.list().unwrap().labels, vec!["a", "b"]);
+    assert_eq!(ds.generation().unwrap(), 1);
+    let staging = dir.path().join("sd.zarr/.spatialzarr/staging");
+    assert_eq!(
+        std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0),
+        0
+    );
+}
+
+#[test]
+fn open_refuses_what_is_not_a_dataset() {
+    let dir = common::tempdir();
+    let err = Dataset::open(&dir.path().join("absent"), DatasetOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::NotADataset { .. }), "{err}");
+    let err = Dataset::open(dir.path(), DatasetOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("spatialzarr init"), "{err}");
+    let path = dir.path().join("sd.zarr");
+    create(&path);
+    assert!(matches!(
+        Dataset::create(&path, DatasetOptions::default()),
+        Err(Error::AlreadyExists(_))
+    ));
+    std::fs::write(
+        path.join(".spatialzarr/manifest.json"),
+        r#"{"format":"spatialzarr","version":999,"generation":1}"#,
+    )
+    .unwrap();
+    let err = Dataset::open(&path, DatasetOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");
+}
