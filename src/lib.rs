@@ -30,8 +30,8 @@ pub mod storage;
 mod util;
 
 pub use dataset::{
-    CommitInfo, ConsolidatedMetadata, Container, Dataset, DatasetOptions, ElementInfo, ElementList,
-    RecoveryReport, StagedElement, WriteTxn,
+    CheckReport, CommitInfo, ConsolidatedMetadata, Container, Dataset, DatasetOptions, ElementInfo,
+    ElementList, RecoveryReport, StagedElement, WriteTxn,
 };
 pub use element::{
     DType, ElementKind, ElementName, Pixel, RasterInfo, RasterOptions, Transform, Transformations,

@@ -5,6 +5,7 @@
 //! dataset is cached in the handle, so a handle opened before another process
 //! committed sees that commit on its next call.
 
+mod check;
 mod consolidated;
 pub mod layout;
 mod staging;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use ndarray::{ArrayD, ArrayViewD};
 use serde_json::{Value, json};
 
+pub use check::CheckReport;
 pub use layout::ElementSet;
 pub use staging::StagedElement;
 pub use txn::{CommitInfo, RecoveryReport, WriteTxn};

@@ -1,0 +1,188 @@
+//! The consistency check of a dataset.
+
+use serde_json::Value;
+
+use super::layout::{element_path, is_zarr_node};
+use super::{Dataset, ElementSet, consolidated};
+use crate::commit::Manifest;
+use crate::element::ElementKind;
+use crate::element::raster::{self, read_json};
+use crate::error::Result;
+
+/// What [`Dataset::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CheckReport {
+    /// The commit generation checked (0 when no commit of ours touched the dataset).
+    pub generation: u64,
+    /// How many elements were checked.
+    pub elements_checked: usize,
+    /// Every inconsistency, one sentence each. Empty when the dataset is consistent.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// Whether the dataset is consistent.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Dataset {
+    /// Checks the committed state under the read lock: every element's metadata and
+    /// arrays are readable and agree with each other, the manifest names only
+    /// elements that exist, and consolidated metadata (when present) matches every
+    /// node. With `deep`, also decodes every level of every raster.
+    pub fn check(&self, deep: bool) -> Result<CheckReport> {
+        let _guard = self.read_guard()?;
+        let root = self.root();
+        let mut report = CheckReport::default();
+        let manifest = match Manifest::load(&self.layout().hidden) {
+            Ok(m) => m,
+            Err(e) => {
+                report.problems.push(e.to_string());
+                None
+            }
+        };
+        report.generation = manifest.as_ref().map_or(0, |m| m.generation);
+        if let Some(manifest) = &manifest {
+            for (kind, names) in &manifest.elements {
+                for name in names {
+                    if !is_zarr_node(&root.join(element_path(*kind, name))) {
+                        report.problems.push(format!(
+                            "the manifest lists {} {name:?}, but {}/{name} has no metadata",
+                            kind.singular(),
+                            kind.group()
+                        ));
+                    }
+                }
+            }
+        }
+        let elements = ElementSet::load(root, manifest.as_ref())?;
+        for (name, kind) in elements.iter() {
+            report.elements_checked += 1;
+            let dir = root.join(element_path(kind, name));
+            if let Err(problem) = check_element(&dir, kind, deep) {
+                report
+                    .problems
+                    .push(format!("{} {name:?}: {problem}", kind.singular()));
+            }
+        }
+        if let Ok(root_doc) = read_json(&root.join("zarr.json")) {
+            if consolidated::present(&root_doc) {
+                check_consolidated(&root_doc, root, &elements, &mut report.problems);
+            }
+            if let Ok(labels) = read_json(&root.join("labels/zarr.json"))
+                && let Some(listed) = labels
+                    .pointer("/attributes/ome/labels")
+                    .and_then(Value::as_array)
+            {
+                let mut listed: Vec<String> = listed
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                listed.sort();
+                if listed != elements.names(ElementKind::Labels) {
+                    report.problems.push(format!(
+                        "labels/zarr.json lists labels {listed:?}, but the dataset has {:?}",
+                        elements.names(ElementKind::Labels)
+                    ));
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+fn check_element(dir: &std::path::Path, kind: ElementKind, deep: bool) -> Result<(), String> {
+    match kind {
+        ElementKind::Images | ElementKind::Labels => {
+            let info = raster::raster_info(dir, kind).map_err(|e| e.to_string())?;
+            if kind == ElementKind::Labels && !info.dtype.is_integer() {
+                return Err(format!("labels have non-integer type {}", info.dtype));
+            }
+            for (i, level) in info.level_paths.iter().enumerate() {
+                if crate::util::safe_relative(level).is_none() {
+                    return Err(format!("level path {level:?} leaves the element"));
+                }
+                let (shape, dtype) =
+                    raster::array_shape_dtype(&dir.join(level)).map_err(|e| e.to_string())?;
+                if shape.len() != info.dims.len() || dtype != info.dtype {
+                    return Err(format!(
+                        "level {i} ({level}) is {dtype} {shape:?}, unlike level 0 ({} with {} dimensions)",
+                        info.dtype,
+                        info.dims.len()
+                    ));
+                }
+                if deep {
+                    decode_level(dir, level, dtype).map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(())
+        }
+        _ => {
+            raster::group_attributes(dir).map_err(|e| e.to_string())?;
+            Ok(())
+        }
+    }
+}
+
+fn decode_level(dir: &std::path::Path, level: &str, dtype: crate::element::DType) -> Result<()> {
+    use crate::element::DType;
+    match dtype {
+        DType::U8 => raster::read_level::<u8>(dir, level).map(drop),
+        DType::U16 => raster::read_level::<u16>(dir, level).map(drop),
+        DType::U32 => raster::read_level::<u32>(dir, level).map(drop),
+        DType::U64 => raster::read_level::<u64>(dir, level).map(drop),
+        DType::I8 => raster::read_level::<i8>(dir, level).map(drop),
+        DType::I16 => raster::read_level::<i16>(dir, level).map(drop),
+        DType::I32 => raster::read_level::<i32>(dir, level).map(drop),
+        DType::I64 => raster::read_level::<i64>(dir, level).map(drop),
+        DType::F32 => raster::read_level::<f32>(dir, level).map(drop),
+        DType::F64 => raster::read_level::<f64>(dir, level).map(drop),
+    }
+}
+
+/// Compares every consolidated entry of the elements with the node on disk.
+fn check_consolidated(
+    root_doc: &Value,
+    root: &std::path::Path,
+    elements: &ElementSet,
+    problems: &mut Vec<String>,
+) {
+    let Some(entries) = root_doc
+        .pointer("/consolidated_metadata/metadata")
+        .and_then(Value::as_object)
+    else {
+        return;
+    };
+    for (name, kind) in elements.iter() {
+        let key = element_path(kind, name);
+        if !entries.contains_key(&key) {
+            problems.push(format!(
+                "consolidated metadata in zarr.json lacks {key}: spatialdata would not see it"
+            ));
+        }
+    }
+    for (key, entry) in entries {
+        let Some(rel) = crate::util::safe_relative(key) else {
+            problems.push(format!("consolidated metadata has a bad key {key:?}"));
+            continue;
+        };
+        let path = root.join(rel).join("zarr.json");
+        match read_json(&path) {
+            Ok(on_disk) => {
+                if on_disk.get("attributes") != entry.get("attributes")
+                    || on_disk.get("shape") != entry.get("shape")
+                {
+                    problems.push(format!(
+                        "consolidated metadata of {key} differs from {key}/zarr.json"
+                    ));
+                }
+            }
+            Err(_) => problems.push(format!(
+                "consolidated metadata lists {key}, which has no zarr.json"
+            )),
+        }
+    }
+}

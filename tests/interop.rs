@@ -1,0 +1,294 @@
+//! spatialdata 0.8 (Python) and zarr-python 3 read what the store writes, and the
+//! store opens and extends what spatialdata writes. Runs `tests/interop/read_dataset.py`
+//! in the virtual environment made by `tests/interop/setup_venv.sh` (the interpreter
+//! is taken from SPATIALZARR_INTEROP_PYTHON, or the script is run to make it).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ndarray::{ArrayD, IxDyn};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use spatialzarr::{
+    Dataset, DatasetOptions, ElementInfo, Pixel, RasterOptions, Transform, Transformations,
+};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SPATIALZARR_INTEROP_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new("bash")
+            .arg(repo().join("tests/interop/setup_venv.sh"))
+            .output()
+            .expect("run setup_venv.sh");
+        assert!(
+            out.status.success(),
+            "setup_venv.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        PathBuf::from(stdout.lines().last().expect("python path").trim())
+    })
+}
+
+/// What spatialdata (and zarr-python) see in the dataset at `path`.
+fn spatialdata_reads(path: &Path) -> Value {
+    let out = Command::new(python())
+        .arg(repo().join("tests/interop/read_dataset.py"))
+        .arg(path)
+        .arg("--zarr-arrays")
+        .output()
+        .expect("run read_dataset.py");
+    assert!(
+        out.status.success(),
+        "spatialdata failed to read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("reader JSON")
+}
+
+fn sha256_le<T: Pixel>(data: &ArrayD<T>, to_bytes: impl Fn(T) -> Vec<u8>) -> String {
+    let mut hasher = Sha256::new();
+    for v in data.as_standard_layout().iter() {
+        hasher.update(to_bytes(*v));
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("spatialdata does not see {name}: {list}"))
+}
+
+/// Copies a (read-only) fixture to a writable place.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::write(&target, std::fs::read(entry.path()).unwrap()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn spatialdata_reads_every_raster_we_write() {
+    let dir = common::tempdir();
+    let path = dir.path().join("ours.zarr");
+    let ds = Dataset::create(&path, DatasetOptions::default()).unwrap();
+
+    let image = ArrayD::from_shape_fn(IxDyn(&[2, 40, 30]), |ix| (ix[0] * 50 + ix[1] + ix[2]) as u8);
+    let image_options = RasterOptions {
+        channel_names: Some(vec!["DAPI".into(), "CD45".into()]),
+        scale_levels: 1,
+        chunk_shape: Some(vec![1, 16, 16]),
+        transformations: Transformations(
+            [
+                ("global".to_owned(), Transform::Scale(vec![0.5, 0.25])),
+                (
+                    "aligned".to_owned(),
+                    Transform::Translation(vec![10.0, -3.0]),
+                ),
+            ]
+            .into(),
+        ),
+        ..RasterOptions::default()
+    };
+    ds.add_image("img", image.view(), &image_options).unwrap();
+    let gray = ArrayD::from_shape_fn(IxDyn(&[20, 20]), |ix| (ix[0] * 1000 + ix[1]) as u16);
+    ds.add_image("gray", gray.view(), &RasterOptions::default())
+        .unwrap();
+    let floats = ArrayD::from_shape_fn(IxDyn(&[1, 8, 8]), |ix| ix[1] as f32 * 0.5 - ix[2] as f32);
+    ds.add_image("floats", floats.view(), &RasterOptions::default())
+        .unwrap();
+    let labels = ArrayD::from_shape_fn(IxDyn(&[32, 32]), |ix| ((ix[0] / 8) * 4 + ix[1] / 8) as u32);
+    let labels_options = RasterOptions {
+        scale_levels: 2,
+        ..RasterOptions::default()
+    };
+    ds.add_labels("cells", labels.view(), &labels_options)
+        .unwrap();
+    let volume = ArrayD::from_shape_fn(IxDyn(&[3, 10, 12]), |ix| (ix[0] * 7 + ix[2]) as i32);
+    ds.add_labels("nuclei3d", volume.view(), &RasterOptions::default())
+        .unwrap();
+    assert!(ds.check(true).unwrap().is_ok());
+
+    let seen = spatialdata_reads(&path);
+    assert_eq!(seen["zarr_consolidated_stale"], json!([]));
+    let img = find(&seen["images"], "img");
+    assert_eq!(img["dims"], json!(["c", "y", "x"]));
+    assert_eq!(img["shape"], json!([2, 40, 30]));
+    assert_eq!(img["dtype"], "uint8");
+    assert_eq!(img["levels"], 2);
+    assert_eq!(img["channels"], json!(["DAPI", "CD45"]));
+    assert_eq!(img["sha256"], sha256_le(&image, |v| vec![v]));
+    assert_eq!(
+        img["transformations"]["global"],
+        json!({"type": "scale", "scale": [1.0, 0.5, 0.25], "axes": ["c", "y", "x"]})
+    );
+    assert_eq!(
+        img["transformations"]["aligned"],
+        json!({"type": "translation", "translation": [0.0, 10.0, -3.0], "axes": ["c", "y", "x"]})
+    );
+    let gray_seen = find(&seen["images"], "gray");
+    assert_eq!(
+        gray_seen["shape"],
+        json!([1, 20, 20]),
+        "a y,x image gains a channel axis"
+    );
+    assert_eq!(gray_seen["dtype"], "uint16");
+    assert_eq!(
+        gray_seen["sha256"],
+        sha256_le(&gray, |v| v.to_le_bytes().to_vec())
+    );
+    let floats_seen = find(&seen["images"], "floats");
+    assert_eq!(floats_seen["dtype"], "float32");
+    assert_eq!(
+        floats_seen["sha256"],
+        sha256_le(&floats, |v| v.to_le_bytes().to_vec())
+    );
+    let cells = find(&seen["labels"], "cells");
+    assert_eq!(cells["dims"], json!(["y", "x"]));
+    assert_eq!(cells["dtype"], "uint32");
+    assert_eq!(cells["levels"], 3);
+    assert_eq!(
+        cells["sum"],
+        json!(labels.iter().map(|&v| u64::from(v)).sum::<u64>())
+    );
+    assert_eq!(
+        cells["sha256"],
+        sha256_le(&labels, |v| v.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        cells["transformations"]["global"],
+        json!({"type": "identity"})
+    );
+    let nuclei = find(&seen["labels"], "nuclei3d");
+    assert_eq!(nuclei["dims"], json!(["z", "y", "x"]));
+    assert_eq!(
+        nuclei["sha256"],
+        sha256_le(&volume, |v| v.to_le_bytes().to_vec())
+    );
+    // zarr-python opens every array we wrote.
+    let arrays = seen["zarr_arrays"].as_object().unwrap();
+    for key in [
+        "images/img/s0",
+        "images/img/s1",
+        "images/gray/s0",
+        "labels/cells/s0",
+        "labels/cells/s2",
+        "labels/nuclei3d/s0",
+    ] {
+        assert!(
+            arrays.contains_key(key),
+            "zarr-python misses {key}: {arrays:?}"
+        );
+    }
+    assert_eq!(arrays["labels/cells/s2"]["shape"], json!([8, 8]));
+}
+
+#[test]
+fn store_extends_the_spatialdata_fixture_and_keeps_consolidated_metadata_current() {
+    let dir = common::tempdir();
+    let path = dir.path().join("fixture.zarr");
+    copy_tree(
+        &repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr"),
+        &path,
+    );
+    let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
+    let list = ds.list().unwrap();
+    assert_eq!(list.images, vec!["img"]);
+    assert_eq!(list.labels, vec!["cells_labels"]);
+    assert_eq!(list.points, vec!["pts"]);
+    assert_eq!(list.shapes, vec!["circles"]);
+    assert_eq!(list.tables, vec!["table"]);
+    let ElementInfo::Raster(info) = ds.info("img").unwrap() else {
+        panic!("img is a raster")
+    };
+    assert_eq!(info.shape, vec![2, 64, 64]);
+    assert_eq!(info.channel_names, Some(vec!["DAPI".into(), "CD45".into()]));
+    let fixture_labels = ds.read_raster::<i32>("cells_labels", 0).unwrap();
+    assert_eq!(
+        fixture_labels.iter().map(|&v| i64::from(v)).sum::<i64>(),
+        225
+    );
+    assert!(
+        ds.check(true).unwrap().is_ok(),
+        "{:?}",
+        ds.check(true).unwrap()
+    );
+
+    let new_labels = ArrayD::from_shape_fn(IxDyn(&[64, 64]), |ix| (ix[0] / 16 + 1) as u32);
+    ds.add_labels("new_labels", new_labels.view(), &RasterOptions::default())
+        .unwrap();
+    let new_image = ArrayD::from_elem(IxDyn(&[1, 16, 16]), 7u8);
+    ds.add_image("new_image", new_image.view(), &RasterOptions::default())
+        .unwrap();
+    ds.remove("img").unwrap();
+    assert!(
+        ds.check(false).unwrap().is_ok(),
+        "{:?}",
+        ds.check(false).unwrap()
+    );
+
+    let seen = spatialdata_reads(&path);
+    assert_eq!(seen["zarr_consolidated_stale"], json!([]));
+    let names = |kind: &str| -> Vec<String> {
+        seen[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("images"), vec!["new_image"]);
+    assert_eq!(names("labels"), vec!["cells_labels", "new_labels"]);
+    assert_eq!(names("points"), vec!["pts"]);
+    assert_eq!(names("shapes"), vec!["circles"]);
+    assert_eq!(names("tables"), vec!["table"]);
+    let seen_labels = find(&seen["labels"], "new_labels");
+    assert_eq!(
+        seen_labels["sha256"],
+        sha256_le(&new_labels, |v| v.to_le_bytes().to_vec())
+    );
+    assert_eq!(find(&seen["labels"], "cells_labels")["sum"], 225);
+}
+
+#[test]
+fn store_reads_the_container_0_1_fixture_but_refuses_to_write_it() {
+    let dir = common::tempdir();
+    let path = dir.path().join("v2.zarr");
+    copy_tree(
+        &repo().join("../shared/fixtures/spatialdata-0.8.0-v2.zarr"),
+        &path,
+    );
+    let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
+    assert_eq!(ds.list().unwrap().labels, vec!["cells_labels"]);
+    let img = ds.read_raster::<u8>("img", 0).unwrap();
+    assert_eq!(img.shape(), &[2, 64, 64]);
+    let labels = ArrayD::<u32>::zeros(IxDyn(&[4, 4]));
+    let err = ds
+        .add_labels("x", labels.view(), &RasterOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("container format 0.1"), "{err}");
+}
