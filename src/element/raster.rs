@@ -263,10 +263,7 @@ pub fn write_raster<T: Pixel>(
             T::DTYPE.zarr(),
             FillValue::new(vec![0; T::DTYPE.size()]),
         )
-        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(
-            options.zstd_level,
-            false,
-        ))])
+        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(options.zstd_level, false))])
         .dimension_names(Some(dims.clone()))
         .build(store.clone(), &path)
         .map_err(|e| err(&e))?;
