@@ -27,6 +27,7 @@ pub mod element;
 mod error;
 pub mod lock;
 pub mod storage;
+pub mod table;
 mod util;
 
 pub use dataset::{

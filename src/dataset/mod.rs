@@ -9,6 +9,7 @@ mod check;
 mod consolidated;
 pub mod layout;
 mod staging;
+mod tables;
 mod txn;
 
 use std::path::{Path, PathBuf};
@@ -104,6 +105,8 @@ impl ElementList {
 pub enum ElementInfo {
     /// An image or labels element.
     Raster(RasterInfo),
+    /// A table.
+    Table(crate::table::TableInfo),
     /// An element of a kind this version describes only by kind.
     Other {
         /// Its kind.
@@ -355,6 +358,12 @@ impl Dataset {
         match kind {
             ElementKind::Images | ElementKind::Labels => {
                 raster::raster_info(&dir, kind).map(ElementInfo::Raster)
+            }
+            ElementKind::Tables => {
+                let (name, ..) = self.find(name)?;
+                Ok(ElementInfo::Table(crate::table::TableInfo::from_state(
+                    &self.table_state(name.as_str())?.0,
+                )))
             }
             other => Ok(ElementInfo::Other { kind: other }),
         }

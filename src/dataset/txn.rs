@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ndarray::ArrayViewD;
 use serde_json::{Value, json};
@@ -20,6 +21,8 @@ use crate::error::{Error, Result};
 use crate::lock::WriteGuard;
 use crate::storage::Publisher;
 use crate::storage::publish::{remove_tree, sync_dir};
+use crate::table::append::TablePatch;
+use crate::table::{self, AppendOutcome, RowBatch, TableSpec};
 
 /// One change waiting in a transaction.
 #[derive(Debug)]
@@ -30,6 +33,17 @@ enum Op {
     },
     Remove {
         name: ElementName,
+    },
+    /// The cumulative pending changes of a committed table (only the last one of a
+    /// table in a transaction is applied).
+    TableAppend {
+        name: ElementName,
+        patch: Box<TablePatch>,
+    },
+    /// A small file in the hidden folder (idempotency records).
+    WriteHidden {
+        path: String,
+        text: String,
     },
 }
 
@@ -169,6 +183,131 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
+    /// Every pending op of this thread's open transactions on this dataset, oldest
+    /// first, as `(frame, index)` pairs, passed to `f` until it returns `Some`.
+    fn find_pending<R>(&self, mut f: impl FnMut(&Op) -> Option<R>) -> Option<R> {
+        let frames = OPEN.with(|open| open.borrow().get(&self.key).cloned().unwrap_or_default());
+        let mut found = None;
+        for frame in frames {
+            for op in frame.borrow().iter() {
+                if let Some(r) = f(op) {
+                    found = Some(r);
+                }
+            }
+        }
+        found
+    }
+
+    /// Appends rows to the table `name`, creating it from `create` when it does not
+    /// exist. With an idempotency `key` already committed (or pending in this
+    /// transaction), nothing is appended and the first append's range is returned.
+    /// The rows' chunks are written now; the table grows when the transaction commits.
+    pub fn append_rows(
+        &mut self,
+        name: &str,
+        rows: &RowBatch,
+        create: Option<&TableSpec>,
+        key: Option<&str>,
+    ) -> Result<AppendOutcome> {
+        let name = ElementName::new(name)?;
+        let root = self.dataset.root().to_path_buf();
+        let key_rel = key
+            .map(|k| table::key_record_path(name.as_str(), k))
+            .transpose()?;
+        let outcome = |start: u64, end: u64, applied: bool| AppendOutcome {
+            table: name.to_string(),
+            start,
+            end,
+            key: key.map(str::to_owned),
+            applied,
+        };
+        if let Some(rel) = &key_rel {
+            let pending = self.find_pending(|op| match op {
+                Op::WriteHidden { path, text } if path == rel => Some(text.clone()),
+                _ => None,
+            });
+            if let Some(text) = pending {
+                let doc: Value = serde_json::from_str(&text).expect("we wrote it");
+                return Ok(outcome(
+                    doc["start"].as_u64().unwrap_or(0),
+                    doc["end"].as_u64().unwrap_or(0),
+                    false,
+                ));
+            }
+            if let Some((start, end)) = table::read_key_record(&root, rel)? {
+                return Ok(outcome(start, end, false));
+            }
+        }
+        let publisher = Arc::new(Publisher::new());
+        let staged_dir = self.find_pending(|op| match op {
+            Op::Add { staged, .. } if staged.kind == ElementKind::Tables && staged.name == name => {
+                Some(staged.element_dir())
+            }
+            _ => None,
+        });
+        let range = match self.simulated()?.kind_of(name.as_str()) {
+            None => {
+                let spec = create.ok_or_else(|| Error::NoSuchElement {
+                    dataset: root.clone(),
+                    name: format!("{name} (give a table spec to create it)"),
+                })?;
+                self.simulated()?
+                    .check_add(ElementKind::Tables, &name, false)?;
+                let staged = StagedElement::create(
+                    self.dataset.layout(),
+                    &publisher,
+                    ElementKind::Tables,
+                    name.clone(),
+                )?;
+                let range = table::build_in(&staged.element_dir(), &publisher, spec, rows)?;
+                self.frame.borrow_mut().push(Op::Add {
+                    staged,
+                    overwrite: false,
+                });
+                range
+            }
+            Some(ElementKind::Tables) => match staged_dir {
+                Some(dir) => table::append_in_place(&dir, &publisher, rows)?,
+                None => {
+                    let rel = element_path(ElementKind::Tables, name.as_str());
+                    let arrays = table::arrays_at(&root, &publisher)?;
+                    let latest = self.find_pending(|op| match op {
+                        Op::TableAppend { name: n, patch } if *n == name => Some(patch.clone()),
+                        _ => None,
+                    });
+                    let mut patch = match latest {
+                        Some(patch) => *patch,
+                        None => TablePatch::new(
+                            rel.clone(),
+                            table::TableState::load(&root.join(&rel), &arrays)?,
+                        ),
+                    };
+                    let range = table::append::append(&arrays, &mut patch, rows)?;
+                    publisher.sync()?;
+                    self.frame.borrow_mut().push(Op::TableAppend {
+                        name: name.clone(),
+                        patch: Box::new(patch),
+                    });
+                    range
+                }
+            },
+            Some(other) => {
+                return Err(Error::WrongElementType {
+                    name: name.to_string(),
+                    actual: other.to_string(),
+                    expected: "a table".into(),
+                });
+            }
+        };
+        if let Some(rel) = key_rel {
+            let text = json!({"key": key, "start": range.start, "end": range.end}).to_string();
+            self.frame
+                .borrow_mut()
+                .push(Op::WriteHidden { path: rel, text });
+        }
+        Ok(outcome(range.start, range.end, true))
+    }
+
     /// Commits: all changes become visible together, or none (on error). A nested
     /// transaction hands its changes to the enclosing one instead.
     pub fn commit(self) -> Result<CommitInfo> {
@@ -226,6 +365,16 @@ fn apply_to_set(set: &mut ElementSet, op: &Op) -> Result<()> {
             }
             set.remove(name.as_str());
         }
+        Op::TableAppend { name, .. } => match set.kind_of(name.as_str()) {
+            Some(ElementKind::Tables) => {}
+            _ => {
+                return Err(Error::NoSuchElement {
+                    dataset: PathBuf::new(),
+                    name: name.to_string(),
+                });
+            }
+        },
+        Op::WriteHidden { .. } => {}
     }
     Ok(())
 }
@@ -280,8 +429,82 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         cleanup.push(trash);
     };
 
-    for op in &ops {
+    // Only the last (cumulative) patch of each table is applied.
+    let mut last_patch: std::collections::HashMap<String, usize> = Default::default();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::TableAppend { name, .. } = op {
+            last_patch.insert(name.to_string(), i);
+        }
+    }
+    let mut extra_staged: Vec<StagedElement> = Vec::new();
+    for (index, op) in ops.iter().enumerate() {
         match op {
+            Op::TableAppend { name, patch } => {
+                if last_patch.get(name.as_str()) != Some(&index) {
+                    continue;
+                }
+                if elements.kind_of(name.as_str()) != Some(ElementKind::Tables) {
+                    return Err(Error::NoSuchElement {
+                        dataset: root.clone(),
+                        name: name.to_string(),
+                    });
+                }
+                for (path, doc) in &patch.docs {
+                    steps.push(Step::Write {
+                        path: format!("{}/zarr.json", path.trim_start_matches('/')),
+                        text: to_text(doc),
+                    });
+                    consolidated::set_node(
+                        &mut root_doc,
+                        path.trim_start_matches('/'),
+                        doc.clone(),
+                    );
+                }
+                if patch.region_becomes_list {
+                    let stage_publisher = Arc::new(Publisher::new());
+                    let staged = StagedElement::create(
+                        layout,
+                        &stage_publisher,
+                        ElementKind::Tables,
+                        name.clone(),
+                    )?;
+                    let arrays = table::arrays_at(&staged.element_dir(), &stage_publisher)?;
+                    let regions = patch.state.regions.clone();
+                    let n = regions.len() as u64;
+                    arrays.create::<String>(
+                        "",
+                        "string",
+                        vec![n],
+                        vec![n.max(1)],
+                        table::arrays::string_array_attrs(),
+                        regions,
+                    )?;
+                    stage_publisher.sync()?;
+                    let region_rel = format!("{}/uns/spatialdata_attrs/region", patch.rel);
+                    move_to_trash(&mut steps, &mut cleanup, &region_rel);
+                    steps.push(Step::Rename {
+                        from: relative(root, &staged.element_dir()),
+                        to: region_rel.clone(),
+                    });
+                    consolidated::set_node(
+                        &mut root_doc,
+                        &region_rel,
+                        read_json(&staged.element_dir().join("zarr.json"))?,
+                    );
+                    extra_staged.push(staged);
+                }
+            }
+            Op::WriteHidden { path, text } => {
+                if let Some(parent) = Path::new(path).parent() {
+                    steps.push(Step::Mkdir {
+                        path: parent.to_string_lossy().into_owned(),
+                    });
+                }
+                steps.push(Step::Write {
+                    path: path.clone(),
+                    text: text.clone(),
+                });
+            }
             Op::Add { staged, overwrite } => {
                 let replaces = elements.check_add(staged.kind, &staged.name, *overwrite)?;
                 let group = staged.kind.group();
@@ -320,6 +543,10 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 let target = element_path(kind, name.as_str());
                 move_to_trash(&mut steps, &mut cleanup, &target);
                 consolidated::remove_tree(&mut root_doc, &target);
+                let records = layout.hidden_relative(&["appends", name.as_str()]);
+                if kind == ElementKind::Tables && root.join(&records).exists() {
+                    move_to_trash(&mut steps, &mut cleanup, &records);
+                }
                 elements.remove(name.as_str());
                 labels_changed |= kind == ElementKind::Labels;
             }
@@ -369,18 +596,23 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     let publisher = Publisher::new();
     publisher.write(&layout.hidden.join(JOURNAL_FILE), &journal.to_bytes())?;
     publisher.sync()?;
-    let staging_dirs: Vec<PathBuf> = ops
+    let mut staging_dirs: Vec<PathBuf> = ops
         .iter_mut()
         .filter_map(|op| match op {
             Op::Add { staged, .. } => {
                 staged.consumed = true;
                 Some(staged.dir.clone())
             }
-            Op::Remove { .. } => None,
+            _ => None,
         })
         .collect();
+    for staged in &mut extra_staged {
+        staged.consumed = true;
+        staging_dirs.push(staged.dir.clone());
+    }
     finish(dataset, &journal, &publisher)?;
     drop(ops);
+    drop(extra_staged);
     for dir in staging_dirs {
         let _ = remove_tree(&dir);
     }

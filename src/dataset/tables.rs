@@ -1,0 +1,71 @@
+//! The table half of the dataset handle.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+
+use super::Dataset;
+use super::layout::element_path;
+use crate::element::ElementKind;
+use crate::error::{Error, Result};
+use crate::storage::Publisher;
+use crate::table::{self, AppendOutcome, RowBatch, TableInfo, TableSpec, TableState, XRows};
+
+impl Dataset {
+    /// Appends rows to table `name` in one commit, creating the table from `create`
+    /// when it does not exist. With an idempotency `key` that is already committed,
+    /// nothing changes and the first append's row range is returned (`applied` false).
+    /// Joins the thread's open transaction on this dataset, if any.
+    pub fn append_rows(
+        &self,
+        name: &str,
+        rows: &RowBatch,
+        create: Option<&TableSpec>,
+        key: Option<&str>,
+    ) -> Result<AppendOutcome> {
+        let mut txn = self.write()?;
+        let outcome = txn.append_rows(name, rows, create, key)?;
+        txn.commit()?;
+        Ok(outcome)
+    }
+
+    /// The committed state of table `name`, read under the lock the caller holds.
+    pub(super) fn table_state(
+        &self,
+        name: &str,
+    ) -> Result<(TableState, table::arrays::Arrays, String)> {
+        let (name, kind, dir) = self.find(name)?;
+        if kind != ElementKind::Tables {
+            return Err(Error::WrongElementType {
+                name: name.to_string(),
+                actual: kind.to_string(),
+                expected: "a table".into(),
+            });
+        }
+        let arrays = table::arrays_at(self.root(), &Arc::new(Publisher::new()))?;
+        let state = TableState::load(&dir, &arrays)?;
+        Ok((state, arrays, element_path(kind, name.as_str())))
+    }
+
+    /// Describes table `name`.
+    pub fn table_info(&self, name: &str) -> Result<TableInfo> {
+        let _guard = self.read_guard()?;
+        Ok(TableInfo::from_state(&self.table_state(name)?.0))
+    }
+
+    /// Reads obs rows `range` of table `name`; categorical columns come back as
+    /// dictionary arrays, masked values as nulls.
+    pub fn read_rows(&self, name: &str, range: Range<u64>) -> Result<RecordBatch> {
+        let _guard = self.read_guard()?;
+        let (state, arrays, base) = self.table_state(name)?;
+        table::read_rows(&arrays, &base, &state, range)
+    }
+
+    /// Reads X rows `range` of table `name` (`None` when it has no X).
+    pub fn read_x_rows(&self, name: &str, range: Range<u64>) -> Result<Option<XRows>> {
+        let _guard = self.read_guard()?;
+        let (state, arrays, base) = self.table_state(name)?;
+        table::read_x_rows(&arrays, &base, &state, range)
+    }
+}

@@ -1,0 +1,217 @@
+//! Zarr arrays of a table: create, append rows, read ranges.
+//!
+//! Appends write the new rows' chunks (and the one partially filled chunk) through the
+//! atomic store, but never the array's `zarr.json`: the new shape is returned as a
+//! document for the commit to publish. Until then readers see the old shape, and the
+//! rows beyond it are invisible.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use zarrs::array::codec::ZstdCodec;
+use zarrs::array::{Array, ArrayBuilder, ArraySubset, DataType, Element, ElementOwned, FillValue};
+
+use crate::element::raster::read_json;
+use crate::error::{Error, Result};
+use crate::storage::AtomicStore;
+
+/// Rows per chunk of the 1-d arrays the store creates for tables.
+pub const ROW_CHUNK: u64 = 8192;
+/// Elements per chunk of the CSR `data` and `indices` arrays.
+pub const NNZ_CHUNK: u64 = 65536;
+
+fn zarr_error(path: &str, e: impl std::fmt::Display) -> Error {
+    Error::Zarr {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// A store rooted at the dataset root (or a staging folder) plus a key prefix.
+#[derive(Clone)]
+pub struct Arrays {
+    pub(crate) store: Arc<AtomicStore>,
+    /// The folder the store is rooted at.
+    pub(crate) root: std::path::PathBuf,
+}
+
+/// The `fill_value` and codec of a new array of `data_type`.
+fn fill_for(data_type: &str) -> FillValue {
+    match data_type {
+        "bool" | "int8" | "uint8" => FillValue::new(vec![0]),
+        "int16" | "uint16" => FillValue::new(vec![0; 2]),
+        "int32" | "uint32" | "float32" => FillValue::new(vec![0; 4]),
+        "string" => FillValue::from(""),
+        _ => FillValue::new(vec![0; 8]),
+    }
+}
+
+/// The zarrs data type for a Zarr v3 data type name.
+pub fn data_type(name: &str) -> Option<DataType> {
+    use zarrs::array::data_type as dt;
+    Some(match name {
+        "bool" => dt::bool(),
+        "int8" => dt::int8(),
+        "int16" => dt::int16(),
+        "int32" => dt::int32(),
+        "int64" => dt::int64(),
+        "uint8" => dt::uint8(),
+        "uint16" => dt::uint16(),
+        "uint32" => dt::uint32(),
+        "uint64" => dt::uint64(),
+        "float32" => dt::float32(),
+        "float64" => dt::float64(),
+        "string" => dt::string(),
+        _ => return None,
+    })
+}
+
+impl Arrays {
+    /// Arrays under the folder `root`, written through `store`.
+    pub fn new(root: &Path, store: Arc<AtomicStore>) -> Self {
+        Self {
+            store,
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The metadata document of the array at `path` (relative, no leading `/`).
+    pub fn metadata(&self, path: &str) -> Result<Value> {
+        read_json(
+            &self
+                .root
+                .join(path.trim_start_matches('/'))
+                .join("zarr.json"),
+        )
+    }
+
+    /// Creates an array with `shape` and `chunks`, writes `attributes` and `values`
+    /// (row-major), and publishes its metadata. For new nodes in a staging folder.
+    pub fn create<T: Element>(
+        &self,
+        path: &str,
+        data_type_name: &str,
+        shape: Vec<u64>,
+        chunks: Vec<u64>,
+        attributes: Value,
+        values: Vec<T>,
+    ) -> Result<()> {
+        let key = format!("/{}", path.trim_start_matches('/'));
+        let dt = data_type(data_type_name).ok_or_else(|| {
+            Error::InvalidInput(format!("unsupported data type {data_type_name}"))
+        })?;
+        let chunks: Vec<u64> = chunks.into_iter().map(|c| c.max(1)).collect();
+        let mut builder = ArrayBuilder::new(shape.clone(), chunks, dt, fill_for(data_type_name));
+        builder.bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(3, false))]);
+        if let Value::Object(map) = attributes {
+            builder.attributes(map);
+        }
+        let array = builder
+            .build(self.store.clone(), &key)
+            .map_err(|e| zarr_error(&key, e))?;
+        array.store_metadata().map_err(|e| zarr_error(&key, e))?;
+        if shape.iter().product::<u64>() > 0 {
+            array
+                .store_array_subset(&array.subset_all(), values)
+                .map_err(|e| zarr_error(&key, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `values` as rows `start..` of the array at `path` (rows of `row_len`
+    /// elements for a 2-d array), and returns the metadata document with the array
+    /// grown to `start + rows`. The document is NOT published.
+    pub fn append<T: Element>(
+        &self,
+        path: &str,
+        start: u64,
+        values: Vec<T>,
+        row_len: u64,
+    ) -> Result<Value> {
+        let key = format!("/{}", path.trim_start_matches('/'));
+        let rows = values.len() as u64 / row_len.max(1);
+        let mut doc = self.metadata(path)?;
+        let mut array = Array::open(self.store.clone(), &key).map_err(|e| zarr_error(&key, e))?;
+        let mut shape = array.shape().to_vec();
+        let end = start
+            .checked_add(rows)
+            .ok_or_else(|| Error::InvalidInput("table length overflows".into()))?;
+        shape[0] = end;
+        array
+            .set_shape(shape.clone())
+            .map_err(|e| zarr_error(&key, e))?;
+        if rows > 0 {
+            let mut ranges = vec![start..end];
+            ranges.extend(shape[1..].iter().map(|&n| 0..n));
+            array
+                .store_array_subset(&ArraySubset::new_with_ranges(&ranges), values)
+                .map_err(|e| zarr_error(&key, e))?;
+        }
+        doc["shape"] = json!(shape);
+        Ok(doc)
+    }
+
+    /// Reads rows `range` of the array at `path` (all columns of a 2-d array).
+    pub fn read<T: ElementOwned>(&self, path: &str, range: Range<u64>) -> Result<Vec<T>> {
+        let key = format!("/{}", path.trim_start_matches('/'));
+        let array = Array::open(self.store.clone(), &key).map_err(|e| zarr_error(&key, e))?;
+        let shape = array.shape().to_vec();
+        if shape.is_empty() {
+            return array
+                .retrieve_array_subset::<Vec<T>>(&array.subset_all())
+                .map_err(|e| zarr_error(&key, e));
+        }
+        if range.end > shape[0] || range.start > range.end {
+            return Err(Error::InvalidInput(format!(
+                "rows {range:?} are outside {path} of length {}",
+                shape[0]
+            )));
+        }
+        let mut ranges = vec![range];
+        ranges.extend(shape[1..].iter().map(|&n| 0..n));
+        array
+            .retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_ranges(&ranges))
+            .map_err(|e| zarr_error(&key, e))
+    }
+
+    /// The length along axis 0 and the data type name of the array at `path`.
+    pub fn len_and_type(&self, path: &str) -> Result<(u64, String)> {
+        let doc = self.metadata(path)?;
+        let len = doc
+            .pointer("/shape/0")
+            .and_then(Value::as_u64)
+            .or_else(|| {
+                doc.get("shape")
+                    .and_then(Value::as_array)
+                    .filter(|s| s.is_empty())
+                    .map(|_| 1)
+            })
+            .ok_or_else(|| Error::Corrupt {
+                path: self.root.join(path.trim_start_matches('/')),
+                reason: "no shape".into(),
+            })?;
+        let dtype = doc
+            .get("data_type")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        Ok((len, dtype))
+    }
+}
+
+/// Attributes of an AnnData array node.
+pub fn array_attrs() -> Value {
+    json!({"encoding-type": "array", "encoding-version": "0.2.0"})
+}
+
+/// Attributes of an AnnData string array node.
+pub fn string_array_attrs() -> Value {
+    json!({"encoding-type": "string-array", "encoding-version": "0.2.0"})
+}
+
+/// A group node's metadata document.
+pub fn group_doc(attributes: Value) -> Value {
+    json!({"attributes": attributes, "zarr_format": 3, "node_type": "group"})
+}
