@@ -292,3 +292,183 @@ fn store_reads_the_container_0_1_fixture_but_refuses_to_write_it() {
         .unwrap_err();
     assert!(err.to_string().contains("container format 0.1"), "{err}");
 }
+
+mod tables {
+    use super::*;
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use spatialzarr::table::{Prim, RowBatch, TableSpec, XRows, XSpec};
+    use std::sync::Arc;
+
+    fn rows(region: &str, n: usize, seed: usize) -> RowBatch {
+        let obs = RecordBatch::try_from_iter(vec![
+            (
+                "region",
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|_| region.to_owned()),
+                )) as ArrayRef,
+            ),
+            (
+                "instance_id",
+                Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+            ),
+            (
+                "area",
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| (seed * 1000 + i) as f64 / 4.0),
+                )) as ArrayRef,
+            ),
+            (
+                "note",
+                Arc::new(StringArray::from_iter(
+                    (0..n).map(|i| (i % 3 != 0).then(|| format!("n{i}"))),
+                )) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        let x = (0..n * 4)
+            .map(|i| (seed * 10_000 + i) as f64 / 8.0)
+            .collect();
+        RowBatch {
+            obs,
+            x: Some(XRows::Dense(x)),
+        }
+    }
+
+    #[test]
+    fn spatialdata_reads_tables_we_append_to() {
+        let dir = common::tempdir();
+        let path = dir.path().join("tables.zarr");
+        let ds = Dataset::create(&path, DatasetOptions::default()).unwrap();
+        let spec = TableSpec {
+            x: XSpec::Dense {
+                dtype: Prim::F32,
+                var_names: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            },
+            ..TableSpec::default()
+        };
+        for w in 0..11 {
+            ds.append_rows(
+                "cells",
+                &rows(&format!("region{w}"), 25, w),
+                Some(&spec),
+                None,
+            )
+            .unwrap();
+        }
+        let seen = spatialdata_reads(&path);
+        let t = find(&seen["tables"], "cells");
+        assert_eq!(t["n_obs"], 275);
+        assert_eq!(t["n_vars"], 4);
+        let mut regions: Vec<String> = (0..11).map(|w| format!("region{w}")).collect();
+        regions.sort();
+        assert_eq!(t["region"], json!(regions));
+        assert_eq!(t["regions_present"], json!(regions));
+        assert_eq!(t["region_key"], "region");
+        assert_eq!(t["instance_key"], "instance_id");
+        assert_eq!(t["var_names"], json!(["a", "b", "c", "d"]));
+        assert_eq!(t["obs_dtypes"]["region"], "category");
+        let area: Vec<f64> = (0..11)
+            .flat_map(|w| (0..25).map(move |i| (w * 1000 + i) as f64 / 4.0))
+            .collect();
+        assert_eq!(t["obs"]["area"], json!(area));
+        let note: Vec<Value> = (0..11)
+            .flat_map(|_| {
+                (0..25).map(|i| {
+                    if i % 3 != 0 {
+                        json!(format!("n{i}"))
+                    } else {
+                        Value::Null
+                    }
+                })
+            })
+            .collect();
+        assert_eq!(t["obs"]["note"], json!(note));
+        let x_sum: f64 = (0..11)
+            .flat_map(|w| (0..100).map(move |i| ((w * 10_000 + i) as f64 / 8.0) as f32 as f64))
+            .sum();
+        assert!(
+            (t["X_sum"].as_f64().unwrap() - x_sum).abs() < 1e-3 * x_sum.abs().max(1.0),
+            "{} vs {x_sum}",
+            t["X_sum"]
+        );
+        assert_eq!(seen["zarr_consolidated_stale"], json!([]));
+    }
+
+    #[test]
+    fn spatialdata_reads_the_fixture_table_after_appends() {
+        let dir = common::tempdir();
+        let path = dir.path().join("fixture.zarr");
+        copy_tree(
+            &repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr"),
+            &path,
+        );
+        let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
+        let info = ds.table_info("table").unwrap();
+        assert_eq!((info.n_obs, info.n_vars), (2, 3));
+        assert_eq!(info.regions, vec!["cells_labels"]);
+        let batch =
+            |region: &str, ids: [i64; 2], label: [Option<&str>; 2], celltype: [&str; 2]| RowBatch {
+                obs: RecordBatch::try_from_iter(vec![
+                    (
+                        "region",
+                        Arc::new(StringArray::from(vec![region, region])) as ArrayRef,
+                    ),
+                    (
+                        "instance_id",
+                        Arc::new(Int64Array::from(ids.to_vec())) as ArrayRef,
+                    ),
+                    (
+                        "label_str",
+                        Arc::new(StringArray::from(label.to_vec())) as ArrayRef,
+                    ),
+                    (
+                        "celltype",
+                        Arc::new(StringArray::from(celltype.to_vec())) as ArrayRef,
+                    ),
+                ])
+                .unwrap(),
+                x: Some(XRows::Csr {
+                    indptr: vec![0, 2, 3],
+                    indices: vec![0, 2, 1],
+                    data: vec![4.0, 5.0, 6.0],
+                }),
+            };
+        ds.append_rows(
+            "table",
+            &batch("cells_labels", [3, 4], [Some("c"), None], ["T", "NK"]),
+            None,
+            Some("k1"),
+        )
+        .unwrap();
+        // A new region turns the fixture's scalar region into a list.
+        let new_labels = ArrayD::from_elem(IxDyn(&[8, 8]), 1u32);
+        ds.add_labels("more_labels", new_labels.view(), &RasterOptions::default())
+            .unwrap();
+        ds.append_rows(
+            "table",
+            &batch("more_labels", [1, 2], [Some("d"), Some("e")], ["B", "T"]),
+            None,
+            Some("k2"),
+        )
+        .unwrap();
+        assert!(
+            ds.check(true).unwrap().is_ok(),
+            "{:?}",
+            ds.check(true).unwrap()
+        );
+        let seen = spatialdata_reads(&path);
+        let t = find(&seen["tables"], "table");
+        assert_eq!(t["n_obs"], 6);
+        assert_eq!(t["region"], json!(["cells_labels", "more_labels"]));
+        assert_eq!(t["regions_present"], json!(["cells_labels", "more_labels"]));
+        assert_eq!(t["obs"]["instance_id"], json!([1, 2, 3, 4, 1, 2]));
+        assert_eq!(
+            t["obs"]["label_str"],
+            json!(["a", "b", "c", null, "d", "e"])
+        );
+        assert_eq!(t["obs"]["celltype"], json!(["T", "B", "T", "NK", "B", "T"]));
+        assert_eq!(t["X_shape"], json!([6, 3]));
+        assert_eq!(t["X_sum"], json!(6.0 + 2.0 * 15.0));
+        assert_eq!(seen["zarr_consolidated_stale"], json!([]));
+    }
+}
