@@ -1,11 +1,15 @@
 //! Command-line parsing and dispatch. Errors print as one line on stderr; exit status
 //! 2 for usage errors (clap's), 1 for every other failure.
 
+mod inspect_cmds;
 mod lock_cmd;
+mod npy;
+mod store_cmds;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use spatialzarr::{DatasetOptions, ElementKind};
 
 /// Concurrency-safe SpatialData datasets on Zarr.
 #[derive(Debug, Parser)]
@@ -23,6 +27,28 @@ struct Cli {
 enum Command {
     /// Run COMMAND while holding DIR's lock, like flock(1).
     Lock(lock_cmd::LockArgs),
+    /// Create an empty dataset.
+    Init(store_cmds::InitArgs),
+    /// Add an image from a .npy file.
+    AddImage(store_cmds::AddArgs),
+    /// Add a labels element from a .npy file of integers.
+    AddLabels(store_cmds::AddArgs),
+    /// Remove an element.
+    Rm(store_cmds::RmArgs),
+    /// List the elements, one `KIND<TAB>NAME` line each.
+    Ls(inspect_cmds::LsArgs),
+    /// Describe an element.
+    Info(inspect_cmds::InfoArgs),
+    /// Check the dataset's consistency (exit status 1 when something is wrong).
+    Check(inspect_cmds::CheckArgs),
+}
+
+/// The options of every dataset handle the commands open.
+fn dataset_options(lock_timeout: Option<std::time::Duration>) -> DatasetOptions {
+    DatasetOptions {
+        lock_timeout,
+        ..Default::default()
+    }
 }
 
 /// Parses a number of seconds from the command line, refusing negative, infinite
@@ -40,12 +66,49 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lock(args) => lock_cmd::run(args, cli.lock_timeout),
+        Command::Init(args) => store_cmds::init(args, cli.lock_timeout),
+        Command::AddImage(args) => store_cmds::add(ElementKind::Images, args, cli.lock_timeout),
+        Command::AddLabels(args) => store_cmds::add(ElementKind::Labels, args, cli.lock_timeout),
+        Command::Rm(args) => store_cmds::rm(args, cli.lock_timeout),
+        Command::Ls(args) => inspect_cmds::ls(args, cli.lock_timeout),
+        Command::Info(args) => inspect_cmds::info(args, cli.lock_timeout),
+        Command::Check(args) => inspect_cmds::check(args, cli.lock_timeout),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("spatialzarr: {error:#}");
+            eprintln!("spatialzarr: {}", one_line(&error));
             ExitCode::from(1)
         }
+    }
+}
+
+/// The error and its causes as one line: `error: cause: cause`, leaving out a cause
+/// whose text the line already holds (many errors repeat their source's message).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_print_as_one_line_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone (os error 2)");
+        let error = anyhow::Error::new(io).context("cannot open x: gone (os error 2)");
+        assert_eq!(one_line(&error), "cannot open x: gone (os error 2)");
+        let error = anyhow::anyhow!("inner\nproblem").context("outer");
+        assert_eq!(one_line(&error), "outer: inner problem");
     }
 }

@@ -15,6 +15,9 @@ use crate::error::{Result, io_err};
 use crate::storage::Publisher;
 use crate::storage::publish::remove_tree;
 
+/// Prefix of a staging folder still being set up.
+const BUILDING_PREFIX: &str = ".new-";
+
 /// An element written to a staging folder, waiting to be committed. Dropping it
 /// without committing deletes the staged files.
 #[derive(Debug)]
@@ -39,9 +42,13 @@ impl StagedElement {
     ) -> Result<Self> {
         let staging = layout.staging();
         publisher.create_dir_all(&staging)?;
-        let dir = staging.join(unique_id());
-        std::fs::create_dir(&dir).map_err(io_err("create folder", &dir))?;
-        let owner_path = dir.join("owner");
+        // Built under a name cleanup skips while young, then renamed into place once
+        // `owner` is locked: a cleaner never sees an unlocked owner of a live writer.
+        let id = unique_id();
+        let building = staging.join(format!("{BUILDING_PREFIX}{id}"));
+        let dir = staging.join(&id);
+        std::fs::create_dir(&building).map_err(io_err("create folder", &building))?;
+        let owner_path = building.join("owner");
         let owner = OpenOptions::new()
             .read(true)
             .write(true)
@@ -49,8 +56,9 @@ impl StagedElement {
             .open(&owner_path)
             .map_err(io_err("create", &owner_path))?;
         owner.lock().map_err(io_err("lock", &owner_path))?;
-        let element = dir.join("element");
-        std::fs::create_dir(&element).map_err(io_err("create folder", &element))?;
+        std::fs::create_dir(building.join("element"))
+            .map_err(io_err("create folder", &building.join("element")))?;
+        publisher.rename(&building, &dir)?;
         Ok(Self {
             kind,
             name,
@@ -109,6 +117,13 @@ pub(crate) fn remove_abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
 /// Whether the process that staged `dir` is gone (its `owner` file can be locked, or
 /// it never got as far as creating it and is old).
 fn owner_is_gone(dir: &Path) -> bool {
+    let building = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(BUILDING_PREFIX));
+    if building {
+        return is_old(dir);
+    }
     match OpenOptions::new()
         .read(true)
         .write(true)
@@ -119,13 +134,16 @@ fn owner_is_gone(dir: &Path) -> bool {
             Err(TryLockError::WouldBlock) => false,
             Err(TryLockError::Error(_)) => false,
         },
-        // A folder without an owner file: its creator died between mkdir and create,
-        // or is in that instant right now. Leave young ones alone.
-        Err(_) => dir
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > std::time::Duration::from_secs(60)),
+        // No owner file: not a folder this version made; leave young ones alone.
+        Err(_) => is_old(dir),
     }
+}
+
+/// Whether `dir` was last changed more than a minute ago.
+fn is_old(dir: &Path) -> bool {
+    dir.symlink_metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > std::time::Duration::from_secs(60))
 }

@@ -425,10 +425,10 @@ pub fn array_shape_dtype(dir: &Path) -> Result<(Vec<u64>, DType)> {
         path: dir.to_path_buf(),
         reason,
     };
-    let (doc, dtype_key) = if dir.join("zarr.json").exists() {
-        (read_json(&dir.join("zarr.json"))?, "data_type")
-    } else {
+    let (doc, dtype_key) = if dir.join(".zarray").exists() && !dir.join("zarr.json").exists() {
         (read_json(&dir.join(".zarray"))?, "dtype")
+    } else {
+        (read_json(&dir.join("zarr.json"))?, "data_type")
     };
     let shape: Vec<u64> = doc
         .get("shape")

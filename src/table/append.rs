@@ -128,6 +128,7 @@ fn missing_value<T: NumCast + Default>(prim: Prim) -> T {
 }
 
 /// Writes numbers (and their mask) as rows `start..` of `path`.
+#[allow(clippy::too_many_arguments)]
 fn write_numbers(
     arrays: &Arrays,
     docs: &mut BTreeMap<String, Value>,

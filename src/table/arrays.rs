@@ -143,8 +143,9 @@ impl Arrays {
             .set_shape(shape.clone())
             .map_err(|e| zarr_error(&key, e))?;
         if rows > 0 {
-            let mut ranges = vec![start..end];
-            ranges.extend(shape[1..].iter().map(|&n| 0..n));
+            let ranges: Vec<Range<u64>> = std::iter::once(start..end)
+                .chain(shape[1..].iter().map(|&n| 0..n))
+                .collect();
             array
                 .store_array_subset(&ArraySubset::new_with_ranges(&ranges), values)
                 .map_err(|e| zarr_error(&key, e))?;
@@ -169,8 +170,9 @@ impl Arrays {
                 shape[0]
             )));
         }
-        let mut ranges = vec![range];
-        ranges.extend(shape[1..].iter().map(|&n| 0..n));
+        let ranges: Vec<Range<u64>> = std::iter::once(range)
+            .chain(shape[1..].iter().map(|&n| 0..n))
+            .collect();
         array
             .retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_ranges(&ranges))
             .map_err(|e| zarr_error(&key, e))

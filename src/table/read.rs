@@ -41,6 +41,7 @@ fn numbers(
 fn codes_as_i64(arrays: &Arrays, path: &str, prim: Prim, range: Range<u64>) -> Result<Vec<i64>> {
     with_prim!(prim, T => {
         let values: Vec<T> = arrays.read(path, range)?;
+        #[allow(clippy::unnecessary_cast)]
         Ok(values.into_iter().map(|v| v as i64).collect())
     })
 }

@@ -1,0 +1,370 @@
+//! The dataset commands (`init`, `add-image`, `add-labels`, `rm`, `ls`, `info`,
+//! `check`) through the real binary.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::cli;
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::write_npy;
+use spatialzarr::{Dataset, DatasetOptions};
+
+/// Runs `spatialzarr ARGS...` to completion.
+fn sz<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(cli())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run spatialzarr")
+}
+
+/// Runs `spatialzarr ARGS...`, asserting it succeeded; returns its stdout.
+fn sz_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
+    let out = sz(args);
+    assert!(
+        out.status.success(),
+        "{:?} failed ({}): {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Asserts `out` failed with `code` and, for status 1, exactly one stderr line
+/// `spatialzarr: ...` containing every one of `words`.
+fn assert_fails(out: &Output, code: i32, words: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    if code == 1 {
+        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+        assert!(stderr.starts_with("spatialzarr: "), "{stderr}");
+    }
+    for word in words {
+        assert!(stderr.contains(word), "{word:?} not in: {stderr}");
+    }
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// A `height` x `width` labels array whose values encode `seed`.
+fn labels(seed: u32, height: usize, width: usize) -> ArrayD<u32> {
+    ArrayD::from_shape_fn(IxDyn(&[height, width]), |i| {
+        seed * 100_000 + (i[0] * width + i[1]) as u32
+    })
+}
+
+/// Writes `array` to `dir/file` and returns the path.
+fn npy_file<T: ndarray_npy::WritableElement>(dir: &Path, file: &str, array: &ArrayD<T>) -> PathBuf {
+    let path = dir.join(file);
+    write_npy(&path, array).expect("write npy");
+    path
+}
+
+fn open(ds: &Path) -> Dataset {
+    Dataset::open(ds, DatasetOptions::default()).expect("open dataset")
+}
+
+fn new_dataset(dir: &Path) -> PathBuf {
+    let ds = dir.join("ds.zarr");
+    sz_ok(&["init", s(&ds)]);
+    ds
+}
+
+#[test]
+fn init_add_ls_info_check_rm() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let empty = r#"{"images":[],"labels":[],"points":[],"shapes":[],"tables":[]}"#;
+    assert_eq!(sz_ok(&["ls", s(&ds), "--json"]).trim_end(), empty);
+    assert_eq!(sz_ok(&["ls", s(&ds)]), "");
+
+    let cells = labels(7, 5, 6);
+    let file = npy_file(dir.path(), "cells.npy", &cells);
+    assert_eq!(
+        sz_ok(&["add-labels", s(&ds), "cells", "--npy", s(&file)]),
+        ""
+    );
+    assert_eq!(
+        sz_ok(&["ls", s(&ds), "--json"]).trim_end(),
+        r#"{"images":[],"labels":["cells"],"points":[],"shapes":[],"tables":[]}"#
+    );
+    assert_eq!(sz_ok(&["ls", s(&ds)]), "labels\tcells\n");
+    assert_eq!(
+        sz_ok(&["info", s(&ds), "cells", "--json"]).trim_end(),
+        r#"{"type":"labels","shape":[5,6],"dtype":"uint32","dims":["y","x"],"levels":1}"#
+    );
+    let text = sz_ok(&["info", s(&ds), "cells"]);
+    for line in ["type: labels", "dtype: uint32", "dims: y,x", "levels: 1"] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in:\n{text}");
+    }
+    assert_eq!(open(&ds).read_raster::<u32>("cells", 0).unwrap(), cells);
+
+    // An image with explicit dims, under the global --lock-timeout option.
+    let rgb =
+        ArrayD::<u8>::from_shape_fn(IxDyn(&[3, 4, 5]), |i| (i[0] * 20 + i[1] * 5 + i[2]) as u8);
+    let file = npy_file(dir.path(), "rgb.npy", &rgb);
+    sz_ok(&[
+        "--lock-timeout",
+        "30",
+        "add-image",
+        s(&ds),
+        "rgb",
+        "--npy",
+        s(&file),
+        "--dims",
+        "c,y,x",
+    ]);
+    assert_eq!(
+        sz_ok(&["info", s(&ds), "rgb", "--json"]).trim_end(),
+        r#"{"type":"image","shape":[3,4,5],"dtype":"uint8","dims":["c","y","x"],"levels":1}"#
+    );
+    assert_eq!(sz_ok(&["ls", s(&ds)]), "image\trgb\nlabels\tcells\n");
+    assert_eq!(open(&ds).read_raster::<u8>("rgb", 0).unwrap(), rgb);
+
+    assert_eq!(sz_ok(&["check", s(&ds)]), "");
+    let report: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["check", s(&ds), "--json"])).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["elements_checked"], 2);
+    assert_eq!(report["problems"], serde_json::json!([]));
+    assert_eq!(report["generation"], open(&ds).generation().unwrap());
+
+    sz_ok(&["rm", s(&ds), "cells"]);
+    sz_ok(&["rm", s(&ds), "rgb"]);
+    assert_eq!(sz_ok(&["ls", s(&ds), "--json"]).trim_end(), empty);
+    assert_eq!(sz_ok(&["ls", s(&ds)]), "");
+    sz_ok(&["check", s(&ds)]);
+}
+
+#[test]
+fn check_reports_problems_and_exits_1() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let file = npy_file(dir.path(), "a.npy", &labels(1, 4, 4));
+    sz_ok(&["add-labels", s(&ds), "broken", "--npy", s(&file)]);
+    std::fs::remove_file(ds.join("labels/broken/s0/zarr.json")).unwrap();
+
+    let out = sz(&["check", s(&ds)]);
+    assert_fails(&out, 1, &["inconsistent", "1 problem"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("broken"), "{stdout}");
+
+    let out = sz(&["check", s(&ds), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["elements_checked"], 1);
+    assert_eq!(report["problems"].as_array().unwrap().len(), 1);
+}
+
+/// The acceptance test: 16 processes add 8 labels each, concurrently, through the CLI.
+#[test]
+fn sixteen_concurrent_cli_writers_lose_nothing() {
+    const WORKERS: u32 = 16;
+    const EACH: u32 = 8;
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let name = |w: u32, i: u32| format!("w{w:02}_{i}");
+    let array = |w: u32, i: u32| labels(w * EACH + i + 1, 64, 64);
+    for w in 0..WORKERS {
+        for i in 0..EACH {
+            npy_file(dir.path(), &format!("{}.npy", name(w, i)), &array(w, i));
+        }
+    }
+    // Each worker is one shell running its 8 commands one after the other; the 16
+    // shells run at the same time.
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let script: Vec<String> = (0..EACH)
+                .map(|i| {
+                    format!(
+                        "'{}' --lock-timeout 120 add-labels '{}' {} --npy '{}'",
+                        s(&cli()),
+                        s(&ds),
+                        name(w, i),
+                        s(&dir.path().join(format!("{}.npy", name(w, i))))
+                    )
+                })
+                .collect();
+            Command::new("sh")
+                .args(["-c", &script.join(" && ")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn sh")
+        })
+        .collect();
+    for (w, child) in workers.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "worker {w} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let mut expected: Vec<String> = (0..WORKERS)
+        .flat_map(|w| (0..EACH).map(move |i| name(w, i)))
+        .collect();
+    expected.sort();
+    let listed: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["ls", s(&ds), "--json"])).unwrap();
+    assert_eq!(listed["labels"], serde_json::json!(expected));
+    for kind in ["images", "points", "shapes", "tables"] {
+        assert_eq!(listed[kind], serde_json::json!([]), "{kind}");
+    }
+    sz_ok(&["check", s(&ds)]);
+    let dataset = open(&ds);
+    for w in 0..WORKERS {
+        for i in 0..EACH {
+            let read = dataset.read_raster::<u32>(&name(w, i), 0).unwrap();
+            assert_eq!(read, array(w, i), "pixels of {}", name(w, i));
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_change_nothing() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let good = npy_file(dir.path(), "good.npy", &labels(1, 8, 8));
+    sz_ok(&["add-labels", s(&ds), "taken", "--npy", s(&good)]);
+    let listing = sz_ok(&["ls", s(&ds), "--json"]);
+    let generation = open(&ds).generation().unwrap();
+
+    let junk = dir.path().join("junk.npy");
+    std::fs::write(&junk, b"this is not a numpy file at all").unwrap();
+    let truncated = dir.path().join("truncated.npy");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+    let boolean = npy_file(
+        dir.path(),
+        "bool.npy",
+        &ArrayD::<bool>::from_elem(IxDyn(&[4, 4]), true),
+    );
+    let big_endian = dir.path().join("big.npy");
+    let mut swapped = bytes.clone();
+    let at = swapped.windows(3).position(|w| w == b"<u4").unwrap();
+    swapped[at] = b'>';
+    std::fs::write(&big_endian, swapped).unwrap();
+    let float = npy_file(
+        dir.path(),
+        "float.npy",
+        &ArrayD::<f32>::zeros(IxDyn(&[4, 4])),
+    );
+    let missing = dir.path().join("missing.npy");
+    let no_dataset = dir.path().join("no_dataset.zarr");
+
+    let add = |name: &str, file: &Path| sz(&["add-labels", s(&ds), name, "--npy", s(file)]);
+    let cases: Vec<(Output, Vec<&str>)> = vec![
+        (add("a", &junk), vec!["junk.npy", "not a valid .npy"]),
+        (add("a", &truncated), vec!["truncated.npy", "truncated"]),
+        (add("a", &boolean), vec!["bool.npy", "bool"]),
+        (add("a", &big_endian), vec!["big.npy", "big-endian"]),
+        (add("a", &missing), vec!["missing.npy", "No such file"]),
+        (add("a", &float), vec!["integer type", "float32"]),
+        (add("../x", &good), vec!["invalid element name", "../x"]),
+        (add("__x", &good), vec!["invalid element name", "__"]),
+        (add("taken", &good), vec!["\"taken\"", "already exists"]),
+        (add("TAKEN", &good), vec!["\"taken\"", "already exists"]),
+        (
+            sz(&["add-image", s(&ds), "a", "--npy", s(&good), "--dims", "x,y"]),
+            vec!["dims", "not allowed"],
+        ),
+        (
+            sz(&["add-labels", s(&no_dataset), "a", "--npy", s(&good)]),
+            vec!["no_dataset.zarr", "not a SpatialData dataset"],
+        ),
+        (sz(&["rm", s(&ds), "absent"]), vec!["\"absent\""]),
+        (sz(&["info", s(&ds), "absent"]), vec!["\"absent\""]),
+        (sz(&["init", s(&ds)]), vec!["already exists"]),
+        (sz(&["ls", s(&no_dataset)]), vec!["no_dataset.zarr"]),
+    ];
+    for (out, words) in &cases {
+        assert_fails(out, 1, words);
+    }
+    assert!(!no_dataset.exists(), "a missing dataset was created");
+    assert_eq!(sz_ok(&["ls", s(&ds), "--json"]), listing);
+    assert_eq!(open(&ds).generation().unwrap(), generation);
+    sz_ok(&["check", s(&ds)]);
+
+    // Usage errors are clap's: exit status 2.
+    for args in [
+        vec!["add-labels", s(&ds), "a"],
+        vec!["add-labels", s(&ds)],
+        vec!["add-image", s(&ds), "a", "--npy"],
+        vec!["ls"],
+        vec!["--lock-timeout", "soon", "ls", s(&ds)],
+    ] {
+        assert_fails(&sz(&args), 2, &[]);
+    }
+    assert_fails(&sz(&["add-labels", s(&ds), "a"]), 2, &["--npy"]);
+    assert_eq!(open(&ds).generation().unwrap(), generation);
+}
+
+#[test]
+fn overwrite_replaces_the_pixels() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let first = labels(1, 6, 6);
+    let second = labels(2, 3, 9);
+    let first_file = npy_file(dir.path(), "first.npy", &first);
+    let second_file = npy_file(dir.path(), "second.npy", &second);
+    sz_ok(&["add-labels", s(&ds), "seg", "--npy", s(&first_file)]);
+    assert_fails(
+        &sz(&["add-labels", s(&ds), "seg", "--npy", s(&second_file)]),
+        1,
+        &["already exists"],
+    );
+    assert_eq!(open(&ds).read_raster::<u32>("seg", 0).unwrap(), first);
+
+    sz_ok(&[
+        "add-labels",
+        s(&ds),
+        "seg",
+        "--npy",
+        s(&second_file),
+        "--overwrite",
+    ]);
+    assert_eq!(open(&ds).read_raster::<u32>("seg", 0).unwrap(), second);
+    assert_eq!(
+        sz_ok(&["info", s(&ds), "seg", "--json"]).trim_end(),
+        r#"{"type":"labels","shape":[3,9],"dtype":"uint32","dims":["y","x"],"levels":1}"#
+    );
+    // Overwriting with another pixel type works too.
+    let small = ArrayD::<u16>::from_shape_fn(IxDyn(&[2, 2]), |i| (i[0] * 2 + i[1]) as u16);
+    let small_file = npy_file(dir.path(), "small.npy", &small);
+    sz_ok(&[
+        "add-labels",
+        s(&ds),
+        "seg",
+        "--npy",
+        s(&small_file),
+        "--overwrite",
+    ]);
+    assert_eq!(open(&ds).read_raster::<u16>("seg", 0).unwrap(), small);
+    // --overwrite does not turn labels into an image.
+    assert_fails(
+        &sz(&[
+            "add-image",
+            s(&ds),
+            "seg",
+            "--npy",
+            s(&small_file),
+            "--overwrite",
+        ]),
+        1,
+        &["already exists"],
+    );
+    assert_eq!(sz_ok(&["ls", s(&ds)]), "labels\tseg\n");
+    sz_ok(&["check", s(&ds)]);
+}
