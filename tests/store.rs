@@ -392,3 +392,46 @@ fn open_refuses_what_is_not_a_dataset() {
     let err = Dataset::open(&path, DatasetOptions::default()).unwrap_err();
     assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");
 }
+
+#[test]
+fn a_stray_folder_in_the_way_is_refused_before_the_commit_is_decided() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = create(&path);
+    std::fs::create_dir_all(path.join("labels/seg/junk")).unwrap();
+    let data = ArrayD::<u8>::zeros(IxDyn(&[4, 4]));
+    let err = ds
+        .add_labels("seg", data.view(), &RasterOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("labels/seg"), "{err}");
+    assert!(
+        ds.pending_journal().unwrap().is_none(),
+        "no journal may be left to wedge writers"
+    );
+    ds.add_labels("other", data.view(), &RasterOptions::default())
+        .unwrap();
+    assert_eq!(ds.list().unwrap().labels, vec!["other"]);
+}
+
+#[test]
+fn remove_then_add_the_same_name_in_one_transaction() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    let a = ArrayD::from_elem(IxDyn(&[4, 4]), 1u16);
+    let b = ArrayD::from_elem(IxDyn(&[5, 5]), 2u16);
+    ds.add_labels("seg", a.view(), &RasterOptions::default())
+        .unwrap();
+    let mut txn = ds.write().unwrap();
+    txn.remove("seg").unwrap();
+    txn.add_raster(
+        ElementKind::Labels,
+        "seg",
+        b.view(),
+        &RasterOptions::default(),
+        false,
+    )
+    .unwrap();
+    txn.commit().unwrap();
+    assert_eq!(ds.read_raster::<u16>("seg", 0).unwrap(), b);
+    assert!(ds.check(false).unwrap().is_ok());
+}

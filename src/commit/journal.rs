@@ -26,7 +26,8 @@ pub enum Step {
         /// The folder.
         path: String,
     },
-    /// Rename a file or folder. Replay: done when `from` is gone and `to` exists.
+    /// Rename a file or folder. Replay: done when `to` exists (the plan makes sure it
+    /// does not when the step first runs).
     Rename {
         /// Source.
         from: String,
@@ -126,19 +127,13 @@ impl Journal {
                 Step::Rename { from, to } => {
                     let from_path = checked(root, from, journal_path)?;
                     let to_path = checked(root, to, journal_path)?;
-                    let from_exists = from_path.symlink_metadata().is_ok();
+                    // The plan guarantees `to` is absent when the step first runs, and
+                    // steps run in order: so an existing `to` means the step is done.
                     let to_exists = to_path.symlink_metadata().is_ok();
+                    let from_exists = from_path.symlink_metadata().is_ok();
                     match (from_exists, to_exists) {
+                        (_, true) => {}
                         (true, false) => publisher.rename(&from_path, &to_path)?,
-                        (false, true) => {} // done before a crash
-                        (true, true) => {
-                            return Err(Error::Corrupt {
-                                path: journal_path.to_path_buf(),
-                                reason: format!(
-                                    "cannot rename {from} to {to}: both exist; run `spatialzarr check`"
-                                ),
-                            });
-                        }
                         (false, false) => {
                             return Err(Error::Corrupt {
                                 path: journal_path.to_path_buf(),

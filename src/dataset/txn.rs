@@ -437,6 +437,8 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         }
     }
     let mut extra_staged: Vec<StagedElement> = Vec::new();
+    // Element folders this plan moves to the trash before later steps reuse them.
+    let mut vacated: BTreeSet<String> = BTreeSet::new();
     for (index, op) in ops.iter().enumerate() {
         match op {
             Op::TableAppend { name, patch } => {
@@ -519,6 +521,15 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     }
                 }
                 let target = element_path(staged.kind, staged.name.as_str());
+                if !replaces
+                    && !vacated.contains(&target)
+                    && root.join(&target).symlink_metadata().is_ok()
+                {
+                    return Err(Error::Corrupt {
+                        path: root.join(&target),
+                        reason: "it is in the way of the new element but is not a valid element itself; move it away".into(),
+                    });
+                }
                 if replaces {
                     move_to_trash(&mut steps, &mut cleanup, &target);
                     consolidated::remove_tree(&mut root_doc, &target);
@@ -542,6 +553,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     })?;
                 let target = element_path(kind, name.as_str());
                 move_to_trash(&mut steps, &mut cleanup, &target);
+                vacated.insert(target.clone());
                 consolidated::remove_tree(&mut root_doc, &target);
                 let records = layout.hidden_relative(&["appends", name.as_str()]);
                 if kind == ElementKind::Tables && root.join(&records).exists() {
