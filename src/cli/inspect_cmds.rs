@@ -84,14 +84,6 @@ struct RasterJson<'a> {
     levels: usize,
 }
 
-/// What `info --json` prints about an element of another kind.
-#[derive(Debug, Serialize)]
-struct OtherJson {
-    /// The element's kind, singular.
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
 /// `info`: describes one element.
 pub fn info(args: InfoArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
@@ -120,13 +112,29 @@ pub fn info(args: InfoArgs, lock_timeout: Option<Duration>) -> anyhow::Result<Ex
             let systems: Vec<&str> = r.transformations.0.keys().map(String::as_str).collect();
             println!("coordinate systems: {}", systems.join(", "));
         }
-        (ElementInfo::Other { kind }, true) => {
-            let json = OtherJson {
-                kind: kind.singular(),
-            };
-            println!("{}", serde_json::to_string(&json)?);
+        (ElementInfo::Points(p), true) => {
+            let json = serde_json::json!({"type": "points", "n": p.n, "columns": p.columns});
+            println!("{json}");
         }
-        (ElementInfo::Other { kind }, false) => println!("type: {}", kind.singular()),
+        (ElementInfo::Points(p), false) => {
+            println!("type: points");
+            println!("n: {}", p.n);
+            println!("columns: {}", p.columns.join(", "));
+            println!("parts: {}", p.parts);
+            if let Some(key) = &p.feature_key {
+                println!("feature_key: {key}");
+            }
+        }
+        (ElementInfo::Shapes(sh), true) => {
+            let json = serde_json::json!({"type": "shapes", "n": sh.n, "geometry": sh.geometry});
+            println!("{json}");
+        }
+        (ElementInfo::Shapes(sh), false) => {
+            println!("type: shapes");
+            println!("n: {}", sh.n);
+            println!("geometry: {}", sh.geometry);
+            println!("columns: {}", sh.columns.join(", "));
+        }
         (ElementInfo::Table(t), true) => {
             let json = serde_json::json!({
                 "type": "table",

@@ -120,10 +120,9 @@ fn check_element(dir: &std::path::Path, kind: ElementKind, deep: bool) -> Result
             }
             Ok(())
         }
-        _ => {
-            raster::group_attributes(dir).map_err(|e| e.to_string())?;
-            Ok(())
-        }
+        ElementKind::Points => crate::element::points::check_points(dir, deep),
+        ElementKind::Shapes => crate::element::shapes::check_shapes(dir, deep),
+        ElementKind::Tables => crate::table::check_table(dir, deep),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod layout;
 mod staging;
 mod tables;
 mod txn;
+mod vectors;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -107,11 +108,10 @@ pub enum ElementInfo {
     Raster(RasterInfo),
     /// A table.
     Table(crate::table::TableInfo),
-    /// An element of a kind this version describes only by kind.
-    Other {
-        /// Its kind.
-        kind: ElementKind,
-    },
+    /// A points element.
+    Points(crate::element::points::PointsInfo),
+    /// A shapes element.
+    Shapes(crate::element::shapes::ShapesInfo),
 }
 
 #[derive(Debug)]
@@ -365,7 +365,12 @@ impl Dataset {
                     &self.table_state(name.as_str())?.0,
                 )))
             }
-            other => Ok(ElementInfo::Other { kind: other }),
+            ElementKind::Points => {
+                crate::element::points::points_info(&dir).map(ElementInfo::Points)
+            }
+            ElementKind::Shapes => {
+                crate::element::shapes::shapes_info(&dir).map(ElementInfo::Shapes)
+            }
         }
     }
 
@@ -459,19 +464,22 @@ impl Dataset {
         options: &RasterOptions,
         overwrite: bool,
     ) -> Result<CommitInfo> {
-        // Fail fast on a taken name, before the expensive staging.
-        let checked = ElementName::new(name)?;
-        {
-            let _guard = self.read_guard_if_free()?;
-            if let Some(_guard) = _guard {
-                self.elements_locked()?
-                    .check_add(kind, &checked, overwrite)?;
-            }
-        }
+        self.precheck_add(kind, name, overwrite)?;
         let staged = self.stage_raster(kind, name, data, options)?;
         let mut txn = self.write()?;
         txn.add_staged(staged, overwrite)?;
         txn.commit()
+    }
+
+    /// Fails fast on a bad or taken name, before the expensive staging (the commit
+    /// checks again under the write lock).
+    fn precheck_add(&self, kind: ElementKind, name: &str, overwrite: bool) -> Result<()> {
+        let checked = ElementName::new(name)?;
+        if let Some(_guard) = self.read_guard_if_free()? {
+            self.elements_locked()?
+                .check_add(kind, &checked, overwrite)?;
+        }
+        Ok(())
     }
 
     /// The read lock, unless this thread holds the write lock already (then `None`:

@@ -45,6 +45,16 @@ enum Op {
         path: String,
         text: String,
     },
+    /// A staged file moved into an existing element (a new points part).
+    AddFile {
+        staged: StagedElement,
+        /// The staged file, inside the staging folder.
+        from: PathBuf,
+        /// Its place, relative to the dataset root.
+        to: String,
+        /// Rows it holds.
+        rows: u64,
+    },
 }
 
 /// The changes of one (possibly nested) transaction.
@@ -308,6 +318,132 @@ impl<'a> WriteTxn<'a> {
         Ok(outcome(range.start, range.end, true))
     }
 
+    /// Appends `batch` to the points element `name` as one new part file (spatialdata
+    /// reads every part). With an idempotency `key` already committed or pending,
+    /// nothing is appended and the first append's row range is returned.
+    pub fn append_points(
+        &mut self,
+        name: &str,
+        batch: &arrow_array::RecordBatch,
+        key: Option<&str>,
+    ) -> Result<AppendOutcome> {
+        use crate::element::points;
+        let name = ElementName::new(name)?;
+        let root = self.dataset.root().to_path_buf();
+        let key_rel = key
+            .map(|k| table::key_record_path(name.as_str(), k))
+            .transpose()?;
+        let outcome = |start: u64, end: u64, applied: bool| AppendOutcome {
+            table: name.to_string(),
+            start,
+            end,
+            key: key.map(str::to_owned),
+            applied,
+        };
+        if let Some(rel) = &key_rel {
+            let pending = self.find_pending(|op| match op {
+                Op::WriteHidden { path, text } if path == rel => Some(text.clone()),
+                _ => None,
+            });
+            if let Some(text) = pending {
+                let doc: Value = serde_json::from_str(&text).expect("we wrote it");
+                return Ok(outcome(
+                    doc["start"].as_u64().unwrap_or(0),
+                    doc["end"].as_u64().unwrap_or(0),
+                    false,
+                ));
+            }
+            if let Some((start, end)) = table::read_key_record(&root, rel)? {
+                return Ok(outcome(start, end, false));
+            }
+        }
+        match self.simulated()?.kind_of(name.as_str()) {
+            Some(ElementKind::Points) => {}
+            Some(other) => {
+                return Err(Error::WrongElementType {
+                    name: name.to_string(),
+                    actual: other.to_string(),
+                    expected: "points".into(),
+                });
+            }
+            None => {
+                return Err(Error::NoSuchElement {
+                    dataset: root,
+                    name: name.to_string(),
+                });
+            }
+        }
+        let element_dir = root.join(element_path(ElementKind::Points, name.as_str()));
+        if self
+            .find_pending(|op| match op {
+                Op::Add { staged, .. } if staged.name == name => Some(()),
+                _ => None,
+            })
+            .is_some()
+        {
+            return Err(Error::InvalidInput(format!(
+                "points {name} are added in this same transaction: commit first, then append"
+            )));
+        }
+        // Part names and row offsets continue after the committed and pending parts.
+        let committed = points::points_info(&element_dir)?;
+        let mut next: u64 = points::next_part_name(&element_dir)?
+            .trim_start_matches("part.")
+            .trim_end_matches(".parquet")
+            .parse()
+            .unwrap_or(0);
+        let mut start = committed.n;
+        self.find_pending(|op| {
+            if let Op::AddFile {
+                staged, to, rows, ..
+            } = op
+                && staged.name == name
+            {
+                let n: u64 = to
+                    .rsplit('/')
+                    .next()
+                    .and_then(|f| {
+                        f.trim_start_matches("part.")
+                            .trim_end_matches(".parquet")
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0);
+                next = next.max(n + 1);
+                start += rows;
+            }
+            None::<()>
+        });
+        let publisher = Arc::new(Publisher::new());
+        let staged = StagedElement::create(
+            self.dataset.layout(),
+            &publisher,
+            ElementKind::Points,
+            name.clone(),
+        )?;
+        let from = staged.element_dir().join("part.parquet");
+        points::write_points_part(&from, &publisher, batch, &element_dir)?;
+        publisher.sync()?;
+        let rows = batch.num_rows() as u64;
+        let to = format!(
+            "{}/points.parquet/part.{next}.parquet",
+            element_path(ElementKind::Points, name.as_str())
+        );
+        self.frame.borrow_mut().push(Op::AddFile {
+            staged,
+            from,
+            to,
+            rows,
+        });
+        if let Some(rel) = key_rel {
+            let text = json!({"key": key, "start": start, "end": start + rows}).to_string();
+            self.frame
+                .borrow_mut()
+                .push(Op::WriteHidden { path: rel, text });
+        }
+        Ok(outcome(start, start + rows, true))
+    }
+
     /// Commits: all changes become visible together, or none (on error). A nested
     /// transaction hands its changes to the enclosing one instead.
     pub fn commit(self) -> Result<CommitInfo> {
@@ -375,6 +511,14 @@ fn apply_to_set(set: &mut ElementSet, op: &Op) -> Result<()> {
             }
         },
         Op::WriteHidden { .. } => {}
+        Op::AddFile { staged, .. } => {
+            if set.kind_of(staged.name.as_str()) != Some(staged.kind) {
+                return Err(Error::NoSuchElement {
+                    dataset: PathBuf::new(),
+                    name: staged.name.to_string(),
+                });
+            }
+        }
     }
     Ok(())
 }
@@ -496,6 +640,26 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     extra_staged.push(staged);
                 }
             }
+            Op::AddFile {
+                staged, from, to, ..
+            } => {
+                if elements.kind_of(staged.name.as_str()) != Some(staged.kind) {
+                    return Err(Error::NoSuchElement {
+                        dataset: root.clone(),
+                        name: staged.name.to_string(),
+                    });
+                }
+                if root.join(to).symlink_metadata().is_ok() {
+                    return Err(Error::Corrupt {
+                        path: root.join(to),
+                        reason: "a part of that name appeared; retry the append".into(),
+                    });
+                }
+                steps.push(Step::Rename {
+                    from: relative(root, from),
+                    to: to.clone(),
+                });
+            }
             Op::WriteHidden { path, text } => {
                 if let Some(parent) = Path::new(path).parent() {
                     steps.push(Step::Mkdir {
@@ -611,7 +775,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     let mut staging_dirs: Vec<PathBuf> = ops
         .iter_mut()
         .filter_map(|op| match op {
-            Op::Add { staged, .. } => {
+            Op::Add { staged, .. } | Op::AddFile { staged, .. } => {
                 staged.consumed = true;
                 Some(staged.dir.clone())
             }

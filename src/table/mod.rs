@@ -3,6 +3,7 @@
 
 pub mod append;
 pub mod arrays;
+mod check;
 pub mod columns;
 mod create;
 mod read;
@@ -226,4 +227,5 @@ pub(crate) fn append_in_place(
     Ok(range)
 }
 
+pub use check::check_table;
 pub use read::{read_rows, read_x_rows};
