@@ -245,6 +245,31 @@ fn store_extends_the_spatialdata_fixture_and_keeps_consolidated_metadata_current
     ds.add_image("new_image", new_image.view(), &RasterOptions::default())
         .unwrap();
     ds.remove("img").unwrap();
+    let column = |values: Vec<f64>| -> arrow_array::ArrayRef {
+        std::sync::Arc::new(arrow_array::Float64Array::from(values))
+    };
+    let pts = arrow_array::RecordBatch::try_from_iter(vec![
+        ("x", column(vec![1.0, 2.0, 3.5])),
+        ("y", column(vec![4.0, 5.0, 6.0])),
+    ])
+    .unwrap();
+    ds.add_points("new_points", &pts, None, false).unwrap();
+    let more = arrow_array::RecordBatch::try_from_iter(vec![
+        ("x", column(vec![0.5, 0.25])),
+        ("y", column(vec![1.0, 2.0])),
+        (
+            "gene",
+            std::sync::Arc::new(arrow_array::StringArray::from(vec!["a", "c"]))
+                as arrow_array::ArrayRef,
+        ),
+    ])
+    .unwrap();
+    ds.append_points("pts", &more, Some("more")).unwrap();
+    let square = spatialzarr::element::shapes::parse_geojson(
+        r#"{"type":"Polygon","coordinates":[[[0,0],[3,0],[3,3],[0,3],[0,0]]]}"#,
+    )
+    .unwrap();
+    ds.add_shapes("square", &square, None, false).unwrap();
     assert!(
         ds.check(false).unwrap().is_ok(),
         "{:?}",
@@ -263,8 +288,14 @@ fn store_extends_the_spatialdata_fixture_and_keeps_consolidated_metadata_current
     };
     assert_eq!(names("images"), vec!["new_image"]);
     assert_eq!(names("labels"), vec!["cells_labels", "new_labels"]);
-    assert_eq!(names("points"), vec!["pts"]);
-    assert_eq!(names("shapes"), vec!["circles"]);
+    assert_eq!(names("points"), vec!["new_points", "pts"]);
+    assert_eq!(names("shapes"), vec!["circles", "square"]);
+    assert_eq!(find(&seen["points"], "new_points")["sum_x"], 6.5);
+    assert_eq!(find(&seen["points"], "pts")["n"], 12);
+    assert_eq!(
+        find(&seen["shapes"], "square")["geometry_types"],
+        json!(["Polygon"])
+    );
     assert_eq!(names("tables"), vec!["table"]);
     let seen_labels = find(&seen["labels"], "new_labels");
     assert_eq!(
