@@ -435,3 +435,26 @@ fn remove_then_add_the_same_name_in_one_transaction() {
     assert_eq!(ds.read_raster::<u16>("seg", 0).unwrap(), b);
     assert!(ds.check(false).unwrap().is_ok());
 }
+
+#[test]
+fn recover_removes_leftovers_of_dead_writers() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = create(&path);
+    let data = ArrayD::<u8>::zeros(IxDyn(&[4, 4]));
+    ds.add_labels("seg", data.view(), &RasterOptions::default())
+        .unwrap();
+    // What an interrupted atomic write and a dead stager leave behind.
+    std::fs::write(path.join(".sz-tmp-root"), b"x").unwrap();
+    std::fs::write(path.join("labels/seg/s0/.sz-tmp-deep"), b"x").unwrap();
+    let dead_stage = path.join(".spatialzarr/staging/12345-1-1");
+    std::fs::create_dir_all(dead_stage.join("element")).unwrap();
+    std::fs::write(dead_stage.join("owner"), b"").unwrap();
+    let report = ds.recover().unwrap();
+    assert_eq!(report.removed_temp_files.len(), 2, "{report:?}");
+    assert_eq!(report.removed_staging, vec![dead_stage.clone()]);
+    assert!(!dead_stage.exists() && !path.join(".sz-tmp-root").exists());
+    assert!(!path.join("labels/seg/s0/.sz-tmp-deep").exists());
+    assert_eq!(ds.read_raster::<u8>("seg", 0).unwrap(), data);
+    assert!(ds.recover().unwrap().removed_temp_files.is_empty());
+}

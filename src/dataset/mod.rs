@@ -507,11 +507,13 @@ impl Dataset {
         WriteTxn::begin(self)
     }
 
-    /// Finishes an interrupted commit and removes what dead writers left behind.
+    /// Under the write lock: finishes an interrupted commit, removes staging folders of
+    /// dead writers, leftover trash, and temporary files of interrupted writes anywhere
+    /// in the dataset.
     pub fn recover(&self) -> Result<RecoveryReport> {
         self.ensure_writable()?;
         let guard = self.inner.lock.write(self.inner.options.lock_timeout)?;
-        txn::recover(self, &guard)
+        txn::recover_with(self, &guard, true)
     }
 
     fn ensure_writable(&self) -> Result<()> {

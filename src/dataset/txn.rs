@@ -84,6 +84,8 @@ pub struct RecoveryReport {
     pub removed_staging: Vec<PathBuf>,
     /// Trash folders that were removed.
     pub removed_trash: Vec<PathBuf>,
+    /// Temporary files of interrupted atomic writes that were removed.
+    pub removed_temp_files: Vec<PathBuf>,
 }
 
 /// A write transaction: holds the write lock; its changes reach the disk together,
@@ -818,7 +820,18 @@ fn finish(dataset: &Dataset, journal: &Journal, publisher: &Publisher) -> Result
 
 /// Under the write lock: finishes an interrupted commit, then removes staging
 /// folders of dead writers and leftover trash.
-pub(crate) fn recover(dataset: &Dataset, _proof: &WriteGuard) -> Result<RecoveryReport> {
+pub(crate) fn recover(dataset: &Dataset, proof: &WriteGuard) -> Result<RecoveryReport> {
+    recover_with(dataset, proof, false)
+}
+
+/// [`recover`]; with `everywhere`, also walks the whole dataset for temporary files
+/// left by interrupted atomic writes (otherwise only the root, the hidden folder and
+/// the group folders, where commits write, are looked at).
+pub(crate) fn recover_with(
+    dataset: &Dataset,
+    _proof: &WriteGuard,
+    everywhere: bool,
+) -> Result<RecoveryReport> {
     let layout = dataset.layout();
     let mut report = RecoveryReport::default();
     if let Some(journal) = Journal::load(&layout.hidden)? {
@@ -832,6 +845,34 @@ pub(crate) fn recover(dataset: &Dataset, _proof: &WriteGuard) -> Result<Recovery
         for entry in entries.flatten() {
             remove_tree(&entry.path())?;
             report.removed_trash.push(entry.path());
+        }
+    }
+    // Under the write lock no atomic write is in flight outside staging folders, so
+    // every temporary file there belongs to a dead writer.
+    let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
+    dirs.extend(ElementKind::ALL.iter().map(|k| layout.root.join(k.group())));
+    let mut stack = dirs;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_file() && name.starts_with(crate::storage::publish::TEMP_PREFIX) {
+                crate::storage::publish::Publisher::new().remove_file(&path)?;
+                report.removed_temp_files.push(path);
+            } else if everywhere
+                && kind.is_dir()
+                && path != layout.staging()
+                && path != layout.hidden
+            {
+                stack.push(path);
+            }
         }
     }
     Ok(report)
