@@ -503,3 +503,70 @@ mod tables {
         assert_eq!(seen["zarr_consolidated_stale"], json!([]));
     }
 }
+
+#[test]
+fn fixture_int8_codes_are_widened_when_categories_outgrow_them() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use spatialzarr::table::{RowBatch, XRows};
+    use std::sync::Arc;
+    let dir = common::tempdir();
+    let path = dir.path().join("fixture.zarr");
+    copy_tree(
+        &repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr"),
+        &path,
+    );
+    let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
+    let n = 200;
+    let celltypes: Vec<String> = (0..n).map(|i| format!("type{i}")).collect();
+    let obs = RecordBatch::try_from_iter(vec![
+        (
+            "region",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|_| "cells_labels"),
+            )) as ArrayRef,
+        ),
+        (
+            "instance_id",
+            Arc::new(Int64Array::from_iter_values(3..3 + n as i64)) as ArrayRef,
+        ),
+        (
+            "label_str",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("s{i}")),
+            )) as ArrayRef,
+        ),
+        (
+            "celltype",
+            Arc::new(StringArray::from(celltypes.clone())) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let rows = RowBatch {
+        obs,
+        x: Some(XRows::Csr {
+            indptr: vec![0; n + 1],
+            indices: vec![],
+            data: vec![],
+        }),
+    };
+    ds.append_rows("table", &rows, None, Some("many-types"))
+        .unwrap();
+    let codes = read_json_file(&path.join("tables/table/obs/celltype/codes/zarr.json"));
+    assert_eq!(codes["data_type"], "int32");
+    assert!(
+        ds.check(true).unwrap().is_ok(),
+        "{:?}",
+        ds.check(true).unwrap()
+    );
+    let seen = spatialdata_reads(&path);
+    let t = find(&seen["tables"], "table");
+    assert_eq!(t["n_obs"], 202);
+    let mut expected = vec![json!("T"), json!("B")];
+    expected.extend(celltypes.iter().map(|c| json!(c)));
+    assert_eq!(t["obs"]["celltype"], json!(expected));
+    assert_eq!(seen["zarr_consolidated_stale"], json!([]));
+}
+
+fn read_json_file(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}

@@ -45,6 +45,12 @@ enum Op {
         path: String,
         text: String,
     },
+    /// A node of an element replaced by a staged one (wider categorical codes).
+    ReplaceNode {
+        staged: StagedElement,
+        /// The node, relative to the dataset root.
+        target: String,
+    },
     /// A staged file moved into an existing element (a new points part).
     AddFile {
         staged: StagedElement,
@@ -289,10 +295,13 @@ impl<'a> WriteTxn<'a> {
                     });
                     let mut patch = match latest {
                         Some(patch) => *patch,
-                        None => TablePatch::new(
-                            rel.clone(),
-                            table::TableState::load(&root.join(&rel), &arrays)?,
-                        ),
+                        None => {
+                            let mut state = table::TableState::load(&root.join(&rel), &arrays)?;
+                            if self.widen_codes(&rel, &state, rows)? {
+                                state = table::TableState::load(&root.join(&rel), &arrays)?;
+                            }
+                            TablePatch::new(rel.clone(), state)
+                        }
                     };
                     let range = table::append::append(&arrays, &mut patch, rows)?;
                     publisher.sync()?;
@@ -318,6 +327,70 @@ impl<'a> WriteTxn<'a> {
                 .push(Op::WriteHidden { path: rel, text });
         }
         Ok(outcome(range.start, range.end, true))
+    }
+
+    /// Rewrites, in a commit of its own, every categorical codes array of the table at
+    /// `rel` that is too narrow for the categories `rows` bring (a table written by
+    /// spatialdata stores `int8` codes). The values do not change, only their type, so
+    /// committing this ahead of the transaction is invisible to readers.
+    fn widen_codes(&self, rel: &str, state: &table::TableState, rows: &RowBatch) -> Result<bool> {
+        let columns = table::append::codes_to_widen(state, rows)?;
+        if columns.is_empty() {
+            return Ok(false);
+        }
+        let root = self.dataset.root();
+        let table_name = ElementName::new(rel.rsplit('/').next().unwrap_or(rel))?;
+        let mut ops = Vec::new();
+        for (column, prim) in columns {
+            let target = format!("{rel}/obs/{column}/codes");
+            let old = read_json(&root.join(&target).join("zarr.json"))?;
+            let old_prim = old
+                .get("data_type")
+                .and_then(Value::as_str)
+                .and_then(table::Prim::parse)
+                .ok_or_else(|| Error::Corrupt {
+                    path: root.join(&target),
+                    reason: "codes of an unsupported type".into(),
+                })?;
+            let arrays = table::arrays_at(root, &Arc::new(Publisher::new()))?;
+            let codes: Vec<i64> = table::append::with_prim!(old_prim, T => {
+                let values: Vec<T> = arrays.read(&target, 0..state.n_obs)?;
+                #[allow(clippy::unnecessary_cast)]
+                values.into_iter().map(|v| v as i64).collect()
+            });
+            let publisher = Arc::new(Publisher::new());
+            let staged = StagedElement::create(
+                self.dataset.layout(),
+                &publisher,
+                ElementKind::Tables,
+                table_name.clone(),
+            )?;
+            let staged_arrays = table::arrays_at(&staged.element_dir(), &publisher)?;
+            let attrs = old.get("attributes").cloned().unwrap_or_else(|| json!({}));
+            let chunks = vec![table::arrays::ROW_CHUNK];
+            match prim {
+                table::Prim::I32 => staged_arrays.create::<i32>(
+                    "",
+                    "int32",
+                    vec![state.n_obs],
+                    chunks,
+                    attrs,
+                    codes.iter().map(|&c| c as i32).collect(),
+                )?,
+                _ => staged_arrays.create::<i64>(
+                    "",
+                    "int64",
+                    vec![state.n_obs],
+                    chunks,
+                    attrs,
+                    codes,
+                )?,
+            }
+            publisher.sync()?;
+            ops.push(Op::ReplaceNode { staged, target });
+        }
+        commit_ops(self.dataset, &self.guard, ops)?;
+        Ok(true)
     }
 
     /// Appends `batch` to the points element `name` as one new part file (spatialdata
@@ -513,6 +586,7 @@ fn apply_to_set(set: &mut ElementSet, op: &Op) -> Result<()> {
             }
         },
         Op::WriteHidden { .. } => {}
+        Op::ReplaceNode { .. } => {}
         Op::AddFile { staged, .. } => {
             if set.kind_of(staged.name.as_str()) != Some(staged.kind) {
                 return Err(Error::NoSuchElement {
@@ -641,6 +715,18 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     );
                     extra_staged.push(staged);
                 }
+            }
+            Op::ReplaceNode { staged, target } => {
+                move_to_trash(&mut steps, &mut cleanup, target);
+                steps.push(Step::Rename {
+                    from: relative(root, &staged.element_dir()),
+                    to: target.clone(),
+                });
+                consolidated::set_node(
+                    &mut root_doc,
+                    target,
+                    read_json(&staged.element_dir().join("zarr.json"))?,
+                );
             }
             Op::AddFile {
                 staged, from, to, ..
@@ -777,7 +863,9 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     let mut staging_dirs: Vec<PathBuf> = ops
         .iter_mut()
         .filter_map(|op| match op {
-            Op::Add { staged, .. } | Op::AddFile { staged, .. } => {
+            Op::Add { staged, .. }
+            | Op::AddFile { staged, .. }
+            | Op::ReplaceNode { staged, .. } => {
                 staged.consumed = true;
                 Some(staged.dir.clone())
             }

@@ -70,47 +70,47 @@ fn input(message: String) -> Error {
 macro_rules! with_prim {
     ($prim:expr, $t:ident => $body:expr) => {
         match $prim {
-            Prim::Bool => {
+            $crate::table::columns::Prim::Bool => {
                 type $t = bool;
                 $body
             }
-            Prim::I8 => {
+            $crate::table::columns::Prim::I8 => {
                 type $t = i8;
                 $body
             }
-            Prim::I16 => {
+            $crate::table::columns::Prim::I16 => {
                 type $t = i16;
                 $body
             }
-            Prim::I32 => {
+            $crate::table::columns::Prim::I32 => {
                 type $t = i32;
                 $body
             }
-            Prim::I64 => {
+            $crate::table::columns::Prim::I64 => {
                 type $t = i64;
                 $body
             }
-            Prim::U8 => {
+            $crate::table::columns::Prim::U8 => {
                 type $t = u8;
                 $body
             }
-            Prim::U16 => {
+            $crate::table::columns::Prim::U16 => {
                 type $t = u16;
                 $body
             }
-            Prim::U32 => {
+            $crate::table::columns::Prim::U32 => {
                 type $t = u32;
                 $body
             }
-            Prim::U64 => {
+            $crate::table::columns::Prim::U64 => {
                 type $t = u64;
                 $body
             }
-            Prim::F32 => {
+            $crate::table::columns::Prim::F32 => {
                 type $t = f32;
                 $body
             }
-            Prim::F64 => {
+            $crate::table::columns::Prim::F64 => {
                 type $t = f64;
                 $body
             }
@@ -274,6 +274,39 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(S
         .unwrap_or_default();
     state.regions.extend(new_regions);
     Ok(prepared)
+}
+
+/// Categorical columns whose stored codes cannot number the categories these rows
+/// would bring, with the code type they need.
+pub fn codes_to_widen(state: &TableState, rows: &RowBatch) -> Result<Vec<(String, Prim)>> {
+    let mut out = Vec::new();
+    for (name, kind) in &state.columns {
+        let ColumnKind::Categorical { codes, .. } = kind else {
+            continue;
+        };
+        let Some(array) = rows.obs.column_by_name(name) else {
+            continue;
+        };
+        let strings = Values::from_arrow(name, array)?.into_strings(name)?;
+        let known = state.categories.get(name).cloned().unwrap_or_default();
+        let mut new: std::collections::BTreeSet<&str> = Default::default();
+        for s in strings.iter().flatten() {
+            if !known.iter().any(|k| k == s) {
+                new.insert(s);
+            }
+        }
+        let max_code = (known.len() + new.len()) as i64 - 1;
+        let fits = with_prim!(*codes, T => <T as NumCast>::from_i64(max_code).is_some());
+        if !fits {
+            let wider = if max_code <= i64::from(i32::MAX) {
+                Prim::I32
+            } else {
+                Prim::I64
+            };
+            out.push((name.clone(), wider));
+        }
+    }
+    Ok(out)
 }
 
 fn check_x(state: &TableState, rows: &RowBatch) -> Result<()> {
