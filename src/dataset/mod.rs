@@ -191,6 +191,8 @@ impl Dataset {
     /// not exist, or be empty.
     pub fn create(path: &Path, options: DatasetOptions) -> Result<Self> {
         configure_zarrs();
+        crate::storage::trace::observe(|| crate::storage::trace::FsOp::Mkdir(path.to_path_buf()))
+            .map_err(crate::error::io_err("create folder", path))?;
         match std::fs::create_dir(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

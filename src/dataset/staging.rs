@@ -14,6 +14,7 @@ use crate::element::{ElementKind, ElementName};
 use crate::error::{Result, io_err};
 use crate::storage::Publisher;
 use crate::storage::publish::remove_tree;
+use crate::storage::trace::{FsOp, observe};
 
 /// Prefix of a staging folder still being set up.
 const BUILDING_PREFIX: &str = ".new-";
@@ -47,8 +48,10 @@ impl StagedElement {
         let id = unique_id();
         let building = staging.join(format!("{BUILDING_PREFIX}{id}"));
         let dir = staging.join(&id);
+        observe(|| FsOp::Mkdir(building.clone())).map_err(io_err("create folder", &building))?;
         std::fs::create_dir(&building).map_err(io_err("create folder", &building))?;
         let owner_path = building.join("owner");
+        observe(|| FsOp::CreateFile(owner_path.clone())).map_err(io_err("create", &owner_path))?;
         let owner = OpenOptions::new()
             .read(true)
             .write(true)
@@ -56,6 +59,8 @@ impl StagedElement {
             .open(&owner_path)
             .map_err(io_err("create", &owner_path))?;
         owner.lock().map_err(io_err("lock", &owner_path))?;
+        observe(|| FsOp::Mkdir(building.join("element")))
+            .map_err(io_err("create folder", &building.join("element")))?;
         std::fs::create_dir(building.join("element"))
             .map_err(io_err("create folder", &building.join("element")))?;
         publisher.rename(&building, &dir)?;

@@ -1,6 +1,7 @@
 //! Atomic file storage: the publish helper and the zarrs store built on it.
 
 pub mod publish;
+pub mod trace;
 pub mod zarr_store;
 
 pub use publish::Publisher;

@@ -11,7 +11,29 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::trace::{FsOp, observe};
 use crate::error::{Error, Result, io_err};
+
+/// Creates a new, uniquely named temporary file in `dir`, exclusively.
+fn create_temp(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
+    loop {
+        let temp = dir.join(format!(
+            "{TEMP_PREFIX}{}",
+            crate::dataset::layout::unique_id()
+        ));
+        observe(|| FsOp::CreateFile(temp.clone()))
+            .map_err(io_err("create a temporary file in", dir))?;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+        {
+            Ok(file) => return Ok((temp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("create a temporary file in", dir)(e)),
+        }
+    }
+}
 
 /// Prefix of every temporary file the store creates.
 pub const TEMP_PREFIX: &str = ".sz-tmp-";
@@ -31,6 +53,7 @@ fn parent_of(path: &Path) -> PathBuf {
 
 /// fsyncs a folder, so that the entries created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
+    observe(|| FsOp::FsyncDir(dir.to_path_buf())).map_err(io_err("fsync folder", dir))?;
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
         .map_err(io_err("fsync folder", dir))
@@ -53,17 +76,24 @@ impl Publisher {
     /// content or the new, never a mix. The folder must exist.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let dir = parent_of(path);
-        let mut temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&dir)
-            .map_err(io_err("create a temporary file in", &dir))?;
-        temp.write_all(bytes)
-            .map_err(io_err("write", temp.path()))?;
-        temp.as_file()
-            .sync_all()
-            .map_err(io_err("fsync", temp.path()))?;
-        temp.persist(path)
-            .map_err(|e| io_err("rename into place", path)(e.error))?;
+        let (temp, mut file) = create_temp(&dir)?;
+        let written = (|| {
+            observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
+                .map_err(io_err("write", &temp))?;
+            file.write_all(bytes).map_err(io_err("write", &temp))?;
+            observe(|| FsOp::Fsync(temp.clone())).map_err(io_err("fsync", &temp))?;
+            // An fsync error is final: the page cache may have dropped the data.
+            file.sync_all().map_err(io_err("fsync", &temp))?;
+            drop(file);
+            observe(|| FsOp::Rename(temp.clone(), path.to_path_buf()))
+                .map_err(io_err("rename into place", path))?;
+            std::fs::rename(&temp, path).map_err(io_err("rename into place", path))
+        })();
+        if let Err(e) = written {
+            let _ = observe(|| FsOp::Unlink(temp.clone()));
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
         self.mark(dir);
         Ok(())
     }
@@ -77,6 +107,7 @@ impl Publisher {
         if parent != dir {
             self.create_dir_all(&parent)?;
         }
+        observe(|| FsOp::Mkdir(dir.to_path_buf())).map_err(io_err("create folder", dir))?;
         match std::fs::create_dir(dir) {
             Ok(()) => {
                 self.mark(parent);
@@ -89,11 +120,16 @@ impl Publisher {
 
     /// Renames `from` to `to` (a file, or a folder onto a missing or empty one).
     pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        std::fs::rename(from, to).map_err(|source| Error::Io {
-            op: "rename",
-            path: from.to_path_buf(),
-            source: std::io::Error::new(source.kind(), format!("to {}: {source}", to.display())),
-        })?;
+        observe(|| FsOp::Rename(from.to_path_buf(), to.to_path_buf()))
+            .and_then(|()| std::fs::rename(from, to))
+            .map_err(|source| Error::Io {
+                op: "rename",
+                path: from.to_path_buf(),
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("to {}: {source}", to.display()),
+                ),
+            })?;
         self.mark(parent_of(from));
         self.mark(parent_of(to));
         Ok(())
@@ -101,6 +137,7 @@ impl Publisher {
 
     /// Removes the file `path`; a missing file is not an error.
     pub fn remove_file(&self, path: &Path) -> Result<()> {
+        observe(|| FsOp::Unlink(path.to_path_buf())).map_err(io_err("remove", path))?;
         match std::fs::remove_file(path) {
             Ok(()) => {
                 self.mark(parent_of(path));
@@ -127,6 +164,7 @@ impl Publisher {
 /// Removes a folder tree that is no longer referenced (trash, abandoned staging).
 /// Never follows symbolic links out of it.
 pub fn remove_tree(dir: &Path) -> Result<()> {
+    observe(|| FsOp::RemoveTree(dir.to_path_buf())).map_err(io_err("remove folder", dir))?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
