@@ -97,6 +97,13 @@ pub enum Error {
         expected: String,
     },
 
+    /// A commit failed after it was decided (its journal is durable): it is not
+    /// lost, the next holder of the write lock finishes it.
+    #[error(
+        "the commit is decided but could not be finished here ({0}); the next writer or `spatialzarr recover` finishes it"
+    )]
+    CommitPending(Box<Error>),
+
     /// The Zarr layer failed.
     #[error("zarr error at {path}: {message}")]
     Zarr {

@@ -1,10 +1,12 @@
 //! Command-line parsing and dispatch. Errors print as one line on stderr; exit status
 //! 2 for usage errors (clap's), 1 for every other failure.
 
+mod demo;
 mod inspect_cmds;
 mod lock_cmd;
 mod npy;
 mod store_cmds;
+mod table_cmds;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,15 @@ enum Command {
     Info(inspect_cmds::InfoArgs),
     /// Check the dataset's consistency (exit status 1 when something is wrong).
     Check(inspect_cmds::CheckArgs),
+    /// Append the rows of a CSV file (and X rows from a .npy file) to a table,
+    /// creating the table on the first append.
+    AppendRows(table_cmds::AppendRowsArgs),
+    /// Add synthetic images and segment them with worker processes writing the
+    /// dataset at once (labels and a `cells` table); resumes where it stopped.
+    Demo(demo::DemoArgs),
+    /// One worker process of `demo` (internal).
+    #[command(hide = true)]
+    DemoWorker(demo::WorkerArgs),
 }
 
 /// The options of every dataset handle the commands open.
@@ -73,6 +84,9 @@ pub fn run() -> ExitCode {
         Command::Ls(args) => inspect_cmds::ls(args, cli.lock_timeout),
         Command::Info(args) => inspect_cmds::info(args, cli.lock_timeout),
         Command::Check(args) => inspect_cmds::check(args, cli.lock_timeout),
+        Command::AppendRows(args) => table_cmds::append_rows(args, cli.lock_timeout),
+        Command::Demo(args) => demo::run(args, cli.lock_timeout),
+        Command::DemoWorker(args) => demo::worker(args, cli.lock_timeout),
     };
     match result {
         Ok(code) => code,

@@ -856,10 +856,8 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         cleanup,
     };
 
-    // The commit point: once the journal is durable, the commit will happen.
-    let publisher = Publisher::new();
-    publisher.write(&layout.hidden.join(JOURNAL_FILE), &journal.to_bytes())?;
-    publisher.sync()?;
+    // From here on the staged folders belong to the journal: never delete them on
+    // error, a decided journal needs them (orphans are removed by a later recovery).
     let mut staging_dirs: Vec<PathBuf> = ops
         .iter_mut()
         .filter_map(|op| match op {
@@ -876,7 +874,24 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         staged.consumed = true;
         staging_dirs.push(staged.dir.clone());
     }
-    finish(dataset, &journal, &publisher)?;
+    // The commit point: once the journal is durable, the commit will happen.
+    let publisher = Publisher::new();
+    let journal_path = layout.hidden.join(JOURNAL_FILE);
+    if let Err(error) = publisher
+        .write(&journal_path, &journal.to_bytes())
+        .and_then(|()| publisher.sync())
+    {
+        // Undecided: withdraw the journal if it reached its place. If even that
+        // fails, the commit stays decided and the next writer finishes it.
+        return match Publisher::new()
+            .remove_file(&journal_path)
+            .and_then(|()| sync_dir(&layout.hidden))
+        {
+            Ok(()) => Err(error),
+            Err(_) => Err(decided_error(error)),
+        };
+    }
+    finish(dataset, &journal, &publisher).map_err(decided_error)?;
     drop(ops);
     drop(extra_staged);
     for dir in staging_dirs {
@@ -886,6 +901,12 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         generation: journal.generation,
         durable: true,
     })
+}
+
+/// Says that a commit failed after it was decided: the next holder of the write lock
+/// finishes it.
+fn decided_error(error: Error) -> Error {
+    Error::CommitPending(Box::new(error))
 }
 
 /// Applies a decided journal to the end: steps, folder fsyncs, journal removal, then

@@ -1,0 +1,275 @@
+//! The demo: many processes writing one dataset at once.
+//!
+//! ```text
+//! spatialzarr demo DATASET [--workers N] [--images M] [--size PX] [--seed S] [--json]
+//! ```
+//!
+//! Adds M synthetic fluorescence images `image_000`, `image_001`, ... (reproducible
+//! from the seed) to the dataset, creating it if needed, then starts N worker
+//! processes (this binary, `spatialzarr demo-worker`, hidden) that segment them in
+//! parallel: each image's labels `<image>_labels` and its rows of the `cells` table
+//! are committed in one transaction. Finally checks the dataset and prints a summary
+//! (`key: value` lines, or with `--json` one object
+//! `{"images":M,"labels":L,"cells":C,"segmented":K,"seconds":T,"images_per_second":R,"check_ok":true}`
+//! where K counts the images segmented by this run, and R is K per second).
+//!
+//! Interrupting the demo at any moment, even with SIGKILL to every process, loses
+//! nothing: running the same command again adds only the missing images, segments
+//! only the images without labels, and never appends an image's rows twice.
+
+mod segment;
+mod synth;
+mod worker;
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use spatialzarr::{Dataset, Error, RasterOptions};
+
+use super::dataset_options;
+use synth::{image_name, labels_name};
+pub use worker::{WorkerArgs, run as worker};
+
+/// The table the workers append their cells to.
+const CELLS_TABLE: &str = "cells";
+
+/// How often the parent looks at the dataset and at its workers.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Arguments of `spatialzarr demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The dataset (created if it does not exist).
+    dataset: PathBuf,
+    /// Worker processes segmenting the images in parallel.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+    /// Synthetic images to segment (`image_000` ...).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    images: u32,
+    /// Width and height of each image, in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=16_384))]
+    size: u32,
+    /// Seed of the synthetic images (same seed, same pixels).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the summary as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the demo prints at the end.
+#[derive(Debug, Serialize)]
+struct Summary {
+    /// Demo images in the dataset.
+    images: usize,
+    /// Demo images with labels.
+    labels: usize,
+    /// Rows of the `cells` table.
+    cells: u64,
+    /// Images segmented by this run.
+    segmented: usize,
+    /// Wall time of this run.
+    seconds: f64,
+    /// `segmented / seconds`.
+    images_per_second: f64,
+    /// Whether the dataset check found nothing wrong.
+    check_ok: bool,
+}
+
+/// `demo`: adds the images, runs the workers, checks, and prints the summary.
+pub fn run(args: DemoArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let images = args.images as usize;
+    let workers = usize::from(args.workers);
+    let ds = Dataset::open_or_create(&args.dataset, dataset_options(lock_timeout))?;
+    add_missing_images(&ds, &args)?;
+
+    let done_before = labels_done(&ds, images)?;
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(images as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images segmented, {elapsed} ({per_sec})",
+        )
+        .expect("valid template"),
+    );
+    progress.set_position(done_before as u64);
+
+    let mut children = Vec::with_capacity(workers);
+    for index in 0..workers {
+        children.push(spawn_worker(&args, index, lock_timeout)?);
+    }
+    let failures = watch(&ds, images, children, &progress)?;
+    progress.finish_and_clear();
+    if let Some((index, status, stderr)) = failures.into_iter().next() {
+        let stderr = stderr.trim().replace(['\n', '\r'], " ");
+        let stderr = stderr.strip_prefix("spatialzarr: ").unwrap_or(&stderr);
+        bail!("demo worker {index} failed ({status}): {stderr}");
+    }
+
+    let report = ds.check(false)?;
+    let list = ds.list()?;
+    let present: std::collections::BTreeSet<&str> =
+        list.images.iter().map(String::as_str).collect();
+    let labels = labels_done(&ds, images)?;
+    let cells = match ds.table_info(CELLS_TABLE) {
+        Ok(info) => info.n_obs,
+        Err(Error::NoSuchElement { .. }) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let segmented = labels.saturating_sub(done_before);
+    let summary = Summary {
+        images: (0..images)
+            .filter(|i| present.contains(image_name(*i).as_str()))
+            .count(),
+        labels,
+        cells,
+        segmented,
+        seconds,
+        images_per_second: segmented as f64 / seconds.max(1e-9),
+        check_ok: report.is_ok(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!("images: {}", summary.images);
+        println!("labels: {}", summary.labels);
+        println!("cells: {}", summary.cells);
+        println!("segmented now: {}", summary.segmented);
+        println!("seconds: {:.2}", summary.seconds);
+        println!("images per second: {:.2}", summary.images_per_second);
+        println!("check: {}", if summary.check_ok { "ok" } else { "FAILED" });
+    }
+    if !report.is_ok() {
+        bail!(
+            "the dataset check found {} problem(s), the first: {}",
+            report.problems.len(),
+            report.problems[0]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Adds the demo images that are not in the dataset yet, `--workers` at a time.
+fn add_missing_images(ds: &Dataset, args: &DemoArgs) -> anyhow::Result<()> {
+    let present = ds.list()?.images;
+    let missing: Vec<usize> = (0..args.images as usize)
+        .filter(|i| !present.contains(&image_name(*i)))
+        .collect();
+    let options = RasterOptions {
+        dims: Some(vec!["c".into(), "y".into(), "x".into()]),
+        channel_names: Some(vec!["DAPI".into()]),
+        ..RasterOptions::default()
+    };
+    let next = AtomicUsize::new(0);
+    let threads = usize::from(args.workers).min(missing.len()).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    while let Some(&index) = missing.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let name = image_name(index);
+                        let pixels = synth::image(args.seed, index, args.size as usize);
+                        match ds.add_image(&name, pixels.view().into_dyn(), &options) {
+                            // Another demo run added it meanwhile.
+                            Ok(_) | Err(Error::NameTaken { .. }) => {}
+                            Err(e) => return Err(e).context(format!("cannot add {name}")),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("image thread panicked"))
+    })
+}
+
+/// How many of the first `images` demo images have labels.
+fn labels_done(ds: &Dataset, images: usize) -> anyhow::Result<usize> {
+    let labels = ds.list()?.labels;
+    Ok((0..images)
+        .filter(|i| labels.contains(&labels_name(&image_name(*i))))
+        .count())
+}
+
+/// Starts worker `index`: this binary in its hidden `demo-worker` mode.
+fn spawn_worker(
+    args: &DemoArgs,
+    index: usize,
+    lock_timeout: Option<Duration>,
+) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let mut command = Command::new(exe);
+    command
+        .arg("demo-worker")
+        .arg(&args.dataset)
+        .args(["--index", &index.to_string()])
+        .args(["--workers", &args.workers.to_string()])
+        .args(["--images", &args.images.to_string()]);
+    if let Some(timeout) = lock_timeout {
+        command.args(["--lock-timeout", &timeout.as_secs_f64().to_string()]);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start demo worker {index}"))
+}
+
+/// Waits for every worker, moving the progress bar as labels appear. Returns the
+/// failed workers: index, exit status and what they printed on stderr.
+fn watch(
+    ds: &Dataset,
+    images: usize,
+    mut children: Vec<Child>,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Vec<(usize, ExitStatus, String)>> {
+    // Drain each worker's stderr on its own thread, so a chatty worker never blocks.
+    let readers: Vec<_> = children
+        .iter_mut()
+        .map(|child| {
+            let mut pipe = child.stderr.take().expect("piped stderr");
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        })
+        .collect();
+    let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
+    while statuses.iter().any(Option::is_none) {
+        for (child, status) in children.iter_mut().zip(statuses.iter_mut()) {
+            if status.is_none() {
+                *status = child.try_wait().context("cannot wait for a demo worker")?;
+            }
+        }
+        if !progress.is_hidden() {
+            progress.set_position(labels_done(ds, images)? as u64);
+        }
+        if statuses.iter().any(Option::is_none) {
+            std::thread::sleep(POLL);
+        }
+    }
+    let mut failures = Vec::new();
+    for (index, (status, reader)) in statuses.into_iter().zip(readers).enumerate() {
+        let status = status.expect("every worker exited");
+        let stderr = reader.join().unwrap_or_default();
+        if !status.success() {
+            failures.push((index, status, stderr));
+        }
+    }
+    Ok(failures)
+}

@@ -1,0 +1,412 @@
+//! The table command:
+//!
+//! ```text
+//! spatialzarr append-rows DATASET TABLE --csv FILE [--x-npy FILE] [--var-names a,b,...]
+//!     [--region-key region] [--instance-key instance_id] [--key IDEMPOTENCY_KEY] [--json]
+//! ```
+//!
+//! Appends the rows of a CSV file (with a header row) to a table in one commit,
+//! creating the table on the first append. Prints one line, or with `--json`
+//! `{"table":T,"start":S,"end":E,"key":K|null,"applied":true|false}`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Seek;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use arrow_array::RecordBatch;
+use arrow_csv::ReaderBuilder;
+use arrow_csv::reader::Format;
+use arrow_schema::{DataType, Field, Schema};
+use ndarray::ArrayD;
+use spatialzarr::table::{Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
+use spatialzarr::{Dataset, ElementName, Error};
+
+use super::dataset_options;
+use super::npy::{self, NpyArray};
+
+/// The region key of a new table when `--region-key` is not given.
+const DEFAULT_REGION_KEY: &str = "region";
+/// The instance key of a new table when `--instance-key` is not given.
+const DEFAULT_INSTANCE_KEY: &str = "instance_id";
+
+/// Arguments of `spatialzarr append-rows`.
+#[derive(Debug, clap::Args)]
+pub struct AppendRowsArgs {
+    /// The dataset (it must exist; create it with `spatialzarr init`).
+    dataset: PathBuf,
+    /// The table; created by the first append.
+    table: String,
+    /// The rows: a CSV file with a header row. Column types are inferred (int64,
+    /// float64, bool, else string); empty fields are missing values. When the table
+    /// exists, its columns' types are used instead.
+    #[arg(long, value_name = "FILE")]
+    csv: PathBuf,
+    /// The X rows: a 2-d .npy file (float32/float64, or integers) with one row per
+    /// CSV row. A new table gets a dense X of the file's float type (float64 for
+    /// integers); without it, a new table has no X.
+    #[arg(long = "x-npy", value_name = "FILE")]
+    x_npy: Option<PathBuf>,
+    /// Names of X's variables, comma-separated, when the table is created
+    /// (default 0,1,...,n-1).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    var_names: Option<Vec<String>>,
+    /// The column naming each row's region, stored as a categorical (only used
+    /// when the table is created; default `region`).
+    #[arg(long, value_name = "COLUMN")]
+    region_key: Option<String>,
+    /// The column naming each row's instance (only used when the table is
+    /// created; default `instance_id`).
+    #[arg(long, value_name = "COLUMN")]
+    instance_key: Option<String>,
+    /// Idempotency key: an append carrying a key already committed to this table
+    /// changes nothing and reports the first append's rows.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A dense X read from a `.npy` file.
+struct XMatrix {
+    rows: usize,
+    cols: usize,
+    /// Row-major values.
+    values: Vec<f64>,
+    /// The element type of a new table's X.
+    dtype: Prim,
+}
+
+/// `append-rows`: appends the CSV's rows (and X rows) to the table in one commit.
+pub fn append_rows(
+    args: AppendRowsArgs,
+    lock_timeout: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    if !args.dataset.exists() {
+        bail!(
+            "dataset {} does not exist: append-rows adds to an existing dataset; create it first with `spatialzarr init {}`",
+            args.dataset.display(),
+            args.dataset.display()
+        );
+    }
+    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+    ElementName::new(&args.table)?;
+    if args.var_names.is_some() && args.x_npy.is_none() {
+        bail!("--var-names names the columns of X: it needs --x-npy");
+    }
+    let x = args.x_npy.as_deref().map(read_x).transpose()?;
+    let var_names = match (&x, &args.var_names) {
+        (None, _) => Vec::new(),
+        (Some(x), None) => (0..x.cols).map(|i| i.to_string()).collect(),
+        (Some(x), Some(names)) => {
+            let names: Vec<String> = names.iter().map(|n| n.trim().to_owned()).collect();
+            if names.len() != x.cols {
+                bail!(
+                    "--var-names gives {} names, but {} has {} columns",
+                    names.len(),
+                    shown(args.x_npy.as_deref()),
+                    x.cols
+                );
+            }
+            names
+        }
+    };
+    let spec = TableSpec {
+        region_key: args
+            .region_key
+            .clone()
+            .unwrap_or_else(|| DEFAULT_REGION_KEY.into()),
+        instance_key: args
+            .instance_key
+            .clone()
+            .unwrap_or_else(|| DEFAULT_INSTANCE_KEY.into()),
+        x: match &x {
+            None => XSpec::None,
+            Some(x) => XSpec::Dense {
+                dtype: x.dtype,
+                var_names,
+            },
+        },
+    };
+
+    // Read the CSV before taking the write lock, with the column types of the table
+    // as it is now. A table that did not exist may have been created meanwhile by
+    // another process: look again under the lock, and read the CSV again if the
+    // table's types differ. (An existing table's types do not change; should it be
+    // replaced meanwhile, the library refuses rows that do not fit it.)
+    let existing = table_info(&dataset, &args.table)?;
+    let types = column_types(existing.as_ref(), &spec);
+    let mut obs = read_csv(&args.csv, &types)?;
+    check_rows(&args, &obs, x.as_ref(), existing.as_ref(), &spec)?;
+
+    let mut txn = dataset.write()?;
+    if existing.is_none()
+        && let Some(created) = table_info(&dataset, &args.table)?
+    {
+        let types_now = column_types(Some(&created), &spec);
+        if types_now != types {
+            obs = read_csv(&args.csv, &types_now)?;
+        }
+        check_rows(&args, &obs, x.as_ref(), Some(&created), &spec)?;
+    }
+    let rows = RowBatch {
+        obs,
+        x: x.map(|x| XRows::Dense(x.values)),
+    };
+    let outcome = txn
+        .append_rows(&args.table, &rows, Some(&spec), args.key.as_deref())
+        .with_context(|| {
+            format!(
+                "cannot append the rows of {} to table {}",
+                args.csv.display(),
+                args.table
+            )
+        })?;
+    txn.commit()?;
+
+    if args.json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else if outcome.applied {
+        println!(
+            "appended rows {}..{} to {}",
+            outcome.start, outcome.end, outcome.table
+        );
+    } else {
+        println!(
+            "key {} already appended as rows {}..{} (nothing changed)",
+            outcome.key.as_deref().unwrap_or_default(),
+            outcome.start,
+            outcome.end
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `n` and the noun, plural unless `n` is 1.
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+fn shown(path: Option<&Path>) -> String {
+    path.map_or_else(String::new, |p| p.display().to_string())
+}
+
+/// The table's description, or `None` when there is no element of that name.
+fn table_info(dataset: &Dataset, table: &str) -> anyhow::Result<Option<TableInfo>> {
+    match dataset.table_info(table) {
+        Ok(info) => Ok(Some(info)),
+        Err(Error::NoSuchElement { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How a CSV column must be read, whatever its values look like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Forced {
+    /// Always as this type (the strings of string and categorical columns).
+    Always(DataType),
+    /// As this type when the CSV column is empty (all missing), which would
+    /// otherwise be read as strings; else as inferred (the library converts numbers).
+    IfEmpty(DataType),
+}
+
+/// How the CSV columns must be read so that every append brings the types the
+/// table stores: for an existing table, its string and categorical columns as
+/// strings (even when the values look like numbers), and its empty columns as their
+/// stored type; for a new table, the region key column as strings.
+fn column_types(existing: Option<&TableInfo>, spec: &TableSpec) -> BTreeMap<String, Forced> {
+    let Some(info) = existing else {
+        return BTreeMap::from([(spec.region_key.clone(), Forced::Always(DataType::Utf8))]);
+    };
+    info.columns
+        .iter()
+        .zip(&info.column_kinds)
+        .filter_map(|(name, kind)| {
+            let base = kind.strip_prefix("nullable ").unwrap_or(kind);
+            let forced = match base {
+                "string" | "categorical" => Forced::Always(DataType::Utf8),
+                "bool" => Forced::IfEmpty(DataType::Boolean),
+                "float32" | "float64" => Forced::IfEmpty(DataType::Float64),
+                "int8" | "int16" | "int32" | "int64" => Forced::IfEmpty(DataType::Int64),
+                "uint8" | "uint16" | "uint32" | "uint64" => Forced::IfEmpty(DataType::UInt64),
+                _ => return None,
+            };
+            Some((name.clone(), forced))
+        })
+        .collect()
+}
+
+/// Checks what the library would refuse less clearly: the key columns are in the
+/// CSV, the keys given match the table's, and X has one row per CSV row and the
+/// table's width.
+fn check_rows(
+    args: &AppendRowsArgs,
+    obs: &RecordBatch,
+    x: Option<&XMatrix>,
+    existing: Option<&TableInfo>,
+    spec: &TableSpec,
+) -> anyhow::Result<()> {
+    let csv = args.csv.display();
+    let (region_key, instance_key) = match existing {
+        None => (spec.region_key.as_str(), spec.instance_key.as_str()),
+        Some(info) => {
+            for (option, given, actual) in [
+                ("--region-key", &args.region_key, &info.region_key),
+                ("--instance-key", &args.instance_key, &info.instance_key),
+            ] {
+                if let Some(given) = given
+                    && given != actual
+                {
+                    bail!(
+                        "table {} exists with {option} {actual:?}, not {given:?} (the keys are chosen when the table is created)",
+                        args.table
+                    );
+                }
+            }
+            (info.region_key.as_str(), info.instance_key.as_str())
+        }
+    };
+    let schema = obs.schema();
+    for (what, column) in [("region", region_key), ("instance", instance_key)] {
+        if schema.field_with_name(column).is_err() {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            bail!(
+                "{csv} has no column {column:?}, the table's {what} key (its columns: {})",
+                names.join(", ")
+            );
+        }
+    }
+    if let Some(x) = x {
+        let npy_file = shown(args.x_npy.as_deref());
+        if x.rows != obs.num_rows() {
+            bail!(
+                "{npy_file} has {}, but {csv} has {}: X needs one row per CSV row",
+                count(x.rows, "row"),
+                count(obs.num_rows(), "row")
+            );
+        }
+        if let Some(info) = existing
+            && info.n_vars > 0
+            && x.cols as u64 != info.n_vars
+        {
+            bail!(
+                "{npy_file} has {}, but table {} has {}",
+                count(x.cols, "column"),
+                args.table,
+                count(info.n_vars as usize, "variable")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The type a new column is read as: int64, float64, bool, or else string.
+fn simple_type(inferred: &DataType) -> DataType {
+    match inferred {
+        DataType::Int64 | DataType::Float64 | DataType::Boolean => inferred.clone(),
+        _ => DataType::Utf8,
+    }
+}
+
+/// Reads the whole CSV file at `path` (header row first) as one batch; columns named
+/// in `types` are read as they say, the others as their inferred type.
+fn read_csv(path: &Path, types: &BTreeMap<String, Forced>) -> anyhow::Result<RecordBatch> {
+    let shown = path.display();
+    let mut file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
+    let format = Format::default().with_header(true);
+    let (inferred, n_rows) = format
+        .infer_schema(&mut file, None)
+        .map_err(|e| anyhow!("cannot read {shown}: {e}"))?;
+    let names: Vec<&String> = inferred.fields().iter().map(|f| f.name()).collect();
+    if names.is_empty() || names.iter().all(|n| n.is_empty()) {
+        bail!("{shown} is empty: it needs a header row naming the columns, then the rows");
+    }
+    if let Some(at) = names.iter().position(|n| n.trim().is_empty()) {
+        bail!("{shown}: column {} of the header row has no name", at + 1);
+    }
+    let mut seen = BTreeSet::new();
+    if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
+        bail!("{shown}: the header row names column {twice:?} twice");
+    }
+    if n_rows == 0 {
+        bail!("{shown} has no rows (only a header row): nothing to append");
+    }
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| {
+            let arrow = match (types.get(f.name()), f.data_type()) {
+                (Some(Forced::Always(t)), _) | (Some(Forced::IfEmpty(t)), DataType::Null) => {
+                    t.clone()
+                }
+                (_, inferred) => simple_type(inferred),
+            };
+            Field::new(f.name(), arrow, true)
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(fields));
+    file.rewind()
+        .with_context(|| format!("cannot read {shown}"))?;
+    let reader = ReaderBuilder::new(schema)
+        .with_format(format)
+        .with_batch_size(n_rows)
+        .build(file)
+        .map_err(|e| anyhow!("cannot read {shown}: {e}"))?;
+    let mut batches = reader
+        .collect::<Result<Vec<RecordBatch>, _>>()
+        .map_err(|e| anyhow!("cannot read {shown}: {e}"))?;
+    if batches.len() != 1 || batches[0].num_rows() != n_rows {
+        bail!("{shown} changed while it was being read");
+    }
+    Ok(batches.remove(0))
+}
+
+/// Reads a 2-d `.npy` file as dense X rows.
+fn read_x(path: &Path) -> anyhow::Result<XMatrix> {
+    fn flat<T: Copy>(a: &ArrayD<T>, f: impl Fn(T) -> f64) -> (Vec<usize>, Vec<f64>) {
+        // Logical (row-major) order, whatever the file's memory order.
+        (a.shape().to_vec(), a.iter().map(|&v| f(v)).collect())
+    }
+    let array = npy::read(path)?;
+    let dtype = if matches!(array, NpyArray::F32(_)) {
+        Prim::F32
+    } else {
+        Prim::F64
+    };
+    let (shape, values) = match &array {
+        NpyArray::U8(a) => flat(a, f64::from),
+        NpyArray::U16(a) => flat(a, f64::from),
+        NpyArray::U32(a) => flat(a, f64::from),
+        NpyArray::U64(a) => flat(a, |v| v as f64),
+        NpyArray::I8(a) => flat(a, f64::from),
+        NpyArray::I16(a) => flat(a, f64::from),
+        NpyArray::I32(a) => flat(a, f64::from),
+        NpyArray::I64(a) => flat(a, |v| v as f64),
+        NpyArray::F32(a) => flat(a, f64::from),
+        NpyArray::F64(a) => flat(a, |v| v),
+    };
+    let &[rows, cols] = shape.as_slice() else {
+        bail!(
+            "{} holds a {}-d array of shape {shape:?}: X must be 2-d (one row per CSV row, one column per variable)",
+            path.display(),
+            shape.len()
+        );
+    };
+    if cols == 0 {
+        bail!(
+            "{} has no columns: X needs at least one variable",
+            path.display()
+        );
+    }
+    Ok(XMatrix {
+        rows,
+        cols,
+        values,
+        dtype,
+    })
+}
