@@ -368,3 +368,27 @@ fn overwrite_replaces_the_pixels() {
     assert_eq!(sz_ok(&["ls", s(&ds)]), "labels\tseg\n");
     sz_ok(&["check", s(&ds)]);
 }
+
+#[test]
+fn recover_reports_and_removes_leftovers() {
+    let dir = common::tempdir();
+    let ds = dir.path().join("r.zarr");
+    let init = Command::new(cli()).arg("init").arg(&ds).output().unwrap();
+    assert!(init.status.success());
+    std::fs::write(ds.join(".sz-tmp-left-by-a-crash"), b"x").unwrap();
+    let out = Command::new(cli())
+        .arg("recover")
+        .arg(&ds)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["removed_temp_files"].as_array().unwrap().len(), 1);
+    assert_eq!(report["finished_commit"], serde_json::Value::Null);
+    assert!(!ds.join(".sz-tmp-left-by-a-crash").exists());
+}

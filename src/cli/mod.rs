@@ -43,6 +43,8 @@ enum Command {
     Info(inspect_cmds::InfoArgs),
     /// Check the dataset's consistency (exit status 1 when something is wrong).
     Check(inspect_cmds::CheckArgs),
+    /// Finish an interrupted commit and remove what dead writers left behind.
+    Recover(store_cmds::RecoverArgs),
     /// Append the rows of a CSV file (and X rows from a .npy file) to a table,
     /// creating the table on the first append.
     AppendRows(table_cmds::AppendRowsArgs),
@@ -84,6 +86,7 @@ pub fn run() -> ExitCode {
         Command::Ls(args) => inspect_cmds::ls(args, cli.lock_timeout),
         Command::Info(args) => inspect_cmds::info(args, cli.lock_timeout),
         Command::Check(args) => inspect_cmds::check(args, cli.lock_timeout),
+        Command::Recover(args) => store_cmds::recover(args, cli.lock_timeout),
         Command::AppendRows(args) => table_cmds::append_rows(args, cli.lock_timeout),
         Command::Demo(args) => demo::run(args, cli.lock_timeout),
         Command::DemoWorker(args) => demo::worker(args, cli.lock_timeout),

@@ -85,3 +85,37 @@ pub fn rm(args: RmArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCo
     dataset.remove(&args.name)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// Arguments of `recover`.
+#[derive(Debug, clap::Args)]
+pub struct RecoverArgs {
+    /// The dataset.
+    dataset: PathBuf,
+    /// Print what was done as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `recover`: under the write lock, finishes an interrupted commit and removes what
+/// dead writers left behind (staging folders, trash, temporary files).
+pub fn recover(args: RecoverArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+    let report = dataset.recover()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        match report.finished_commit {
+            Some(generation) => {
+                println!("finished the interrupted commit of generation {generation}")
+            }
+            None => println!("no interrupted commit"),
+        }
+        println!(
+            "removed {} abandoned staging folders, {} trash folders, {} temporary files",
+            report.removed_staging.len(),
+            report.removed_trash.len(),
+            report.removed_temp_files.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
