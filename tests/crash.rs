@@ -1,0 +1,489 @@
+//! Crash consistency, measured on recordings of every file operation the store makes:
+//!
+//! - crash-prefix replay: for every prefix of a workload's operations, the directory a
+//!   crash there would leave (everything applied; only what was fsynced; each
+//!   not-yet-fsynced operation dropped alone) opens, passes `check`, and equals the
+//!   state before or after the commit that was in flight;
+//! - ordering audit: no rename of a file before its data was fsynced; no commit
+//!   returned before the folders of its renames were fsynced;
+//! - injected I/O errors: EIO and ENOSPC at the 1st, 2nd, ... Nth operation of each
+//!   kind of commit, once and for ever after: a clear error with the dataset
+//!   unchanged, or success; `check` passes after.
+//!
+//! The default run (CI) uses the commits of a smaller workload and replays every
+//! unsynced operation dropped alone at every tenth prefix only. The long form replays every state of the full
+//! workload and injects both errors at every operation:
+//! `SPATIALZARR_CRASH_FULL=1 cargo test --release --test crash -- --nocapture`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use ndarray::{ArrayD, IxDyn};
+use spatialzarr::storage::trace::{FsObserver, FsOp, set_observer};
+use spatialzarr::table::{RowBatch, TableSpec};
+use spatialzarr::{Dataset, DatasetOptions, ElementKind, RasterOptions};
+
+/// The observer is process-wide: the tests of this file take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<FsOp>>);
+
+impl FsObserver for Recorder {
+    fn before(&self, op: &FsOp) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(op.clone());
+        Ok(())
+    }
+}
+
+struct Faulty {
+    seen: AtomicUsize,
+    at: usize,
+    forever: bool,
+    errno: i32,
+}
+
+impl FsObserver for Faulty {
+    fn before(&self, _op: &FsOp) -> std::io::Result<()> {
+        let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.at || (self.forever && n > self.at) {
+            return Err(std::io::Error::from_raw_os_error(self.errno));
+        }
+        Ok(())
+    }
+}
+
+/// What a dataset holds, logically.
+#[derive(Debug, Clone, PartialEq)]
+struct Snapshot {
+    generation: u64,
+    elements: String,
+    tables: BTreeMap<String, u64>,
+    points: BTreeMap<String, u64>,
+}
+
+fn snapshot(path: &Path) -> Snapshot {
+    let ds = Dataset::open(path, DatasetOptions::default()).expect("open");
+    let list = ds.list().expect("list");
+    let tables = list
+        .tables
+        .iter()
+        .map(|t| (t.clone(), ds.table_info(t).expect("table").n_obs))
+        .collect();
+    let points = list
+        .points
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                ds.read_points(p).expect("points").num_rows() as u64,
+            )
+        })
+        .collect();
+    Snapshot {
+        generation: ds.generation().expect("generation"),
+        elements: format!("{list:?}"),
+        tables,
+        points,
+    }
+}
+
+fn rows(region: &str, n: i64) -> RowBatch {
+    let obs = RecordBatch::try_from_iter(vec![
+        (
+            "region",
+            Arc::new(StringArray::from_iter_values((0..n).map(|_| region))) as ArrayRef,
+        ),
+        (
+            "instance_id",
+            Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+        ),
+        (
+            "area",
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    RowBatch { obs, x: None }
+}
+
+fn points(n: usize) -> RecordBatch {
+    RecordBatch::try_from_iter(vec![
+        (
+            "x",
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))) as ArrayRef,
+        ),
+        (
+            "y",
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|i| i as f64 * 2.0),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap()
+}
+
+type Commit = Box<dyn Fn(&Dataset) -> spatialzarr::Result<()>>;
+
+fn full() -> bool {
+    std::env::var_os("SPATIALZARR_CRASH_FULL").is_some()
+}
+
+/// The workload: one commit of each kind the store makes (the default run skips
+/// the kinds that repeat another's steps).
+fn workload() -> Vec<(&'static str, Commit)> {
+    let mut all = full_workload();
+    if !full() {
+        all.retain(|(name, _)| matches!(*name, "add labels" | "create table" | "remove"));
+    }
+    all
+}
+
+fn full_workload() -> Vec<(&'static str, Commit)> {
+    let labels = |v: u16| ArrayD::from_elem(IxDyn(&[4, 4]), v);
+    vec![
+        (
+            "add labels",
+            Box::new(move |ds: &Dataset| {
+                ds.add_labels("a", labels(1).view(), &RasterOptions::default())
+                    .map(drop)
+            }),
+        ),
+        (
+            "create table",
+            Box::new(|ds: &Dataset| {
+                ds.append_rows(
+                    "cells",
+                    &rows("a", 3),
+                    Some(&TableSpec::default()),
+                    Some("k1"),
+                )
+                .map(drop)
+            }),
+        ),
+        (
+            "add image",
+            Box::new(move |ds: &Dataset| {
+                ds.add_image("img", labels(2).view(), &RasterOptions::default())
+                    .map(drop)
+            }),
+        ),
+        (
+            "append rows",
+            Box::new(|ds: &Dataset| {
+                ds.append_rows("cells", &rows("img", 2), None, Some("k2"))
+                    .map(drop)
+            }),
+        ),
+        (
+            "overwrite labels",
+            Box::new(move |ds: &Dataset| {
+                ds.add_raster(
+                    ElementKind::Labels,
+                    "a",
+                    labels(3).view(),
+                    &RasterOptions::default(),
+                    true,
+                )
+                .map(drop)
+            }),
+        ),
+        (
+            "add points",
+            Box::new(|ds: &Dataset| ds.add_points("pts", &points(3), None, false).map(drop)),
+        ),
+        (
+            "append points",
+            Box::new(|ds: &Dataset| ds.append_points("pts", &points(2), Some("p1")).map(drop)),
+        ),
+        ("remove", Box::new(|ds: &Dataset| ds.remove("a").map(drop))),
+    ]
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A base dataset plus the recorded operations of the workload, the operation index
+/// at which each commit started and ended, and the snapshot after each commit.
+struct Recording {
+    base: PathBuf,
+    root: PathBuf,
+    ops: Vec<FsOp>,
+    bounds: Vec<(usize, usize)>,
+    snaps: Vec<Snapshot>,
+}
+
+fn record(dir: &Path) -> Recording {
+    let root = dir.join("live.zarr");
+    let ds = Dataset::create(&root, DatasetOptions::default()).unwrap();
+    let base = dir.join("base.zarr");
+    copy_tree(&root, &base);
+    let mut snaps = vec![snapshot(&root)];
+    let recorder = Arc::new(Recorder::default());
+    let mut bounds = Vec::new();
+    for (name, commit) in workload() {
+        let start = recorder.0.lock().unwrap().len();
+        set_observer(Some(recorder.clone()));
+        let result = commit(&ds);
+        set_observer(None);
+        result.unwrap_or_else(|e| panic!("{name}: {e}"));
+        bounds.push((start, recorder.0.lock().unwrap().len()));
+        snaps.push(snapshot(&root));
+    }
+    let ops = recorder.0.lock().unwrap().clone();
+    Recording {
+        base,
+        root,
+        ops,
+        bounds,
+        snaps,
+    }
+}
+
+fn parent(p: &Path) -> PathBuf {
+    p.parent().unwrap().to_path_buf()
+}
+
+/// Whether op `j` is durable in the prefix `ops[..end]`.
+fn durable(ops: &[FsOp], j: usize, end: usize) -> bool {
+    let later = &ops[j + 1..end];
+    match &ops[j] {
+        FsOp::Write(p, _) => later.iter().any(|o| matches!(o, FsOp::Fsync(q) if q == p)),
+        FsOp::CreateFile(p) | FsOp::Mkdir(p) | FsOp::Unlink(p) | FsOp::RemoveTree(p) => later
+            .iter()
+            .any(|o| matches!(o, FsOp::FsyncDir(d) if *d == parent(p))),
+        FsOp::Rename(a, b) => {
+            let synced = |d: PathBuf| {
+                later
+                    .iter()
+                    .any(|o| matches!(o, FsOp::FsyncDir(x) if *x == d))
+            };
+            synced(parent(a)) && synced(parent(b))
+        }
+        FsOp::Fsync(_) | FsOp::FsyncDir(_) => true,
+    }
+}
+
+/// Rebuilds `out` from the base and `ops[..end]`; op `j` is applied only if
+/// `keep(j)` (a write not kept leaves its file empty).
+fn replay(rec: &Recording, end: usize, keep: &dyn Fn(usize) -> bool, out: &Path) {
+    let _ = std::fs::remove_dir_all(out);
+    copy_tree(&rec.base, out);
+    let map = |p: &Path| out.join(p.strip_prefix(&rec.root).expect("op inside the dataset"));
+    for (j, op) in rec.ops[..end].iter().enumerate() {
+        let kept = keep(j);
+        // Failures are expected: an earlier dropped operation can make a later one
+        // impossible, exactly as after a real crash.
+        match op {
+            FsOp::CreateFile(p) if kept => {
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(map(p));
+            }
+            FsOp::Write(p, bytes) if kept && map(p).is_file() => {
+                let _ = std::fs::write(map(p), bytes);
+            }
+            FsOp::Rename(a, b) if kept => {
+                let _ = std::fs::rename(map(a), map(b));
+            }
+            FsOp::Mkdir(p) if kept => {
+                let _ = std::fs::create_dir(map(p));
+            }
+            FsOp::Unlink(p) if kept => {
+                let _ = std::fs::remove_file(map(p));
+            }
+            FsOp::RemoveTree(p) if kept => {
+                let _ = std::fs::remove_dir_all(map(p));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The snapshots a crash at operation index `end` may legally leave.
+fn allowed(rec: &Recording, end: usize) -> Vec<&Snapshot> {
+    for (c, (start, stop)) in rec.bounds.iter().enumerate() {
+        if end <= *start {
+            return vec![&rec.snaps[c]];
+        }
+        if end < *stop {
+            return vec![&rec.snaps[c], &rec.snaps[c + 1]];
+        }
+    }
+    vec![rec.snaps.last().unwrap()]
+}
+
+fn verify(rec: &Recording, end: usize, out: &Path, what: &str) {
+    let ds = Dataset::open(out, DatasetOptions::default())
+        .unwrap_or_else(|e| panic!("{what}: the crashed state does not open: {e}"));
+    let report = ds
+        .check(true)
+        .unwrap_or_else(|e| panic!("{what}: check failed to run: {e}"));
+    assert!(report.is_ok(), "{what}: check found {:?}", report.problems);
+    let got = snapshot(out);
+    let legal = allowed(rec, end);
+    assert!(
+        legal.contains(&&got),
+        "{what}: state {got:?} is neither of {legal:?}"
+    );
+}
+
+#[test]
+fn every_crash_prefix_recovers_to_the_state_before_or_after() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let rec = record(dir.path());
+    // The default run drops each unsynced operation alone at every tenth prefix.
+    let sample: usize = if full() { 1 } else { 10 };
+    let out = dir.path().join("crashed.zarr");
+    let mut states = 0;
+    for end in 0..=rec.ops.len() {
+        replay(&rec, end, &|_| true, &out);
+        verify(
+            &rec,
+            end,
+            &out,
+            &format!("prefix {end}, everything applied"),
+        );
+        replay(&rec, end, &|j| durable(&rec.ops, j, end), &out);
+        verify(&rec, end, &out, &format!("prefix {end}, unsynced dropped"));
+        states += 2;
+        let unsynced: Vec<usize> = (0..end).filter(|&j| !durable(&rec.ops, j, end)).collect();
+        if end % sample != 0 {
+            continue;
+        }
+        for &k in &unsynced {
+            replay(&rec, end, &|j| j != k, &out);
+            verify(
+                &rec,
+                end,
+                &out,
+                &format!("prefix {end}, op {k} ({:?}) dropped", rec.ops[k]),
+            );
+            states += 1;
+        }
+    }
+    eprintln!(
+        "crash replay: {} operations, {states} crash states verified",
+        rec.ops.len()
+    );
+    assert!(states > rec.ops.len() * 2);
+}
+
+#[test]
+fn fsync_ordering_audit() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let rec = record(dir.path());
+    let ops = &rec.ops;
+    let mut renames = 0;
+    for (j, op) in ops.iter().enumerate() {
+        if let FsOp::Rename(from, _) = op
+            && let Some(w) = ops[..j]
+                .iter()
+                .rposition(|o| matches!(o, FsOp::Write(p, _) if p == from))
+        {
+            renames += 1;
+            assert!(
+                ops[w..j]
+                    .iter()
+                    .any(|o| matches!(o, FsOp::Fsync(p) if p == from)),
+                "op {j}: {from:?} renamed into place before its data was fsynced"
+            );
+        }
+    }
+    for (c, (start, stop)) in rec.bounds.iter().enumerate() {
+        for j in *start..*stop {
+            if let FsOp::Rename(_, to) = &ops[j] {
+                assert!(
+                    ops[j + 1..*stop]
+                        .iter()
+                        .any(|o| matches!(o, FsOp::FsyncDir(d) if *d == parent(to))),
+                    "commit {c}: returned before the folder of {to:?} was fsynced"
+                );
+            }
+        }
+    }
+    assert!(renames > 20, "the audit saw only {renames} published files");
+}
+
+#[test]
+fn injected_io_errors_leave_the_dataset_before_or_after() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let rec = record(dir.path());
+    // Datasets just before each commit, made by replaying everything before it.
+    let mut runs = 0;
+    let mut failures = 0;
+    for (c, (name, commit)) in workload().into_iter().enumerate() {
+        let (start, stop) = rec.bounds[c];
+        let before_path = dir.path().join(format!("before-{c}.zarr"));
+        replay(&rec, start, &|_| true, &before_path);
+        for at in 1..=(stop - start) {
+            for forever in [false, true] {
+                let errnos: &[i32] = if full() || at % 4 == 0 {
+                    &[5, 28]
+                } else {
+                    &[5]
+                };
+                if !full() && at % 2 == 0 && at % 4 != 0 {
+                    continue;
+                }
+                for &errno in errnos {
+                    let path = dir.path().join("faulty.zarr");
+                    let _ = std::fs::remove_dir_all(&path);
+                    copy_tree(&before_path, &path);
+                    let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
+                    set_observer(Some(Arc::new(Faulty {
+                        seen: AtomicUsize::new(0),
+                        at,
+                        forever,
+                        errno,
+                    })));
+                    let result = commit(&ds);
+                    set_observer(None);
+                    drop(ds);
+                    runs += 1;
+                    let what = format!(
+                        "{name}: error {errno} at op {at}{}",
+                        if forever { " and after" } else { "" }
+                    );
+                    if let Err(e) = &result {
+                        failures += 1;
+                        assert!(!e.to_string().is_empty(), "{what}: empty error");
+                    }
+                    let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
+                    let report = ds.check(true).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(report.is_ok(), "{what}: {:?}", report.problems);
+                    let got = snapshot(&path);
+                    match result {
+                        Ok(()) => assert_eq!(
+                            got,
+                            rec.snaps[c + 1],
+                            "{what}: succeeded but the state differs"
+                        ),
+                        Err(_) => assert!(
+                            got == rec.snaps[c] || got == rec.snaps[c + 1],
+                            "{what}: {got:?} is neither before nor after"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("fault injection: {runs} runs, {failures} ended in an error");
+    assert!(failures > 0);
+}
