@@ -216,6 +216,27 @@ impl<'a> WriteTxn<'a> {
         found
     }
 
+    /// The row range recorded for an idempotency key, pending in this transaction or
+    /// committed.
+    fn known_key(&self, root: &Path, rel: Option<&str>) -> Result<Option<(u64, u64)>> {
+        let Some(rel) = rel else {
+            return Ok(None);
+        };
+        let pending = self.find_pending(|op| match op {
+            Op::WriteHidden { path, text } if path == rel => Some(text.clone()),
+            _ => None,
+        });
+        if let Some(text) = pending {
+            let doc: Value = serde_json::from_str(&text).expect("records are written by us");
+            let range = (
+                doc["start"].as_u64().unwrap_or(0),
+                doc["end"].as_u64().unwrap_or(0),
+            );
+            return Ok(Some(range));
+        }
+        table::read_key_record(root, rel)
+    }
+
     /// Appends rows to the table `name`, creating it from `create` when it does not
     /// exist. With an idempotency `key` already committed (or pending in this
     /// transaction), nothing is appended and the first append's range is returned.
@@ -239,22 +260,8 @@ impl<'a> WriteTxn<'a> {
             key: key.map(str::to_owned),
             applied,
         };
-        if let Some(rel) = &key_rel {
-            let pending = self.find_pending(|op| match op {
-                Op::WriteHidden { path, text } if path == rel => Some(text.clone()),
-                _ => None,
-            });
-            if let Some(text) = pending {
-                let doc: Value = serde_json::from_str(&text).expect("we wrote it");
-                return Ok(outcome(
-                    doc["start"].as_u64().unwrap_or(0),
-                    doc["end"].as_u64().unwrap_or(0),
-                    false,
-                ));
-            }
-            if let Some((start, end)) = table::read_key_record(&root, rel)? {
-                return Ok(outcome(start, end, false));
-            }
+        if let Some((start, end)) = self.known_key(&root, key_rel.as_deref())? {
+            return Ok(outcome(start, end, false));
         }
         let publisher = Arc::new(Publisher::new());
         let staged_dir = self.find_pending(|op| match op {
@@ -415,22 +422,8 @@ impl<'a> WriteTxn<'a> {
             key: key.map(str::to_owned),
             applied,
         };
-        if let Some(rel) = &key_rel {
-            let pending = self.find_pending(|op| match op {
-                Op::WriteHidden { path, text } if path == rel => Some(text.clone()),
-                _ => None,
-            });
-            if let Some(text) = pending {
-                let doc: Value = serde_json::from_str(&text).expect("we wrote it");
-                return Ok(outcome(
-                    doc["start"].as_u64().unwrap_or(0),
-                    doc["end"].as_u64().unwrap_or(0),
-                    false,
-                ));
-            }
-            if let Some((start, end)) = table::read_key_record(&root, rel)? {
-                return Ok(outcome(start, end, false));
-            }
+        if let Some((start, end)) = self.known_key(&root, key_rel.as_deref())? {
+            return Ok(outcome(start, end, false));
         }
         match self.simulated()?.kind_of(name.as_str()) {
             Some(ElementKind::Points) => {}
