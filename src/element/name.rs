@@ -39,6 +39,11 @@ impl ElementName {
                 "names starting with `__` are reserved by spatialdata",
             ));
         }
+        if name == "zarr.json" {
+            return Err(invalid(
+                "`zarr.json` is the name of every group's metadata file and cannot name an element",
+            ));
+        }
         if name.starts_with('.') {
             return Err(invalid(
                 "names starting with `.` are hidden from Zarr and spatialdata readers",
@@ -146,6 +151,7 @@ mod tests {
             ("a\0", "allowed"),
             ("caf\u{e9}", "allowed"),
             ("a b", "allowed"),
+            ("zarr.json", "metadata file"),
             (long.as_str(), "255"),
         ] {
             let err = ElementName::new(name).unwrap_err().to_string();
