@@ -3,54 +3,13 @@
 
 mod common;
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::cli;
+use common::{assert_fails, cli, new_dataset, s, sz, sz_ok};
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::write_npy;
 use spatialzarr::{Dataset, DatasetOptions};
-
-/// Runs `spatialzarr ARGS...` to completion.
-fn sz<S: AsRef<OsStr>>(args: &[S]) -> Output {
-    Command::new(cli())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run spatialzarr")
-}
-
-/// Runs `spatialzarr ARGS...`, asserting it succeeded; returns its stdout.
-fn sz_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
-    let out = sz(args);
-    assert!(
-        out.status.success(),
-        "{:?} failed ({}): {}",
-        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
-/// Asserts `out` failed with `code` and, for status 1, exactly one stderr line
-/// `spatialzarr: ...` containing every one of `words`.
-fn assert_fails(out: &Output, code: i32, words: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    if code == 1 {
-        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
-        assert!(stderr.starts_with("spatialzarr: "), "{stderr}");
-    }
-    for word in words {
-        assert!(stderr.contains(word), "{word:?} not in: {stderr}");
-    }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
-}
 
 /// A `height` x `width` labels array whose values encode `seed`.
 fn labels(seed: u32, height: usize, width: usize) -> ArrayD<u32> {
@@ -68,12 +27,6 @@ fn npy_file<T: ndarray_npy::WritableElement>(dir: &Path, file: &str, array: &Arr
 
 fn open(ds: &Path) -> Dataset {
     Dataset::open(ds, DatasetOptions::default()).expect("open dataset")
-}
-
-fn new_dataset(dir: &Path) -> PathBuf {
-    let ds = dir.join("ds.zarr");
-    sz_ok(&["init", s(&ds)]);
-    ds
 }
 
 #[test]
@@ -151,7 +104,16 @@ fn check_reports_problems_and_exits_1() {
     std::fs::remove_file(ds.join("labels/broken/s0/zarr.json")).unwrap();
 
     let out = sz(&["check", s(&ds)]);
-    assert_fails(&out, 1, &["inconsistent", "1 problem"]);
+    // The report goes to stdout, the verdict to stderr as one line.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("spatialzarr: ")
+            && stderr.contains("inconsistent")
+            && stderr.contains("1 problem"),
+        "{stderr}"
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.contains("broken"), "{stdout}");

@@ -5,79 +5,23 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use common::cli;
+use common::{assert_fails, cli, new_dataset, s, spatialdata_reads, sz, sz_ok, write_file};
 use ndarray::Array2;
 use ndarray_npy::write_npy;
 use serde_json::{Value, json};
 use spatialzarr::table::XRows;
 use spatialzarr::{Dataset, DatasetOptions};
 
-/// Runs `spatialzarr ARGS...` to completion.
-fn sz<S: AsRef<OsStr>>(args: &[S]) -> Output {
-    Command::new(cli())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run spatialzarr")
-}
-
-/// Runs `spatialzarr ARGS...`, asserting it succeeded; returns its stdout.
-fn sz_ok<S: AsRef<OsStr>>(args: &[S]) -> String {
-    let out = sz(args);
-    assert!(
-        out.status.success(),
-        "{:?} failed ({}): {}",
-        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
-/// Asserts `out` failed with `code` and, for status 1, exactly one stderr line
-/// `spatialzarr: ...` containing every one of `words`, and nothing on stdout.
-fn assert_fails(out: &Output, code: i32, words: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    if code == 1 {
-        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
-        assert!(stderr.starts_with("spatialzarr: "), "{stderr}");
-        assert!(out.stdout.is_empty(), "stdout: {:?}", out.stdout);
-    }
-    for word in words {
-        assert!(stderr.contains(word), "{word:?} not in: {stderr}");
-    }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
-}
-
 fn open(ds: &Path) -> Dataset {
     Dataset::open(ds, DatasetOptions::default()).expect("open dataset")
-}
-
-fn new_dataset(dir: &Path) -> PathBuf {
-    let ds = dir.join("ds.zarr");
-    sz_ok(&["init", s(&ds)]);
-    ds
-}
-
-/// Writes `text` to `dir/file` and returns the path.
-fn write_file(dir: &Path, file: &str, text: &str) -> PathBuf {
-    let path = dir.join(file);
-    std::fs::write(&path, text).expect("write file");
-    path
 }
 
 fn npy_file<T: ndarray_npy::WritableElement>(dir: &Path, file: &str, array: &Array2<T>) -> PathBuf {
@@ -127,43 +71,6 @@ fn dense_x(dataset: &Dataset, table: &str, range: std::ops::Range<u64>) -> Vec<f
         Some(XRows::Dense(values)) => values,
         other => panic!("not dense X: {other:?}"),
     }
-}
-
-/// The python of the interop virtualenv (see tests/interop.rs).
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        if let Some(p) = std::env::var_os("SPATIALZARR_INTEROP_PYTHON") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/setup_venv.sh"))
-            .output()
-            .expect("run setup_venv.sh");
-        assert!(
-            out.status.success(),
-            "setup_venv.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        PathBuf::from(stdout.lines().last().expect("python path").trim())
-    })
-}
-
-/// What spatialdata sees in the dataset at `path`.
-fn spatialdata_reads(path: &Path) -> Value {
-    let out = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/read_dataset.py"))
-        .arg(path)
-        .output()
-        .expect("run read_dataset.py");
-    assert!(
-        out.status.success(),
-        "spatialdata failed to read {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("reader JSON")
 }
 
 #[test]

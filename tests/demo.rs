@@ -7,63 +7,21 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
-use arrow_array::{Array, ArrayRef};
 use ndarray::ArrayD;
 use serde_json::Value;
 use spatialzarr::{Dataset, DatasetOptions};
 
-use common::cli;
+use common::{cli, spatialdata_reads, strings};
 
 /// The demo arguments of every test (besides the dataset).
 const ARGS: [&str; 6] = ["--workers", "4", "--images", "16", "--size", "128"];
 const IMAGES: usize = 16;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        if let Some(p) = std::env::var_os("SPATIALZARR_INTEROP_PYTHON") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new("bash")
-            .arg(repo().join("tests/interop/setup_venv.sh"))
-            .output()
-            .expect("run setup_venv.sh");
-        assert!(
-            out.status.success(),
-            "setup_venv.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        PathBuf::from(stdout.lines().last().expect("python path").trim())
-    })
-}
-
-/// What spatialdata sees in the dataset at `path`.
-fn spatialdata_reads(path: &Path) -> Value {
-    let out = Command::new(python())
-        .arg(repo().join("tests/interop/read_dataset.py"))
-        .arg(path)
-        .output()
-        .expect("run read_dataset.py");
-    assert!(
-        out.status.success(),
-        "spatialdata failed to read {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("reader JSON")
-}
 
 /// A `spatialzarr demo DATASET ARGS... EXTRA...` command.
 fn demo<S: AsRef<OsStr>>(dataset: &Path, extra: &[S]) -> Command {
@@ -101,22 +59,6 @@ struct Row {
     centroid_x: f64,
     centroid_y: f64,
     mean_intensity: f64,
-}
-
-/// The strings of a (dictionary-encoded or plain) string column.
-fn strings(column: &ArrayRef) -> Vec<String> {
-    if let Some(dict) = column.as_any_dictionary_opt() {
-        let values = dict.values().as_string::<i32>();
-        dict.normalized_keys()
-            .into_iter()
-            .map(|k| values.value(k).to_owned())
-            .collect()
-    } else {
-        let values = column.as_string::<i32>();
-        (0..values.len())
-            .map(|i| values.value(i).to_owned())
-            .collect()
-    }
 }
 
 /// Everything the demo wrote: images, labels, and the `cells` rows sorted by

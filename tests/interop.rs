@@ -5,9 +5,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use common::{copy_tree, find, repo};
+
+/// What spatialdata (and zarr-python) see in the dataset at `path`.
+fn spatialdata_reads(path: &Path) -> Value {
+    common::spatialdata_reads_with(path, &["--zarr-arrays"])
+}
+
+use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{Value, json};
@@ -15,47 +20,6 @@ use sha2::{Digest, Sha256};
 use spatialzarr::{
     Dataset, DatasetOptions, ElementInfo, Pixel, RasterOptions, Transform, Transformations,
 };
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        if let Some(p) = std::env::var_os("SPATIALZARR_INTEROP_PYTHON") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new("bash")
-            .arg(repo().join("tests/interop/setup_venv.sh"))
-            .output()
-            .expect("run setup_venv.sh");
-        assert!(
-            out.status.success(),
-            "setup_venv.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        PathBuf::from(stdout.lines().last().expect("python path").trim())
-    })
-}
-
-/// What spatialdata (and zarr-python) see in the dataset at `path`.
-fn spatialdata_reads(path: &Path) -> Value {
-    let out = Command::new(python())
-        .arg(repo().join("tests/interop/read_dataset.py"))
-        .arg(path)
-        .arg("--zarr-arrays")
-        .output()
-        .expect("run read_dataset.py");
-    assert!(
-        out.status.success(),
-        "spatialdata failed to read {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("reader JSON")
-}
 
 fn sha256_le<T: Pixel>(data: &ArrayD<T>, to_bytes: impl Fn(T) -> Vec<u8>) -> String {
     let mut hasher = Sha256::new();
@@ -67,28 +31,6 @@ fn sha256_le<T: Pixel>(data: &ArrayD<T>, to_bytes: impl Fn(T) -> Vec<u8>) -> Str
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("spatialdata does not see {name}: {list}"))
-}
-
-/// Copies a (read-only) fixture to a writable place.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::write(&target, std::fs::read(entry.path()).unwrap()).unwrap();
-        }
-    }
 }
 
 #[test]

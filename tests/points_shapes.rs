@@ -4,10 +4,11 @@
 
 mod common;
 
+use common::{copy_tree, find, repo, spatialdata_reads};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type};
@@ -23,10 +24,6 @@ use spatialzarr::element::shapes::{
 };
 use spatialzarr::storage::Publisher;
 use spatialzarr::{Dataset, Error, Transform, Transformations};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn fixture() -> PathBuf {
     repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr")
@@ -704,50 +701,6 @@ fn geojson_feature_collections_features_and_geometries() {
     }
 }
 
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        if let Some(p) = std::env::var_os("SPATIALZARR_INTEROP_PYTHON") {
-            return PathBuf::from(p);
-        }
-        let out = Command::new("bash")
-            .arg(repo().join("tests/interop/setup_venv.sh"))
-            .output()
-            .expect("run setup_venv.sh");
-        assert!(
-            out.status.success(),
-            "setup_venv.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        PathBuf::from(stdout.lines().last().expect("python path").trim())
-    })
-}
-
-/// What spatialdata sees in the dataset at `path`.
-fn spatialdata_reads(path: &Path) -> Value {
-    let out = Command::new(python())
-        .arg(repo().join("tests/interop/read_dataset.py"))
-        .arg(path)
-        .output()
-        .expect("run read_dataset.py");
-    assert!(
-        out.status.success(),
-        "spatialdata failed to read {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("reader JSON")
-}
-
-fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == name)
-        .unwrap_or_else(|| panic!("spatialdata does not see {name}: {list}"))
-}
-
 /// Makes `root/<group>/<name>` for an element, with the `<group>` Zarr group document.
 fn element_dir(p: &Publisher, root: &Path, group: &str, name: &str) -> PathBuf {
     let group_dir = root.join(group);
@@ -847,20 +800,6 @@ fn spatialdata_reads_our_points_and_shapes() {
         shapes["transformations"]["global"]["scale"],
         json!([2.0, 0.5])
     );
-}
-
-/// Copies a (read-only) fixture to a writable place.
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::write(&target, std::fs::read(entry.path()).unwrap()).unwrap();
-        }
-    }
 }
 
 #[test]

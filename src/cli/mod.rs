@@ -1,12 +1,14 @@
 //! Command-line parsing and dispatch. Errors print as one line on stderr; exit status
 //! 2 for usage errors (clap's), 1 for every other failure.
 
+mod csv_input;
 mod demo;
 mod inspect_cmds;
 mod lock_cmd;
 mod npy;
 mod store_cmds;
 mod table_cmds;
+mod vector_cmds;
 
 use std::process::ExitCode;
 
@@ -48,6 +50,13 @@ enum Command {
     /// Append the rows of a CSV file (and X rows from a .npy file) to a table,
     /// creating the table on the first append.
     AppendRows(table_cmds::AppendRowsArgs),
+    /// Add a points element from a CSV file (numeric x, y and optionally z columns).
+    AddPoints(vector_cmds::AddPointsArgs),
+    /// Append the points of a CSV file to a points element, as one new part.
+    AppendPoints(vector_cmds::AppendPointsArgs),
+    /// Add a shapes element: circles from a CSV file (x, y, radius) or polygons from
+    /// a GeoJSON file.
+    AddShapes(vector_cmds::AddShapesArgs),
     /// Add synthetic images and segment them with worker processes writing the
     /// dataset at once (labels and a `cells` table); resumes where it stopped.
     Demo(demo::DemoArgs),
@@ -88,6 +97,9 @@ pub fn run() -> ExitCode {
         Command::Check(args) => inspect_cmds::check(args, cli.lock_timeout),
         Command::Recover(args) => store_cmds::recover(args, cli.lock_timeout),
         Command::AppendRows(args) => table_cmds::append_rows(args, cli.lock_timeout),
+        Command::AddPoints(args) => vector_cmds::add_points(args, cli.lock_timeout),
+        Command::AppendPoints(args) => vector_cmds::append_points(args, cli.lock_timeout),
+        Command::AddShapes(args) => vector_cmds::add_shapes(args, cli.lock_timeout),
         Command::Demo(args) => demo::run(args, cli.lock_timeout),
         Command::DemoWorker(args) => demo::worker(args, cli.lock_timeout),
     };
@@ -98,6 +110,31 @@ pub fn run() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Prints what an append did: one line naming the `noun` ("rows", "points") appended
+/// or already appended under the key, or with `json` the outcome as one JSON object.
+fn print_append_outcome(
+    outcome: &spatialzarr::table::AppendOutcome,
+    noun: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(outcome)?);
+    } else if outcome.applied {
+        println!(
+            "appended {noun} {}..{} to {}",
+            outcome.start, outcome.end, outcome.table
+        );
+    } else {
+        println!(
+            "key {} already appended as {noun} {}..{} (nothing changed)",
+            outcome.key.as_deref().unwrap_or_default(),
+            outcome.start,
+            outcome.end
+        );
+    }
+    Ok(())
 }
 
 /// The error and its causes as one line: `error: cause: cause`, leaving out a cause

@@ -9,23 +9,19 @@
 //! creating the table on the first append. Prints one line, or with `--json`
 //! `{"table":T,"start":S,"end":E,"key":K|null,"applied":true|false}`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::Seek;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use arrow_array::RecordBatch;
-use arrow_csv::ReaderBuilder;
-use arrow_csv::reader::Format;
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::DataType;
 use ndarray::ArrayD;
 use spatialzarr::table::{Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
 use spatialzarr::{Dataset, ElementName, Error};
 
+use super::csv_input::{Forced, read_csv};
 use super::dataset_options;
 use super::npy::{self, NpyArray};
 
@@ -169,21 +165,7 @@ pub fn append_rows(
         })?;
     txn.commit()?;
 
-    if args.json {
-        println!("{}", serde_json::to_string(&outcome)?);
-    } else if outcome.applied {
-        println!(
-            "appended rows {}..{} to {}",
-            outcome.start, outcome.end, outcome.table
-        );
-    } else {
-        println!(
-            "key {} already appended as rows {}..{} (nothing changed)",
-            outcome.key.as_deref().unwrap_or_default(),
-            outcome.start,
-            outcome.end
-        );
-    }
+    super::print_append_outcome(&outcome, "rows", args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -203,16 +185,6 @@ fn table_info(dataset: &Dataset, table: &str) -> anyhow::Result<Option<TableInfo
         Err(Error::NoSuchElement { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
-}
-
-/// How a CSV column must be read, whatever its values look like.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Forced {
-    /// Always as this type (the strings of string and categorical columns).
-    Always(DataType),
-    /// As this type when the CSV column is empty (all missing), which would
-    /// otherwise be read as strings; else as inferred (the library converts numbers).
-    IfEmpty(DataType),
 }
 
 /// How the CSV columns must be read so that every append brings the types the
@@ -303,67 +275,6 @@ fn check_rows(
         }
     }
     Ok(())
-}
-
-/// The type a new column is read as: int64, float64, bool, or else string.
-fn simple_type(inferred: &DataType) -> DataType {
-    match inferred {
-        DataType::Int64 | DataType::Float64 | DataType::Boolean => inferred.clone(),
-        _ => DataType::Utf8,
-    }
-}
-
-/// Reads the whole CSV file at `path` (header row first) as one batch; columns named
-/// in `types` are read as they say, the others as their inferred type.
-fn read_csv(path: &Path, types: &BTreeMap<String, Forced>) -> anyhow::Result<RecordBatch> {
-    let shown = path.display();
-    let mut file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
-    let format = Format::default().with_header(true);
-    let (inferred, n_rows) = format
-        .infer_schema(&mut file, None)
-        .map_err(|e| anyhow!("cannot read {shown}: {e}"))?;
-    let names: Vec<&String> = inferred.fields().iter().map(|f| f.name()).collect();
-    if names.is_empty() || names.iter().all(|n| n.is_empty()) {
-        bail!("{shown} is empty: it needs a header row naming the columns, then the rows");
-    }
-    if let Some(at) = names.iter().position(|n| n.trim().is_empty()) {
-        bail!("{shown}: column {} of the header row has no name", at + 1);
-    }
-    let mut seen = BTreeSet::new();
-    if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
-        bail!("{shown}: the header row names column {twice:?} twice");
-    }
-    if n_rows == 0 {
-        bail!("{shown} has no rows (only a header row): nothing to append");
-    }
-    let fields: Vec<Field> = inferred
-        .fields()
-        .iter()
-        .map(|f| {
-            let arrow = match (types.get(f.name()), f.data_type()) {
-                (Some(Forced::Always(t)), _) | (Some(Forced::IfEmpty(t)), DataType::Null) => {
-                    t.clone()
-                }
-                (_, inferred) => simple_type(inferred),
-            };
-            Field::new(f.name(), arrow, true)
-        })
-        .collect();
-    let schema = Arc::new(Schema::new(fields));
-    file.rewind()
-        .with_context(|| format!("cannot read {shown}"))?;
-    let reader = ReaderBuilder::new(schema)
-        .with_format(format)
-        .with_batch_size(n_rows)
-        .build(file)
-        .map_err(|e| anyhow!("cannot read {shown}: {e}"))?;
-    let mut batches = reader
-        .collect::<Result<Vec<RecordBatch>, _>>()
-        .map_err(|e| anyhow!("cannot read {shown}: {e}"))?;
-    if batches.len() != 1 || batches[0].num_rows() != n_rows {
-        bail!("{shown} changed while it was being read");
-    }
-    Ok(batches.remove(0))
 }
 
 /// Reads a 2-d `.npy` file as dense X rows.

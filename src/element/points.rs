@@ -32,6 +32,8 @@ pub struct PointsInfo {
     pub n: u64,
     /// Column names (index columns excluded), as spatialdata lists them.
     pub columns: Vec<String>,
+    /// The Arrow type each of `columns` is stored as (in the first part).
+    pub column_types: Vec<DataType>,
     /// The feature key column, when recorded.
     pub feature_key: Option<String>,
     /// Number of parquet parts.
@@ -331,16 +333,24 @@ pub fn points_info(element_dir: &Path) -> Result<PointsInfo> {
     let parts = list_parts(element_dir)?;
     let mut n = 0u64;
     let mut columns = Vec::new();
+    let mut column_types = Vec::new();
     for (i, part) in parts.iter().enumerate() {
         let reader = columnar::open_parquet(part)?;
         n += reader.metadata().file_metadata().num_rows().max(0) as u64;
         if i == 0 {
-            columns = columnar::data_columns(reader.schema());
+            let schema = reader.schema();
+            columns = columnar::data_columns(schema);
+            column_types = columns
+                .iter()
+                .filter_map(|c| schema.field_with_name(c).ok())
+                .map(|f| f.data_type().clone())
+                .collect();
         }
     }
     Ok(PointsInfo {
         n,
         columns,
+        column_types,
         feature_key: attrs
             .pointer("/spatialdata_attrs/feature_key")
             .and_then(Value::as_str)

@@ -150,3 +150,171 @@ pub fn read_counter(path: &Path) -> u64 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The project's folder.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `spatialzarr ARGS...` to completion.
+pub fn sz<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(cli())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run spatialzarr")
+}
+
+/// Runs `spatialzarr ARGS...`, asserting it succeeded; returns its stdout.
+pub fn sz_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = sz(args);
+    assert!(
+        out.status.success(),
+        "{:?} failed ({}): {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Asserts `out` failed with `code` and, for status 1, exactly one stderr line
+/// `spatialzarr: ...` and nothing on stdout; the stderr holds every one of `words`.
+pub fn assert_fails(out: &std::process::Output, code: i32, words: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    if code == 1 {
+        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+        assert!(stderr.starts_with("spatialzarr: "), "{stderr}");
+        assert!(out.stdout.is_empty(), "stdout: {:?}", out.stdout);
+    }
+    for word in words {
+        assert!(stderr.contains(word), "{word:?} not in: {stderr}");
+    }
+}
+
+/// The python of the interop virtualenv (made by `tests/interop/setup_venv.sh`
+/// unless `SPATIALZARR_INTEROP_PYTHON` names one).
+pub fn python() -> &'static Path {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SPATIALZARR_INTEROP_PYTHON") {
+            return PathBuf::from(p);
+        }
+        let out = Command::new("bash")
+            .arg(repo().join("tests/interop/setup_venv.sh"))
+            .output()
+            .expect("run setup_venv.sh");
+        assert!(
+            out.status.success(),
+            "setup_venv.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
+        PathBuf::from(stdout.lines().last().expect("python path").trim())
+    })
+}
+
+/// What spatialdata (Python) sees in the dataset at `path`, as
+/// `tests/interop/read_dataset.py` summarizes it.
+pub fn spatialdata_reads(path: &Path) -> serde_json::Value {
+    spatialdata_reads_with(path, &[])
+}
+
+/// [`spatialdata_reads`] with more options of `read_dataset.py` (`--zarr-arrays`).
+pub fn spatialdata_reads_with(path: &Path, options: &[&str]) -> serde_json::Value {
+    let out = Command::new(python())
+        .arg(repo().join("tests/interop/read_dataset.py"))
+        .arg(path)
+        .args(options)
+        .output()
+        .expect("run read_dataset.py");
+    assert!(
+        out.status.success(),
+        "spatialdata failed to read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("reader JSON")
+}
+
+/// Copies the folder `from` to `to` (made), files and sub-folders; the copies are
+/// writable whatever the originals' permissions (fixtures may be read-only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("make folder");
+    for entry in std::fs::read_dir(from).expect("list folder").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::write(&target, std::fs::read(entry.path()).expect("read file"))
+                .expect("write file");
+        }
+    }
+}
+
+/// Every file under `root` (hidden ones too) with its bytes, by relative path; a
+/// folder appears as an empty entry ending in `/`.
+pub fn tree_files(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("list folder").flatten() {
+            let path = entry.path();
+            let relative = path.strip_prefix(root).expect("under root").to_path_buf();
+            if entry.file_type().expect("file type").is_dir() {
+                out.insert(relative.join(""), Vec::new());
+                walk(root, &path, out);
+            } else {
+                out.insert(relative, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// A path as a `&str` (temporary paths are UTF-8).
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// `dir/ds.zarr`, created with `spatialzarr init`.
+pub fn new_dataset(dir: &Path) -> PathBuf {
+    let ds = dir.join("ds.zarr");
+    sz_ok(&["init", s(&ds)]);
+    ds
+}
+
+/// Writes `text` to `dir/file` and returns the path.
+pub fn write_file(dir: &Path, file: &str, text: &str) -> PathBuf {
+    let path = dir.join(file);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
+
+/// The element called `name` in a list that `spatialdata_reads` returned.
+pub fn find<'a>(list: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .expect("a list of elements")
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap_or_else(|| panic!("spatialdata does not see {name}: {list}"))
+}
+
+/// The values of a string column (plain or dictionary-encoded, no missing values).
+pub fn strings(column: &arrow_array::ArrayRef) -> Vec<String> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    if let Some(dict) = column.as_any_dictionary_opt() {
+        let values = dict.values().as_string::<i32>();
+        dict.normalized_keys()
+            .into_iter()
+            .map(|k| values.value(k).to_owned())
+            .collect()
+    } else {
+        let values = column.as_string::<i32>();
+        (0..values.len())
+            .map(|i| values.value(i).to_owned())
+            .collect()
+    }
+}
