@@ -224,18 +224,18 @@ fn a_demo_killed_at_any_moment_resumes_to_the_same_result() {
             .process_group(0)
             .spawn()
             .expect("start demo");
-        let pgid = child.id().to_string();
+        let pgid = i32::try_from(child.id()).expect("pid fits i32");
         loop {
             if let Some(status) = child.try_wait().expect("wait demo") {
                 assert!(status.success(), "demo failed: {status}");
                 break;
             }
             if count(&killed, labels) >= threshold {
-                let status = Command::new("kill")
-                    .args(["-9", &format!("-{pgid}")])
-                    .status()
-                    .expect("run kill");
-                assert!(status.success(), "kill -9 -{pgid} failed");
+                // kill(2) on the process group the demo leads (never the external
+                // `kill` command: one version signalled every process for `-PGID`).
+                let leader = rustix::process::Pid::from_raw(pgid).expect("positive pid");
+                rustix::process::kill_process_group(leader, rustix::process::Signal::KILL)
+                    .expect("SIGKILL the demo's process group");
                 child.wait().expect("wait demo");
                 kills += 1;
                 break;

@@ -12,6 +12,7 @@ fn spatialdata_reads(path: &Path) -> Value {
     common::spatialdata_reads_with(path, &["--zarr-arrays"])
 }
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ndarray::{ArrayD, IxDyn};
@@ -73,6 +74,15 @@ fn spatialdata_reads_every_raster_we_write() {
     let volume = ArrayD::from_shape_fn(IxDyn(&[3, 10, 12]), |ix| (ix[0] * 7 + ix[2]) as i32);
     ds.add_labels("nuclei3d", volume.view(), &RasterOptions::default())
         .unwrap();
+    // Transformations set after the fact (a metadata-only commit).
+    let later = Transformations(BTreeMap::from([
+        ("global".to_owned(), Transform::Scale(vec![2.0, 0.5, 0.5])),
+        (
+            "stage".to_owned(),
+            Transform::Translation(vec![0.0, 100.0, 200.0]),
+        ),
+    ]));
+    ds.set_transformations("nuclei3d", &later).unwrap();
     assert!(ds.check(true).unwrap().is_ok());
 
     let seen = spatialdata_reads(&path);
@@ -127,6 +137,13 @@ fn spatialdata_reads_every_raster_we_write() {
     );
     let nuclei = find(&seen["labels"], "nuclei3d");
     assert_eq!(nuclei["dims"], json!(["z", "y", "x"]));
+    assert_eq!(
+        nuclei["transformations"],
+        json!({
+            "global": {"type": "scale", "scale": [2.0, 0.5, 0.5], "axes": ["z", "y", "x"]},
+            "stage": {"type": "translation", "translation": [0.0, 100.0, 200.0], "axes": ["z", "y", "x"]},
+        })
+    );
     assert_eq!(
         nuclei["sha256"],
         sha256_le(&volume, |v| v.to_le_bytes().to_vec())

@@ -458,3 +458,57 @@ fn recover_removes_leftovers_of_dead_writers() {
     assert_eq!(ds.read_raster::<u8>("seg", 0).unwrap(), data);
     assert!(ds.recover().unwrap().removed_temp_files.is_empty());
 }
+
+#[test]
+fn transformations_are_replaced_in_one_metadata_commit() {
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("t.zarr"));
+    add_seed_image(&ds, 1);
+    let before = ds.generation().unwrap();
+    let t = Transformations(
+        [
+            ("global".to_owned(), Transform::Scale(vec![0.5, 0.25])),
+            ("slide".to_owned(), Transform::Translation(vec![10.0, 20.0])),
+        ]
+        .into(),
+    );
+    let commit = ds.set_transformations("image1", &t).unwrap();
+    assert_eq!(commit.generation, before + 1);
+    let ElementInfo::Raster(info) = open(ds.root()).info("image1").unwrap() else {
+        panic!("not a raster")
+    };
+    assert_eq!(info.transformations, t);
+    assert_eq!(
+        open(ds.root()).read_raster::<u16>("image1", 0).unwrap(),
+        seed_image(1, 10)
+    );
+    assert!(ds.check(true).unwrap().is_ok());
+
+    // Refused, and nothing changes: wrong length, no such element, a name added in
+    // the same transaction.
+    let generation = ds.generation().unwrap();
+    let three = Transformations([("global".to_owned(), Transform::Scale(vec![1.0; 3]))].into());
+    let err = ds.set_transformations("image1", &three).unwrap_err();
+    assert!(err.to_string().contains("spatial axes"), "{err}");
+    assert!(matches!(
+        ds.set_transformations("image9", &t),
+        Err(Error::NoSuchElement { .. })
+    ));
+    let mut txn = ds.write().unwrap();
+    txn.add_raster(
+        ElementKind::Images,
+        "image2",
+        seed_image(2, 4).view(),
+        &RasterOptions::default(),
+        false,
+    )
+    .unwrap();
+    let err = txn.set_transformations("IMAGE2", &t).unwrap_err();
+    assert!(err.to_string().contains("in this transaction"), "{err}");
+    drop(txn);
+    assert_eq!(ds.generation().unwrap(), generation);
+    let ElementInfo::Raster(info) = ds.info("image1").unwrap() else {
+        panic!("not a raster")
+    };
+    assert_eq!(info.transformations, t);
+}

@@ -493,6 +493,19 @@ impl Dataset {
         }
     }
 
+    /// Replaces the coordinate transformations of an image, labels, points or shapes
+    /// element, in one commit (see [`WriteTxn::set_transformations`]). Joins the
+    /// thread's open transaction, if any.
+    pub fn set_transformations(
+        &self,
+        name: &str,
+        transformations: &crate::Transformations,
+    ) -> Result<CommitInfo> {
+        let mut txn = self.write()?;
+        txn.set_transformations(name, transformations)?;
+        txn.commit()
+    }
+
     /// Removes the element `name`. Joins the thread's open transaction, if any.
     pub fn remove(&self, name: &str) -> Result<CommitInfo> {
         let mut txn = self.write()?;

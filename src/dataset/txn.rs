@@ -40,6 +40,12 @@ enum Op {
         name: ElementName,
         patch: Box<TablePatch>,
     },
+    /// An element's group document rewritten (new transformations).
+    WriteGroup {
+        name: ElementName,
+        kind: ElementKind,
+        doc: Value,
+    },
     /// A small file in the hidden folder (idempotency records).
     WriteHidden {
         path: String,
@@ -198,6 +204,55 @@ impl<'a> WriteTxn<'a> {
             other => other,
         })?;
         self.frame.borrow_mut().push(op);
+        Ok(())
+    }
+
+    /// Replaces the coordinate transformations of the image, labels, points or
+    /// shapes element `name` (a metadata-only change: its group `zarr.json` is
+    /// rewritten when the transaction commits). Vectors run over the element's spatial
+    /// axes (see [`Transform`](crate::Transform)). An element added or removed earlier
+    /// in the open transactions is refused: set its transformations when staging it,
+    /// or in a later transaction.
+    pub fn set_transformations(
+        &mut self,
+        name: &str,
+        transformations: &crate::Transformations,
+    ) -> Result<()> {
+        let name = ElementName::new(name)?;
+        let touched = self.find_pending(|op| match op {
+            Op::Add { staged, .. } if staged.name.as_str().eq_ignore_ascii_case(name.as_str()) => {
+                Some(())
+            }
+            Op::Remove { name: n } if n.as_str().eq_ignore_ascii_case(name.as_str()) => Some(()),
+            _ => None,
+        });
+        if touched.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "element {name} is added or removed in this transaction: set its transformations when staging it, or in a later transaction"
+            )));
+        }
+        let root = self.dataset.root();
+        let kind = self
+            .dataset
+            .elements_locked()?
+            .kind_of(name.as_str())
+            .ok_or_else(|| Error::NoSuchElement {
+                dataset: root.to_path_buf(),
+                name: name.to_string(),
+            })?;
+        if kind == ElementKind::Tables {
+            return Err(Error::InvalidInput(format!(
+                "{name} is a table: tables have no coordinate transformations"
+            )));
+        }
+        let path = root
+            .join(element_path(kind, name.as_str()))
+            .join("zarr.json");
+        let doc = crate::element::transform::replaced_in_group(&read_json(&path)?, transformations)
+            .map_err(|reason| Error::InvalidInput(format!("element {name}: {reason}")))?;
+        self.frame
+            .borrow_mut()
+            .push(Op::WriteGroup { name, kind, doc });
         Ok(())
     }
 
@@ -578,6 +633,14 @@ fn apply_to_set(set: &mut ElementSet, op: &Op) -> Result<()> {
                 });
             }
         },
+        Op::WriteGroup { name, kind, .. } => {
+            if set.kind_of(name.as_str()) != Some(*kind) {
+                return Err(Error::NoSuchElement {
+                    dataset: PathBuf::new(),
+                    name: name.to_string(),
+                });
+            }
+        }
         Op::WriteHidden { .. } => {}
         Op::ReplaceNode { .. } => {}
         Op::AddFile { staged, .. } => {
@@ -740,6 +803,20 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     from: relative(root, from),
                     to: to.clone(),
                 });
+            }
+            Op::WriteGroup { name, kind, doc } => {
+                if elements.kind_of(name.as_str()) != Some(*kind) {
+                    return Err(Error::NoSuchElement {
+                        dataset: root.clone(),
+                        name: name.to_string(),
+                    });
+                }
+                let target = element_path(*kind, name.as_str());
+                steps.push(Step::Write {
+                    path: format!("{target}/zarr.json"),
+                    text: to_text(doc),
+                });
+                consolidated::set_node(&mut root_doc, &target, doc.clone());
             }
             Op::WriteHidden { path, text } => {
                 if let Some(parent) = Path::new(path).parent() {

@@ -153,6 +153,44 @@ impl Transformations {
     }
 }
 
+/// A copy of `group`, an element's group document (`zarr.json`), whose
+/// transformations are `transformations` instead: for images and labels in
+/// `attributes.ome.multiscales[0]` (or `attributes.multiscales[0]`), for points and
+/// shapes in `attributes`. Refuses documents without axes and vectors that do not
+/// fit them.
+pub fn replaced_in_group(
+    group: &Value,
+    transformations: &Transformations,
+) -> Result<Value, String> {
+    let mut doc = group.clone();
+    let attrs = doc
+        .get_mut("attributes")
+        .ok_or("the element's zarr.json has no attributes")?;
+    let holder = if attrs.pointer("/ome/multiscales/0").is_some() {
+        attrs.pointer_mut("/ome/multiscales/0")
+    } else if attrs.pointer("/multiscales/0").is_some() {
+        attrs.pointer_mut("/multiscales/0")
+    } else {
+        Some(attrs)
+    }
+    .expect("checked above");
+    let dims: Vec<String> = match holder.get("axes").and_then(Value::as_array) {
+        Some(axes) => axes
+            .iter()
+            .map(|a| {
+                a.as_str()
+                    .or_else(|| a.get("name").and_then(Value::as_str))
+                    .map(str::to_owned)
+            })
+            .collect::<Option<_>>()
+            .ok_or("an axis of the element has no name")?,
+        None => return Err("the element's zarr.json lists no axes".into()),
+    };
+    transformations.validate(&dims)?;
+    holder["coordinateTransformations"] = Value::Array(transformations.to_ngff(&dims));
+    Ok(doc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +206,45 @@ mod tests {
         assert_eq!(ngff[1]["scale"], json!([1.0, 0.5, 0.25]));
         assert_eq!(ngff[1]["input"]["name"], "cyx");
         assert_eq!(Transformations::from_ngff(&ngff, &dims), t);
+    }
+
+    #[test]
+    fn replacing_keeps_everything_else() {
+        let t = Transformations(BTreeMap::from([(
+            "aligned".to_owned(),
+            Transform::Scale(vec![2.0, 3.0]),
+        )]));
+        let raster = json!({"attributes": {"ome": {"multiscales": [{
+            "axes": [{"name": "c"}, {"name": "y"}, {"name": "x"}],
+            "datasets": [{"path": "s0"}],
+            "coordinateTransformations": []}], "omero": {}}}, "zarr_format": 3});
+        let out = replaced_in_group(&raster, &t).unwrap();
+        let m = &out["attributes"]["ome"]["multiscales"][0];
+        assert_eq!(
+            m["coordinateTransformations"][0]["scale"],
+            json!([1.0, 2.0, 3.0])
+        );
+        assert_eq!(
+            m["datasets"],
+            raster["attributes"]["ome"]["multiscales"][0]["datasets"]
+        );
+        assert_eq!(out["attributes"]["omero"], json!({}));
+
+        let points = json!({"attributes": {"axes": ["x", "y"], "encoding-type": "ngff:points"}});
+        let out = replaced_in_group(&points, &t).unwrap();
+        assert_eq!(
+            out["attributes"]["coordinateTransformations"][0]["output"]["name"],
+            "aligned"
+        );
+        assert_eq!(out["attributes"]["encoding-type"], "ngff:points");
+
+        let three = Transformations(BTreeMap::from([(
+            "g".to_owned(),
+            Transform::Scale(vec![1.0, 2.0, 3.0]),
+        )]));
+        assert!(replaced_in_group(&points, &three).is_err());
+        assert!(replaced_in_group(&json!({"attributes": {}}), &t).is_err());
+        assert!(replaced_in_group(&json!({}), &t).is_err());
     }
 
     #[test]
