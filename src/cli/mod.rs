@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch. Errors print as one line on stderr; exit status
 //! 2 for usage errors (clap's), 1 for every other failure.
 
+mod bench;
 mod csv_input;
 mod demo;
 mod inspect_cmds;
@@ -60,6 +61,11 @@ enum Command {
     /// Add synthetic images and segment them with worker processes writing the
     /// dataset at once (labels and a `cells` table); resumes where it stopped.
     Demo(demo::DemoArgs),
+    /// Measure each scenario beside its baseline (a table, or JSON with --json).
+    Bench(bench::BenchArgs),
+    /// One worker process of `bench` (internal).
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
     /// One worker process of `demo` (internal).
     #[command(hide = true)]
     DemoWorker(demo::WorkerArgs),
@@ -100,6 +106,8 @@ pub fn run() -> ExitCode {
         Command::AddPoints(args) => vector_cmds::add_points(args, cli.lock_timeout),
         Command::AppendPoints(args) => vector_cmds::append_points(args, cli.lock_timeout),
         Command::AddShapes(args) => vector_cmds::add_shapes(args, cli.lock_timeout),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchWorker(args) => bench::worker(args),
         Command::Demo(args) => demo::run(args, cli.lock_timeout),
         Command::DemoWorker(args) => demo::worker(args, cli.lock_timeout),
     };

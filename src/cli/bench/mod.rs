@@ -1,0 +1,300 @@
+//! `spatialzarr bench [--json] [--quick]`: each scenario measured beside its baseline
+//! in the same run, alternating the two to cancel drift.
+//!
+//! Scenarios (`--quick` shrinks each):
+//! 1. `add_labels`: 8 processes add 64 labels of 1024x1024 uint32; baseline: the same
+//!    processes write the same arrays with plain zarrs, no locks, no atomic publish.
+//! 2. `append_rows`: 8 processes make 400 appends of 1,000 rows (10 numeric columns,
+//!    a categorical region, dense X of width 50); baseline: one process appends the
+//!    same batches with plain zarrs.
+//! 3. `append_scaling`: one 1,000-row append into tables of 10^3, 10^5 and 10^7
+//!    rows; `append_vs_rewrite`: the same at 10^5 rows beside the rewrite workaround
+//!    (read the whole table, concatenate, write it anew).
+//! 4. `commit_latency`: a small metadata-only commit (new transformations), 1 and 8
+//!    writers; baseline: one atomic publish of a small file.
+//! 5. `lock_handoff`: release-to-acquire across two processes; baseline: raw flock.
+//!
+//! Multi-process scenarios start their workers (`spatialzarr bench-worker`, hidden),
+//! let each prepare its data, then release them together and time until the last
+//! one exits.
+
+mod labels;
+mod latency;
+mod rows;
+mod worker;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use worker::{WorkerArgs, run as worker};
+
+/// The names of the scenarios, in the order they run.
+const SCENARIOS: [&str; 5] = [
+    "add_labels",
+    "append_rows",
+    "append_scaling",
+    "commit_latency",
+    "lock_handoff",
+];
+
+/// Arguments of `spatialzarr bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Print one JSON object `{"scenarios":[...]}` instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Shrink every scenario so that the whole run takes under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Run only these scenarios (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    only: Vec<String>,
+    /// Folder for the scratch datasets (default: a new temporary folder, removed at
+    /// the end). Put it on the filesystem you want to measure.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// One measured line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measure {
+    /// The scenario (and variant).
+    pub name: String,
+    /// Our figure.
+    pub ours: f64,
+    /// The baseline's figure, measured in the same run.
+    pub baseline: f64,
+    /// What the baseline is.
+    pub baseline_name: String,
+    /// Unit of `ours` and `baseline`.
+    pub unit: &'static str,
+    /// `ours / baseline` (lower is better).
+    pub ratio: f64,
+    /// The ratio aimed at, when there is one.
+    pub goal: Option<f64>,
+    /// Further figures (sizes, counts, percentiles).
+    pub details: Value,
+}
+
+impl Measure {
+    fn new(
+        name: &str,
+        (ours, baseline): (f64, f64),
+        baseline_name: &str,
+        unit: &'static str,
+        goal: Option<f64>,
+        details: Value,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            ours,
+            baseline,
+            baseline_name: baseline_name.to_owned(),
+            unit,
+            ratio: ours / baseline,
+            goal,
+            details,
+        }
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Serialize)]
+struct Report {
+    scenarios: Vec<Measure>,
+    quick: bool,
+    cores: usize,
+    seconds: f64,
+}
+
+/// `bench`: runs the scenarios and prints the report.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    for name in &args.only {
+        if !SCENARIOS.contains(&name.as_str()) {
+            bail!(
+                "unknown scenario {name:?}; the scenarios are {}",
+                SCENARIOS.join(", ")
+            );
+        }
+    }
+    let temp;
+    let dir = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot make {}", dir.display()))?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::tempdir().context("cannot make a temporary folder")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let started = Instant::now();
+    let mut scenarios = Vec::new();
+    for name in SCENARIOS {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+            continue;
+        }
+        let scratch = dir.join(name);
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("cannot make {}", scratch.display()))?;
+        if !args.json {
+            eprintln!("bench: {name} ...");
+        }
+        let measures = match name {
+            "add_labels" => labels::add_labels(&scratch, args.quick)?,
+            "append_rows" => rows::append_rows(&scratch, args.quick)?,
+            "append_scaling" => rows::append_scaling(&scratch, args.quick)?,
+            "commit_latency" => latency::commit_latency(&scratch, args.quick)?,
+            _ => latency::lock_handoff(&scratch, args.quick)?,
+        };
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("cannot remove {}", scratch.display()))?;
+        scenarios.extend(measures);
+    }
+    let report = Report {
+        scenarios,
+        quick: args.quick,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(report: &Report) {
+    println!(
+        "{:<28} {:>12} {:>12} {:<6} {:>7} {:>6}  baseline",
+        "scenario", "ours", "baseline", "unit", "ratio", "goal"
+    );
+    for m in &report.scenarios {
+        let goal = m.goal.map_or_else(|| "-".to_owned(), |g| format!("{g:.2}"));
+        println!(
+            "{:<28} {:>12.3} {:>12.3} {:<6} {:>7.2} {:>6}  {}",
+            m.name, m.ours, m.baseline, m.unit, m.ratio, goal, m.baseline_name
+        );
+    }
+    println!(
+        "({} cores, {:.0} s{})",
+        report.cores,
+        report.seconds,
+        if report.quick { ", --quick" } else { "" }
+    );
+}
+
+/// The median of `values` (0 when empty).
+pub fn median(values: &[f64]) -> f64 {
+    percentile(values, 0.5)
+}
+
+/// The `p`-quantile of `values` (nearest rank; 0 when empty).
+pub fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// A started worker that has said it is ready.
+struct Ready {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// Starts `spatialzarr bench-worker ARGS...` for each argument list, waits until
+/// every worker has prepared (printed `ready`), releases them together, and waits
+/// for all. Returns the time from the release to the last exit, and the lines each
+/// worker printed after `ready`.
+pub fn run_workers(arg_lists: &[Vec<String>]) -> anyhow::Result<(Duration, Vec<Vec<String>>)> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let mut ready = Vec::new();
+    for args in arg_lists {
+        let mut child = Command::new(&exe)
+            .arg("bench-worker")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start a bench worker")?;
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        ready.push(Ready { child, stdout });
+    }
+    // Every worker prepares its data at once; wait for all of them.
+    for (worker, args) in ready.iter_mut().zip(arg_lists) {
+        let mut line = String::new();
+        worker
+            .stdout
+            .read_line(&mut line)
+            .context("cannot read a bench worker")?;
+        if line.trim() != "ready" {
+            let status = worker.child.wait()?;
+            bail!("bench worker {args:?} failed before starting ({status})");
+        }
+    }
+    let started = Instant::now();
+    for worker in &mut ready {
+        let mut stdin = worker.child.stdin.take().expect("piped");
+        stdin
+            .write_all(b"go\n")
+            .context("cannot release a bench worker")?;
+    }
+    let mut outputs = Vec::new();
+    let mut failed = None;
+    for (worker, args) in ready.iter_mut().zip(arg_lists) {
+        let lines: Vec<String> = (&mut worker.stdout).lines().map_while(Result::ok).collect();
+        let status = worker.child.wait()?;
+        if !status.success() && failed.is_none() {
+            failed = Some(format!("bench worker {args:?} failed ({status})"));
+        }
+        outputs.push(lines);
+    }
+    let elapsed = started.elapsed();
+    if let Some(message) = failed {
+        bail!(message);
+    }
+    Ok((elapsed, outputs))
+}
+
+/// The worker's side of [`run_workers`]: says it is ready and waits to be released.
+pub fn ready_and_wait() -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "go" {
+        bail!("the bench run was abandoned before this worker started");
+    }
+    Ok(())
+}
+
+/// `path` as a command-line argument.
+fn arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Parses the numbers a worker printed, one per line.
+fn numbers(lines: &[String]) -> anyhow::Result<Vec<f64>> {
+    lines
+        .iter()
+        .map(|l| {
+            l.trim()
+                .parse::<f64>()
+                .with_context(|| format!("bench worker printed {l:?}, not a number"))
+        })
+        .collect()
+}
