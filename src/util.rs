@@ -38,9 +38,57 @@ pub fn safe_relative(relative: &str) -> Option<PathBuf> {
     plain.then(|| path.to_path_buf())
 }
 
+/// Checks that no component of `path` below `root` is a symbolic link (components
+/// that do not exist are fine). The store never follows a link inside a dataset: one
+/// could lead out of it, and a write, rename or removal through it would change files
+/// elsewhere.
+pub fn no_links_below(root: &Path, path: &Path) -> Result<()> {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return Ok(());
+    };
+    let mut current = root.to_path_buf();
+    for component in relative.components() {
+        current.push(component);
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(Error::Corrupt {
+                    path: current,
+                    reason: "is a symbolic link; spatialzarr never follows links inside a dataset (they can lead out of it): replace it with the real folder or file".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` below `root` is reached without following a symbolic link.
+pub fn linkless(root: &Path, path: &Path) -> bool {
+    no_links_below(root, path).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_below_the_root_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("a/link")).unwrap();
+        assert!(no_links_below(&root, &root.join("a/b/missing/x")).is_ok());
+        let err = no_links_below(&root, &root.join("a/link/x")).unwrap_err();
+        assert!(err.to_string().contains("a/link"), "{err}");
+        assert!(!linkless(&root, &root.join("a/link")));
+        // The root itself may be reached through links.
+        std::os::unix::fs::symlink(&root, dir.path().join("alias")).unwrap();
+        assert!(linkless(
+            &dir.path().join("alias"),
+            &dir.path().join("alias/a/b")
+        ));
+    }
 
     #[test]
     fn safe_relative_paths() {

@@ -58,12 +58,15 @@ pub struct Journal {
 }
 
 fn checked(root: &Path, relative: &str, journal: &Path) -> Result<PathBuf> {
-    safe_relative(relative)
+    let path = safe_relative(relative)
         .map(|p| root.join(p))
         .ok_or_else(|| Error::Corrupt {
             path: journal.to_path_buf(),
             reason: format!("path {relative:?} is not a plain relative path inside the dataset"),
-        })
+        })?;
+    // A step never writes, renames or creates through a link (it could lead out).
+    crate::util::no_links_below(root, &path)?;
+    Ok(path)
 }
 
 impl Journal {
@@ -114,7 +117,27 @@ impl Journal {
         serde_json::to_vec(self).expect("a journal always serializes")
     }
 
+    /// Checks every path of every step under `root`: plain relative paths, reached
+    /// without following a symbolic link.
+    pub fn check_paths(&self, root: &Path) -> Result<()> {
+        let journal = root.join(JOURNAL_FILE);
+        for step in &self.steps {
+            match step {
+                Step::Mkdir { path } | Step::Write { path, .. } => {
+                    checked(root, path, &journal)?;
+                }
+                Step::Rename { from, to } => {
+                    checked(root, from, &journal)?;
+                    checked(root, to, &journal)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Applies every step under `root`, in order. Safe to run again after a crash.
+    /// Writes are published together (fsynced at once, then renamed in order) before
+    /// the next rename step; the caller's `sync` publishes the last ones.
     pub fn apply(&self, root: &Path, publisher: &Publisher, journal_path: &Path) -> Result<()> {
         for step in &self.steps {
             match step {
@@ -122,9 +145,11 @@ impl Journal {
                     publisher.create_dir_all(&checked(root, path, journal_path)?)?;
                 }
                 Step::Write { path, text } => {
-                    publisher.write(&checked(root, path, journal_path)?, text.as_bytes())?;
+                    publisher
+                        .write_deferred(&checked(root, path, journal_path)?, text.as_bytes())?;
                 }
                 Step::Rename { from, to } => {
+                    publisher.flush()?;
                     let from_path = checked(root, from, journal_path)?;
                     let to_path = checked(root, to, journal_path)?;
                     // The plan guarantees `to` is absent when the step first runs, and
@@ -189,7 +214,9 @@ mod tests {
         let p = Publisher::new();
         let jp = root.join("journal.json");
         j.apply(root, &p, &jp).unwrap();
+        p.sync().unwrap();
         j.apply(root, &p, &jp).unwrap();
+        p.sync().unwrap();
         assert!(root.join("old").is_dir() && root.join("trash/x").is_dir());
         assert!(!root.join("stage").exists());
     }

@@ -39,7 +39,13 @@ impl ElementSet {
         if let Some(manifest) = manifest {
             for (kind, names) in &manifest.elements {
                 for name in names {
-                    if is_zarr_node(&root.join(element_path(*kind, name))) {
+                    // A name that is not a valid element name (`../x`) or whose
+                    // folder is reached through a link is not an element of ours.
+                    let path = root.join(element_path(*kind, name));
+                    if ElementName::new(name).is_ok()
+                        && crate::util::linkless(root, &path)
+                        && is_zarr_node(&path)
+                    {
                         set.by_name.insert(name.clone(), *kind);
                     }
                 }
@@ -47,6 +53,10 @@ impl ElementSet {
         }
         for kind in ElementKind::ALL {
             let group = root.join(kind.group());
+            if !crate::util::linkless(root, &group) {
+                // A group folder that is a link: nothing behind it is listed.
+                continue;
+            }
             let entries = match std::fs::read_dir(&group) {
                 Ok(entries) => entries,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

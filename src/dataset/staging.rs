@@ -42,6 +42,8 @@ impl StagedElement {
         name: ElementName,
     ) -> Result<Self> {
         let staging = layout.staging();
+        // Never stage through a link: the element's files would land elsewhere.
+        crate::util::no_links_below(&layout.root, &staging)?;
         publisher.create_dir_all(&staging)?;
         // Built under a name cleanup skips while young, then renamed into place once
         // `owner` is locked: a cleaner never sees an unlocked owner of a live writer.
@@ -106,6 +108,8 @@ impl Drop for StagedElement {
 /// Removes staging folders whose owner process is gone. Returns the folders removed.
 pub(crate) fn remove_abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
     let staging = layout.staging();
+    // Never clean up a staging folder reached through a link: it could be any folder.
+    crate::util::no_links_below(&layout.root, &staging)?;
     let entries = match std::fs::read_dir(&staging) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -910,8 +910,18 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
             text: to_text(&root_doc),
         });
     }
+    let generation = manifest
+        .generation
+        .checked_add(1)
+        .ok_or_else(|| Error::Corrupt {
+            path: layout.hidden.join(MANIFEST_FILE),
+            reason: format!(
+                "generation {} cannot grow: the manifest was not written by spatialzarr",
+                manifest.generation
+            ),
+        })?;
     let new_manifest = Manifest {
-        generation: manifest.generation + 1,
+        generation,
         elements: elements.to_manifest_map(),
         ..Manifest::default()
     };
@@ -925,6 +935,9 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         steps,
         cleanup,
     };
+    // Checked before the commit is decided, so that a link planted in the dataset
+    // fails the commit cleanly instead of leaving a journal nobody can apply.
+    journal.check_paths(root)?;
 
     // From here on the staged folders belong to the journal: never delete them on
     // error, a decided journal needs them (orphans are removed by a later recovery).
@@ -991,7 +1004,10 @@ fn finish(dataset: &Dataset, journal: &Journal, publisher: &Publisher) -> Result
     sync_dir(&layout.hidden)?;
     for path in &journal.cleanup {
         if let Some(rel) = crate::util::safe_relative(path) {
-            let _ = remove_tree(&layout.root.join(rel));
+            let path = layout.root.join(rel);
+            if crate::util::linkless(&layout.root, &path) {
+                let _ = remove_tree(&path);
+            }
         }
     }
     Ok(())
@@ -1020,6 +1036,8 @@ pub(crate) fn recover_with(
     }
     report.removed_staging = staging::remove_abandoned(layout)?;
     let trash = layout.trash();
+    // Never empty a trash reached through a link: it could be any folder elsewhere.
+    crate::util::no_links_below(&layout.root, &trash)?;
     if let Ok(entries) = std::fs::read_dir(&trash) {
         for entry in entries.flatten() {
             remove_tree(&entry.path())?;
@@ -1032,6 +1050,9 @@ pub(crate) fn recover_with(
     dirs.extend(ElementKind::ALL.iter().map(|k| layout.root.join(k.group())));
     let mut stack = dirs;
     while let Some(dir) = stack.pop() {
+        if !crate::util::linkless(&layout.root, &dir) {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };

@@ -188,12 +188,14 @@ pub fn write_points_element(
     let bytes = encode_part(fields, arrays, vec![(DASK_INDEX.into(), index)])?;
     let parts = dir.join(PARTS_FOLDER);
     publisher.create_dir_all(&parts)?;
-    publisher.write(&parts.join("part.0.parquet"), &bytes)?;
+    publisher.write_deferred(&parts.join("part.0.parquet"), &bytes)?;
     let doc = attributes(&axes, feature_key, transformations);
-    publisher.write(
+    publisher.write_deferred(
         &dir.join("zarr.json"),
         &serde_json::to_vec_pretty(&doc).expect("json"),
-    )
+    )?;
+    // Both files in place together (their folders are fsynced by the caller's sync).
+    publisher.flush()
 }
 
 /// Writes `batch` as one more part, at `path` (normally
@@ -287,6 +289,8 @@ fn part_number(name: &str) -> Option<u64> {
 /// (temporary files, `_metadata`) are skipped, as dask skips them.
 pub fn list_parts(element_dir: &Path) -> Result<Vec<PathBuf>> {
     let folder = element_dir.join(PARTS_FOLDER);
+    // Never read parts through a link: it could lead out of the dataset.
+    crate::util::no_links_below(element_dir, &folder)?;
     if !folder.is_dir() {
         return Err(corrupt(element_dir, format!("no {PARTS_FOLDER} folder")));
     }

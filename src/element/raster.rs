@@ -311,11 +311,13 @@ pub fn write_raster<T: Pixel>(
         "zarr_format": 3,
         "node_type": "group",
     });
-    publisher.write(
+    publisher.write_deferred(
         &dir.join("zarr.json"),
         &serde_json::to_vec_pretty(&group).expect("json"),
     )?;
-    Ok(())
+    // Every chunk and document in place together (their folders are fsynced by the
+    // caller's sync).
+    publisher.flush()
 }
 
 /// Reads a JSON metadata document, bounded in size.
@@ -379,6 +381,7 @@ pub fn raster_info(dir: &Path, kind: ElementKind) -> Result<RasterInfo> {
             "dataset path {first:?} leaves the element"
         )));
     }
+    crate::util::no_links_below(dir, &dir.join(first))?;
     let (shape, dtype) = array_shape_dtype(&dir.join(first))?;
     if shape.len() != dims.len() {
         return Err(corrupt(format!(
@@ -454,21 +457,80 @@ pub fn array_shape_dtype(dir: &Path) -> Result<(Vec<u64>, DType)> {
     Ok((shape, dtype))
 }
 
+/// The most bytes one read may allocate: this machine's memory (from
+/// `/proc/meminfo`; 64 GiB where it cannot be read). A larger read could only end in
+/// the process being aborted.
+pub fn memory_limit() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        })
+        .unwrap_or(64 << 30)
+}
+
+/// Checks that the chunks of the array in `dir` (Zarr v3 regular grid, or v2) are
+/// positive and each fits in memory, before zarrs computes with them.
+fn check_chunks(dir: &Path, dtype: DType) -> Result<()> {
+    let corrupt = |reason: String| Error::Corrupt {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let doc = if dir.join(".zarray").exists() && !dir.join("zarr.json").exists() {
+        read_json(&dir.join(".zarray"))?
+    } else {
+        read_json(&dir.join("zarr.json"))?
+    };
+    let Some(chunks) = doc
+        .pointer("/chunk_grid/configuration/chunk_shape")
+        .or_else(|| doc.get("chunks"))
+        .and_then(Value::as_array)
+    else {
+        // zarrs reports grids it cannot read.
+        return Ok(());
+    };
+    let sizes: Option<Vec<u64>> = chunks.iter().map(Value::as_u64).collect();
+    let Some(sizes) = sizes else {
+        return Err(corrupt(format!(
+            "chunk shape {chunks:?} is not a list of sizes"
+        )));
+    };
+    let bytes = sizes
+        .iter()
+        .try_fold(dtype.size() as u64, |acc, &n| acc.checked_mul(n));
+    match bytes {
+        Some(b) if b <= memory_limit() => Ok(()),
+        _ => Err(corrupt(format!(
+            "chunks of shape {sizes:?} would not fit in this machine's memory"
+        ))),
+    }
+}
+
 /// Reads a whole level of a raster element.
 pub fn read_level<T: Pixel>(dir: &Path, level_path: &str) -> Result<ArrayD<T>> {
-    let (shape, dtype) = array_shape_dtype(&dir.join(level_path))?;
+    let level = dir.join(level_path);
+    // Never read through a link below the element: it could lead out of the dataset.
+    crate::util::no_links_below(dir, &level.join("c"))?;
+    let (shape, dtype) = array_shape_dtype(&level)?;
     if dtype != T::DTYPE {
         return Err(Error::InvalidInput(format!(
             "{} holds {dtype} pixels, not {}",
-            dir.join(level_path).display(),
+            level.display(),
             T::DTYPE
         )));
     }
-    shape
+    let bytes = shape
         .iter()
-        .try_fold(dtype.size() as u64, |acc, &n| acc.checked_mul(n))
-        .filter(|&b| usize::try_from(b).is_ok())
-        .ok_or_else(|| Error::InvalidInput(format!("a {shape:?} array does not fit in memory")))?;
+        .try_fold(dtype.size() as u64, |acc, &n| acc.checked_mul(n));
+    if !bytes.is_some_and(|b| b <= memory_limit() && usize::try_from(b).is_ok()) {
+        return Err(Error::Corrupt {
+            path: level,
+            reason: format!("a {shape:?} array of {dtype} would not fit in this machine's memory"),
+        });
+    }
+    check_chunks(&level, dtype)?;
     let store = Arc::new(AtomicStore::read_only(dir)?);
     let path = format!("/{level_path}");
     let err = zarr_error(&path);

@@ -357,11 +357,13 @@ pub fn write_shapes_element(
         "zarr_format": 3,
         "node_type": "group",
     });
-    publisher.write(&dir.join(SHAPES_FILE), &bytes)?;
-    publisher.write(
+    publisher.write_deferred(&dir.join(SHAPES_FILE), &bytes)?;
+    publisher.write_deferred(
         &dir.join("zarr.json"),
         &serde_json::to_vec_pretty(&doc).expect("json"),
-    )
+    )?;
+    // Both files in place together (their folders are fsynced by the caller's sync).
+    publisher.flush()
 }
 
 /// The `geo` metadata's primary column and its geometry types.

@@ -228,7 +228,7 @@ mod tests {
             m["datasets"],
             raster["attributes"]["ome"]["multiscales"][0]["datasets"]
         );
-        assert_eq!(out["attributes"]["omero"], json!({}));
+        assert_eq!(out["attributes"]["ome"]["omero"], json!({}));
 
         let points = json!({"attributes": {"axes": ["x", "y"], "encoding-type": "ngff:points"}});
         let out = replaced_in_group(&points, &t).unwrap();

@@ -5,6 +5,12 @@
 //! are remembered and fsynced by [`Publisher::sync`], once each, before anything that
 //! depends on them is reported durable. An fsync error aborts: it is returned, never
 //! retried.
+//!
+//! [`Publisher::write`] does all of it at once. [`Publisher::write_deferred`] writes
+//! the temporary file and queues the rest: [`Publisher::flush`] (and `sync`) fsyncs
+//! every queued file at once, from several threads (a journaling filesystem folds
+//! concurrent fsyncs into one commit), then renames each over its target in the
+//! order written. Either way no target is replaced before its new data is durable.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -38,10 +44,60 @@ fn create_temp(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
 /// Prefix of every temporary file the store creates.
 pub const TEMP_PREFIX: &str = ".sz-tmp-";
 
+/// Queued deferred writes beyond which [`Publisher::write_deferred`] flushes.
+const MAX_PENDING: usize = 256;
+
+/// Most threads issuing fsyncs at once.
+const FSYNC_THREADS: usize = 16;
+
+/// A file written to its temporary name, waiting to be fsynced and renamed.
+#[derive(Debug)]
+struct PendingWrite {
+    temp: PathBuf,
+    target: PathBuf,
+}
+
 /// Publishes files atomically and batches the fsync of their folders.
 #[derive(Debug, Default)]
 pub struct Publisher {
     dirty: Mutex<BTreeSet<PathBuf>>,
+    pending: Mutex<Vec<PendingWrite>>,
+}
+
+/// fsyncs every file of `paths`, from up to [`FSYNC_THREADS`] threads at once. Every
+/// fsync is announced first, in order, from the calling thread.
+fn fsync_all(paths: &[&Path], dirs: bool) -> Result<()> {
+    for path in paths {
+        let op = if dirs {
+            FsOp::FsyncDir(path.to_path_buf())
+        } else {
+            FsOp::Fsync(path.to_path_buf())
+        };
+        observe(|| op).map_err(io_err("fsync", path))?;
+    }
+    let fsync = |path: &Path| -> Result<()> {
+        std::fs::File::open(path)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("fsync", path))
+    };
+    if paths.len() <= 1 {
+        return paths.iter().try_for_each(|p| fsync(p));
+    }
+    let per_thread = paths.len().div_ceil(FSYNC_THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = paths
+            .chunks(per_thread)
+            .map(|group| scope.spawn(move || group.iter().try_for_each(|p| fsync(p))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Result<Vec<()>>>()
+    })?;
+    Ok(())
 }
 
 fn parent_of(path: &Path) -> PathBuf {
@@ -98,6 +154,78 @@ impl Publisher {
         Ok(())
     }
 
+    /// Writes `bytes` to a new temporary file beside `path` and queues its fsync and
+    /// rename over `path` for the next [`flush`](Self::flush) or
+    /// [`sync`](Self::sync). Until then `path` keeps its old content (see
+    /// [`is_pending`](Self::is_pending)). The folder must exist.
+    pub fn write_deferred(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = parent_of(path);
+        let (temp, mut file) = create_temp(&dir)?;
+        let written = observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
+            .and_then(|()| file.write_all(bytes))
+            .map_err(io_err("write", &temp));
+        drop(file);
+        if let Err(e) = written {
+            let _ = observe(|| FsOp::Unlink(temp.clone()));
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push(PendingWrite {
+                temp,
+                target: path.to_path_buf(),
+            });
+            pending.len() >= MAX_PENDING
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Whether a deferred write to `path` waits for a flush.
+    pub fn is_pending(&self, path: &Path) -> bool {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|w| w.target == path)
+    }
+
+    /// Whether any deferred write waits for a flush.
+    pub fn has_pending(&self) -> bool {
+        !self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Publishes every deferred write: fsyncs the temporary files (at once), then
+    /// renames each over its target, in the order they were written. On an error the
+    /// temporary files not yet renamed are removed.
+    pub fn flush(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut renamed = 0;
+        let result = (|| {
+            let temps: Vec<&Path> = batch.iter().map(|w| w.temp.as_path()).collect();
+            fsync_all(&temps, false)?;
+            for write in &batch {
+                observe(|| FsOp::Rename(write.temp.clone(), write.target.clone()))
+                    .and_then(|()| std::fs::rename(&write.temp, &write.target))
+                    .map_err(io_err("rename into place", &write.target))?;
+                renamed += 1;
+                self.mark(parent_of(&write.target));
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            discard(&batch[renamed..]);
+        }
+        result
+    }
+
     /// Creates `dir` and any missing parents, remembering each new entry's folder.
     pub fn create_dir_all(&self, dir: &Path) -> Result<()> {
         if dir.is_dir() {
@@ -118,8 +246,10 @@ impl Publisher {
         }
     }
 
-    /// Renames `from` to `to` (a file, or a folder onto a missing or empty one).
+    /// Renames `from` to `to` (a file, or a folder onto a missing or empty one), after
+    /// publishing the deferred writes (they may lie inside `from`).
     pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.flush()?;
         observe(|| FsOp::Rename(from.to_path_buf(), to.to_path_buf()))
             .and_then(|()| std::fs::rename(from, to))
             .map_err(|source| Error::Io {
@@ -135,8 +265,10 @@ impl Publisher {
         Ok(())
     }
 
-    /// Removes the file `path`; a missing file is not an error.
+    /// Removes the file `path`, after publishing the deferred writes; a missing file
+    /// is not an error.
     pub fn remove_file(&self, path: &Path) -> Result<()> {
+        self.flush()?;
         observe(|| FsOp::Unlink(path.to_path_buf())).map_err(io_err("remove", path))?;
         match std::fs::remove_file(path) {
             Ok(()) => {
@@ -148,16 +280,34 @@ impl Publisher {
         }
     }
 
-    /// fsyncs every folder changed since the last call.
+    /// Publishes the deferred writes, then fsyncs every folder changed since the last
+    /// call (at once).
     pub fn sync(&self) -> Result<()> {
+        self.flush()?;
         let dirs = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
-        for dir in dirs {
-            // A folder that was itself renamed away since is synced under its new name.
-            if dir.exists() {
-                sync_dir(&dir)?;
-            }
-        }
-        Ok(())
+        // A folder that was itself renamed away since is synced under its new name.
+        let existing: Vec<&Path> = dirs
+            .iter()
+            .map(PathBuf::as_path)
+            .filter(|d| d.exists())
+            .collect();
+        fsync_all(&existing, true)
+    }
+}
+
+impl Drop for Publisher {
+    /// Deferred writes never flushed are abandoned: their temporary files are removed.
+    fn drop(&mut self) {
+        let batch = std::mem::take(self.pending.get_mut().unwrap_or_else(|p| p.into_inner()));
+        discard(&batch);
+    }
+}
+
+/// Removes the temporary files of deferred writes that will not be published.
+fn discard(writes: &[PendingWrite]) {
+    for write in writes {
+        let _ = observe(|| FsOp::Unlink(write.temp.clone()));
+        let _ = std::fs::remove_file(&write.temp);
     }
 }
 
@@ -191,6 +341,46 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("zarr.json")]);
+    }
+
+    #[test]
+    fn deferred_writes_appear_at_flush_in_order_and_vanish_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("chunk");
+        let other = dir.path().join("other");
+        let p = Publisher::new();
+        p.write_deferred(&target, b"one").unwrap();
+        p.write_deferred(&other, b"x").unwrap();
+        p.write_deferred(&target, b"two").unwrap();
+        assert!(p.is_pending(&target) && p.has_pending());
+        assert!(!target.exists(), "published before the flush");
+        p.sync().unwrap();
+        assert!(!p.has_pending());
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        assert_eq!(std::fs::read(&other).unwrap(), b"x");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+
+        let abandoned = Publisher::new();
+        abandoned.write_deferred(&target, b"three").unwrap();
+        drop(abandoned);
+        assert_eq!(std::fs::read(&target).unwrap(), b"two");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "temp left"
+        );
+    }
+
+    #[test]
+    fn a_queue_that_fills_up_flushes_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Publisher::new();
+        for i in 0..MAX_PENDING {
+            p.write_deferred(&dir.path().join(i.to_string()), b"v")
+                .unwrap();
+        }
+        assert!(!p.has_pending());
+        assert!(dir.path().join("0").exists());
     }
 
     #[test]

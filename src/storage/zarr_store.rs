@@ -58,6 +58,31 @@ impl AtomicStore {
     fn publisher(&self) -> Result<&Publisher, StorageError> {
         self.publisher.as_deref().ok_or(StorageError::ReadOnly)
     }
+
+    /// Publishes this store's deferred writes, so that reads from the filesystem
+    /// (not through this store) see them.
+    pub fn flush(&self) -> crate::Result<()> {
+        match self.publisher.as_deref() {
+            Some(publisher) => publisher.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Publishes the deferred writes when one of them is `key` (or, with `None`, when
+    /// there are any), so that reads see this store's own writes.
+    fn read_own_writes(&self, key: Option<&str>) -> Result<(), StorageError> {
+        let Some(publisher) = self.publisher.as_deref() else {
+            return Ok(());
+        };
+        let waiting = match key {
+            Some(key) => publisher.is_pending(&self.path_of(key)),
+            None => publisher.has_pending(),
+        };
+        if waiting {
+            publisher.flush().map_err(storage_error)?;
+        }
+        Ok(())
+    }
 }
 
 impl ReadableStorageTraits for AtomicStore {
@@ -66,10 +91,12 @@ impl ReadableStorageTraits for AtomicStore {
         key: &StoreKey,
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
+        self.read_own_writes(Some(key.as_str()))?;
         self.reader.get_partial_many(key, byte_ranges)
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
+        self.read_own_writes(Some(key.as_str()))?;
         self.reader.size_key(key)
     }
 
@@ -80,18 +107,22 @@ impl ReadableStorageTraits for AtomicStore {
 
 impl ListableStorageTraits for AtomicStore {
     fn list(&self) -> Result<StoreKeys, StorageError> {
+        self.read_own_writes(None)?;
         self.reader.list()
     }
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
+        self.read_own_writes(None)?;
         self.reader.list_prefix(prefix)
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
+        self.read_own_writes(None)?;
         self.reader.list_dir(prefix)
     }
 
     fn size_prefix(&self, prefix: &StorePrefix) -> Result<u64, StorageError> {
+        self.read_own_writes(None)?;
         self.reader.size_prefix(prefix)
     }
 }
@@ -104,8 +135,10 @@ impl WritableStorageTraits for AtomicStore {
                 .create_dir_all(dir)
                 .map_err(storage_error)?;
         }
+        // Published (fsynced and renamed, many files at once) by the publisher's next
+        // flush or sync; reads through this store flush first when they need it.
         self.publisher()?
-            .write(&path, &value)
+            .write_deferred(&path, &value)
             .map_err(storage_error)
     }
 
@@ -126,7 +159,7 @@ impl WritableStorageTraits for AtomicStore {
     }
 
     fn erase_prefix(&self, prefix: &StorePrefix) -> Result<(), StorageError> {
-        self.publisher()?;
+        self.publisher()?.flush().map_err(storage_error)?;
         remove_tree(&self.path_of(prefix.as_str())).map_err(storage_error)
     }
 

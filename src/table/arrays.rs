@@ -77,8 +77,17 @@ impl Arrays {
         }
     }
 
-    /// The metadata document of the array at `path` (relative, no leading `/`).
+    /// Refuses to write the array at `path` when it, its chunk folder, or a folder
+    /// above it (below the root) is a symbolic link.
+    fn refuse_links(&self, path: &str) -> Result<()> {
+        let dir = self.root.join(path.trim_start_matches('/'));
+        crate::util::no_links_below(&self.root, &dir.join("c"))
+    }
+
+    /// The metadata document of the array at `path` (relative, no leading `/`),
+    /// including this handle's own writes.
     pub fn metadata(&self, path: &str) -> Result<Value> {
+        self.store.flush()?;
         read_json(
             &self
                 .root
@@ -98,6 +107,7 @@ impl Arrays {
         attributes: Value,
         values: Vec<T>,
     ) -> Result<()> {
+        self.refuse_links(path)?;
         let key = format!("/{}", path.trim_start_matches('/'));
         let dt = data_type(data_type_name).ok_or_else(|| {
             Error::InvalidInput(format!("unsupported data type {data_type_name}"))
@@ -130,6 +140,7 @@ impl Arrays {
         values: Vec<T>,
         row_len: u64,
     ) -> Result<Value> {
+        self.refuse_links(path)?;
         let key = format!("/{}", path.trim_start_matches('/'));
         let rows = values.len() as u64 / row_len.max(1);
         let mut doc = self.metadata(path)?;

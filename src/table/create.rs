@@ -16,7 +16,7 @@ fn dict_group() -> Value {
 fn write_doc(publisher: &Publisher, arrays: &Arrays, path: &str, doc: &Value) -> Result<()> {
     let dir = arrays.root.join(path);
     publisher.create_dir_all(&dir)?;
-    publisher.write(
+    publisher.write_deferred(
         &dir.join("zarr.json"),
         &serde_json::to_vec_pretty(doc).expect("json"),
     )

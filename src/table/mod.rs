@@ -215,13 +215,15 @@ pub(crate) fn append_in_place(
     publisher: &Arc<Publisher>,
     rows: &RowBatch,
 ) -> Result<Range<u64>> {
+    // The table's structure is read from the folder: publish what is queued first.
+    publisher.flush()?;
     let arrays = arrays_at(dir, publisher)?;
     let state = TableState::load(dir, &arrays)?;
     let mut patch = TablePatch::new(String::new(), state);
     let range = append::append(&arrays, &mut patch, rows)?;
     for (path, doc) in &patch.docs {
         let file = dir.join(path.trim_start_matches('/')).join("zarr.json");
-        publisher.write(&file, &serde_json::to_vec_pretty(doc).expect("json"))?;
+        publisher.write_deferred(&file, &serde_json::to_vec_pretty(doc).expect("json"))?;
     }
     publisher.sync()?;
     Ok(range)
