@@ -67,27 +67,43 @@ impl Dataset {
                     .push(format!("{} {name:?}: {problem}", kind.singular()));
             }
         }
-        if let Ok(root_doc) = read_json(&root.join("zarr.json")) {
-            if consolidated::present(&root_doc) {
+        match read_json(&root.join("zarr.json")) {
+            Ok(root_doc) if consolidated::present(&root_doc) => {
                 check_consolidated(&root_doc, root, &elements, &mut report.problems);
             }
-            if let Ok(labels) = read_json(&root.join("labels/zarr.json"))
-                && let Some(listed) = labels
-                    .pointer("/attributes/ome/labels")
-                    .and_then(Value::as_array)
-            {
-                let mut listed: Vec<String> = listed
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect();
-                listed.sort();
-                if listed != elements.names(ElementKind::Labels) {
-                    report.problems.push(format!(
-                        "labels/zarr.json lists labels {listed:?}, but the dataset has {:?}",
-                        elements.names(ElementKind::Labels)
-                    ));
+            Ok(_) => {}
+            Err(e) => report.problems.push(format!("the root zarr.json: {e}")),
+        }
+        for kind in ElementKind::ALL {
+            // Every group document a commit may rewrite must be readable.
+            let group = root.join(kind.group()).join("zarr.json");
+            if !group.exists() {
+                continue;
+            }
+            match read_json(&group) {
+                Err(e) => report
+                    .problems
+                    .push(format!("{}/zarr.json: {e}", kind.group())),
+                Ok(doc) if kind == ElementKind::Labels => {
+                    if let Some(listed) = doc
+                        .pointer("/attributes/ome/labels")
+                        .and_then(Value::as_array)
+                    {
+                        let mut listed: Vec<String> = listed
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_owned)
+                            .collect();
+                        listed.sort();
+                        if listed != elements.names(ElementKind::Labels) {
+                            report.problems.push(format!(
+                                "labels/zarr.json lists labels {listed:?}, but the dataset has {:?}",
+                                elements.names(ElementKind::Labels)
+                            ));
+                        }
+                    }
                 }
+                Ok(_) => {}
             }
         }
         Ok(report)

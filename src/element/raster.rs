@@ -461,14 +461,17 @@ pub fn array_shape_dtype(dir: &Path) -> Result<(Vec<u64>, DType)> {
 /// `/proc/meminfo`; 64 GiB where it cannot be read). A larger read could only end in
 /// the process being aborted.
 pub fn memory_limit() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            kib.checked_mul(1024)
-        })
-        .unwrap_or(64 << 30)
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                kib.checked_mul(1024)
+            })
+            .unwrap_or(64 << 30)
+    })
 }
 
 /// Checks that the chunks of the array in `dir` (Zarr v3 regular grid, or v2) are

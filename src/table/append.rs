@@ -379,7 +379,10 @@ pub fn append(arrays: &Arrays, patch: &mut TablePatch, rows: &RowBatch) -> Resul
     let prepared = prepare(&mut state, &base, rows)?;
     let k = rows.obs.num_rows() as u64;
     let start = state.n_obs;
-    let end = start + k;
+    let end = start.checked_add(k).ok_or_else(|| Error::Corrupt {
+        path: std::path::PathBuf::from(&base),
+        reason: format!("the table claims {start} rows; {k} more do not fit in 64 bits"),
+    })?;
     let mut docs = patch.docs.clone();
     for (name, item) in &prepared {
         match item {

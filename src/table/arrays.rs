@@ -170,6 +170,24 @@ impl Arrays {
         let key = format!("/{}", path.trim_start_matches('/'));
         let array = Array::open(self.store.clone(), &key).map_err(|e| zarr_error(&key, e))?;
         let shape = array.shape().to_vec();
+        // Refuse what could only end in an aborted allocation (or an overflow inside
+        // zarrs): the values asked for must fit in this machine's memory.
+        let row_len = shape
+            .iter()
+            .skip(1)
+            .try_fold(1u64, |acc, &n| acc.checked_mul(n));
+        let bytes = row_len
+            .and_then(|r| r.checked_mul(range.end.saturating_sub(range.start)))
+            .and_then(|n| n.checked_mul(std::mem::size_of::<T>() as u64));
+        let whole = shape.iter().try_fold(1u64, |acc, &n| acc.checked_mul(n));
+        if whole.is_none() || bytes.is_none_or(|b| b > crate::element::raster::memory_limit()) {
+            return Err(Error::Corrupt {
+                path: self.root.join(path.trim_start_matches('/')),
+                reason: format!(
+                    "reading rows {range:?} of an array of shape {shape:?} would not fit in this machine's memory"
+                ),
+            });
+        }
         if shape.is_empty() {
             return array
                 .retrieve_array_subset::<Vec<T>>(&array.subset_all())
