@@ -999,9 +999,9 @@ fn finish(dataset: &Dataset, journal: &Journal, publisher: &Publisher) -> Result
     let journal_path = layout.hidden.join(JOURNAL_FILE);
     journal.apply(&layout.root, publisher, &journal_path)?;
     publisher.sync()?;
+    // Removing the journal marks the hidden folder, which this sync fsyncs.
     publisher.remove_file(&journal_path)?;
     publisher.sync()?;
-    sync_dir(&layout.hidden)?;
     for path in &journal.cleanup {
         if let Some(rel) = crate::util::safe_relative(path) {
             let path = layout.root.join(rel);

@@ -39,9 +39,9 @@ impl ElementName {
                 "names starting with `__` are reserved by spatialdata",
             ));
         }
-        if name == "zarr.json" {
+        if name.eq_ignore_ascii_case("zarr.json") {
             return Err(invalid(
-                "`zarr.json` is the name of every group's metadata file and cannot name an element",
+                "`zarr.json` (in any case) is the name of every group's metadata file and cannot name an element",
             ));
         }
         if name.starts_with('.') {
@@ -152,6 +152,7 @@ mod tests {
             ("caf\u{e9}", "allowed"),
             ("a b", "allowed"),
             ("zarr.json", "metadata file"),
+            ("ZARR.Json", "metadata file"),
             (long.as_str(), "255"),
         ] {
             let err = ElementName::new(name).unwrap_err().to_string();

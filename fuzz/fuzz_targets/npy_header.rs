@@ -1,0 +1,7 @@
+//! Fuzz target `npy_header`: see `fuzz/harness.rs`.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run("npy_header", data));
