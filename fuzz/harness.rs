@@ -20,6 +20,7 @@ mod npy;
 mod csv_input;
 
 /// Every target, by name (the folder names under `fuzz/corpus/`).
+#[allow(dead_code)]
 pub const TARGETS: [&str; 7] = [
     "names",
     "journal",
