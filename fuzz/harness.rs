@@ -99,6 +99,12 @@ pub fn npy_header(data: &[u8]) {
     }
 }
 
+/// Removes the scratch folder of this process (call once, when done).
+#[allow(dead_code)]
+pub fn remove_scratch() {
+    let _ = std::fs::remove_dir_all(scratch());
+}
+
 /// A scratch folder for the targets that need files (one per process).
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
