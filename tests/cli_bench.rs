@@ -1,0 +1,57 @@
+//! `spatialzarr bench` through the real binary: the JSON report of two quick
+//! scenarios, and a clear error for an unknown scenario.
+
+mod common;
+
+use common::{assert_fails, sz, sz_ok};
+use serde_json::Value;
+
+#[test]
+fn quick_scenarios_report_ours_beside_the_baseline() {
+    let dir = common::tempdir();
+    let out = sz_ok(&[
+        "bench",
+        "--quick",
+        "--json",
+        "--only",
+        "commit_latency,lock_handoff",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let report: Value = serde_json::from_str(&out).expect("one JSON object");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "commit_latency_p50_1_writer",
+            "commit_latency_p99_1_writer",
+            "commit_latency_p50_8_writers",
+            "commit_latency_p99_8_writers",
+            "lock_handoff_p50"
+        ]
+    );
+    for s in scenarios {
+        let (ours, baseline) = (s["ours"].as_f64().unwrap(), s["baseline"].as_f64().unwrap());
+        assert!(ours > 0.0 && baseline > 0.0, "{s}");
+        let ratio = s["ratio"].as_f64().unwrap();
+        assert!((ratio - ours / baseline).abs() <= 1e-9 * ratio.abs(), "{s}");
+        assert_eq!(s["unit"], "us");
+        assert!(!s["baseline_name"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(report["quick"], true);
+    // The scratch folders are removed.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn an_unknown_scenario_is_named() {
+    assert_fails(
+        &sz(&["bench", "--only", "append_rowz"]),
+        1,
+        &["append_rowz", "add_labels", "lock_handoff"],
+    );
+}
