@@ -68,6 +68,23 @@ pub fn linkless(root: &Path, path: &Path) -> bool {
     no_links_below(root, path).is_ok()
 }
 
+/// The most bytes one read may allocate: this machine's memory (from
+/// `/proc/meminfo`; 64 GiB where it cannot be read). A larger read could only end in
+/// the process being aborted.
+pub fn memory_limit() -> u64 {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+                kib.checked_mul(1024)
+            })
+            .unwrap_or(64 << 30)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -457,23 +457,6 @@ pub fn array_shape_dtype(dir: &Path) -> Result<(Vec<u64>, DType)> {
     Ok((shape, dtype))
 }
 
-/// The most bytes one read may allocate: this machine's memory (from
-/// `/proc/meminfo`; 64 GiB where it cannot be read). A larger read could only end in
-/// the process being aborted.
-pub fn memory_limit() -> u64 {
-    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|text| {
-                let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-                kib.checked_mul(1024)
-            })
-            .unwrap_or(64 << 30)
-    })
-}
-
 /// Checks that the chunks of the array in `dir` (Zarr v3 regular grid, or v2) are
 /// positive and each fits in memory, before zarrs computes with them.
 fn check_chunks(dir: &Path, dtype: DType) -> Result<()> {
@@ -504,7 +487,7 @@ fn check_chunks(dir: &Path, dtype: DType) -> Result<()> {
         .iter()
         .try_fold(dtype.size() as u64, |acc, &n| acc.checked_mul(n));
     match bytes {
-        Some(b) if b <= memory_limit() => Ok(()),
+        Some(b) if b <= crate::util::memory_limit() => Ok(()),
         _ => Err(corrupt(format!(
             "chunks of shape {sizes:?} would not fit in this machine's memory"
         ))),
@@ -527,7 +510,7 @@ pub fn read_level<T: Pixel>(dir: &Path, level_path: &str) -> Result<ArrayD<T>> {
     let bytes = shape
         .iter()
         .try_fold(dtype.size() as u64, |acc, &n| acc.checked_mul(n));
-    if !bytes.is_some_and(|b| b <= memory_limit() && usize::try_from(b).is_ok()) {
+    if !bytes.is_some_and(|b| b <= crate::util::memory_limit() && usize::try_from(b).is_ok()) {
         return Err(Error::Corrupt {
             path: level,
             reason: format!("a {shape:?} array of {dtype} would not fit in this machine's memory"),

@@ -180,7 +180,7 @@ impl Arrays {
             .and_then(|r| r.checked_mul(range.end.saturating_sub(range.start)))
             .and_then(|n| n.checked_mul(std::mem::size_of::<T>() as u64));
         let whole = shape.iter().try_fold(1u64, |acc, &n| acc.checked_mul(n));
-        if whole.is_none() || bytes.is_none_or(|b| b > crate::element::raster::memory_limit()) {
+        if whole.is_none() || bytes.is_none_or(|b| b > crate::util::memory_limit()) {
             return Err(Error::Corrupt {
                 path: self.root.join(path.trim_start_matches('/')),
                 reason: format!(
