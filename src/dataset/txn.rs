@@ -69,12 +69,15 @@ enum Op {
     },
 }
 
+/// (process id, device, inode of the dataset's lock file).
+type TxnKey = (u32, u64, u64);
+
 /// The changes of one (possibly nested) transaction.
 type Frame = Rc<RefCell<Vec<Op>>>;
 
 thread_local! {
     /// Open transactions of this thread, per dataset lock file, innermost last.
-    static OPEN: RefCell<HashMap<(u64, u64), Vec<Frame>>> = RefCell::new(HashMap::new());
+    static OPEN: RefCell<HashMap<TxnKey, Vec<Frame>>> = RefCell::new(HashMap::new());
 }
 
 /// What a commit did.
@@ -106,16 +109,19 @@ pub struct RecoveryReport {
 pub struct WriteTxn<'a> {
     dataset: &'a Dataset,
     guard: WriteGuard,
-    key: (u64, u64),
+    key: TxnKey,
     frame: Frame,
     nested: bool,
 }
 
-fn lock_key(dataset: &Dataset) -> Result<(u64, u64)> {
-    dataset
+/// Identifies the dataset's lock file within this process: a child forked while its
+/// parent's thread had a transaction open must not join that copy of it.
+fn lock_key(dataset: &Dataset) -> Result<TxnKey> {
+    let (dev, ino) = dataset
         .lock()
         .lock_file_id()
-        .map_err(crate::error::io_err("stat", &dataset.layout().hidden))
+        .map_err(crate::error::io_err("stat", &dataset.layout().hidden))?;
+    Ok((std::process::id(), dev, ino))
 }
 
 impl<'a> WriteTxn<'a> {

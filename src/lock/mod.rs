@@ -182,15 +182,29 @@ impl DatasetLock {
 
     /// The mode in which this thread holds the lock, if it does.
     pub fn held_by_this_thread(&self) -> Option<LockMode> {
-        HELD.with(|held| held.borrow().get(&self.shared.serial).map(|h| h.mode))
+        let lock = self.this_process().ok()?;
+        HELD.with(|held| held.borrow().get(&lock.shared.serial).map(|h| h.mode))
+    }
+
+    /// This handle, or, in a child forked from the process that made it, the child's
+    /// own handle on the same lock file. A forked child inherits its parent's open
+    /// lock file, which shares the parent's flock, and a copy of the parent's
+    /// bookkeeping; acting through either would let the child believe it holds a lock
+    /// that its parent holds. The child opens a lock file of its own instead.
+    fn this_process(&self) -> Result<std::borrow::Cow<'_, DatasetLock>, LockError> {
+        if self.shared.pid == std::process::id() {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        DatasetLock::open(&self.shared.dataset, self.options.clone()).map(std::borrow::Cow::Owned)
     }
 
     /// Takes the read lock, waiting at most `timeout` (forever when `None`).
     /// Re-entrant: a thread holding the read or the write lock gets a new guard at once.
     pub fn read(&self, timeout: Option<Duration>) -> Result<ReadGuard, LockError> {
-        self.acquire(LockMode::Read, timeout)?;
+        let lock = self.this_process()?;
+        lock.acquire(LockMode::Read, timeout)?;
         Ok(ReadGuard {
-            inner: GuardInner::new(self.shared.clone()),
+            inner: GuardInner::new(lock.shared.clone()),
         })
     }
 
@@ -198,6 +212,11 @@ impl DatasetLock {
     /// Re-entrant for a thread holding the write lock; a thread holding only the read
     /// lock gets [`LockError::Upgrade`] at once.
     pub fn write(&self, timeout: Option<Duration>) -> Result<WriteGuard, LockError> {
+        let lock = self.this_process()?;
+        lock.write_in_this_process(timeout)
+    }
+
+    fn write_in_this_process(&self, timeout: Option<Duration>) -> Result<WriteGuard, LockError> {
         if let Some((fstype, option)) = &self.shared.node_local {
             let allowed = self.options.allow_node_local_locks
                 || std::env::var(ALLOW_NODE_LOCAL_ENV).is_ok_and(|v| v == "1");
@@ -284,7 +303,7 @@ impl SharedLock {
 
     /// Whether the process must call flock (it does not when an ancestor holds the lock).
     fn needs_os_lock(&self) -> bool {
-        self.inherited.is_none() && self.pid == std::process::id()
+        self.inherited.is_none()
     }
 
     fn acquire_in_process(
@@ -403,7 +422,9 @@ impl Drop for GuardInner {
             }
             held.remove(&serial).map(|h| h.mode)
         });
-        if let Some(mode) = released {
+        // A guard copied into a forked child belongs to the parent: the child neither
+        // touches the parent's bookkeeping nor unlocks the parent's flock.
+        if let Some(mode) = released.filter(|_| self.shared.pid == std::process::id()) {
             self.shared.release_in_process(mode);
         }
     }
