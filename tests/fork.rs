@@ -172,8 +172,11 @@ fn child_does_not_join_the_parents_open_transaction(dir: &Path) -> Result<(), St
     Ok(())
 }
 
+/// One case: given a fresh folder, `Ok` when it holds.
+type Case = fn(&Path) -> Result<(), String>;
+
 fn main() {
-    let cases: [(&str, fn(&Path) -> Result<(), String>); 5] = [
+    let cases: [(&str, Case); 5] = [
         (
             "child_cannot_share_a_held_write_lock",
             child_cannot_share_a_held_write_lock,
