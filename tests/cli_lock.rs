@@ -180,3 +180,36 @@ fn errors_are_one_clear_line() {
         );
     }
 }
+
+/// A timeout too long to represent (about 300 billion years) waits like no timeout:
+/// the command runs, and a `spatialzarr` command given one under `--lock-timeout`
+/// works too; nothing overflows.
+#[test]
+fn huge_timeouts_mean_waiting_without_limit() {
+    let dir = common::tempdir();
+    for timeout in ["1e19", "18446744073709551615"] {
+        let ran = dir.path().join(format!("ran-{timeout}"));
+        let out = lock_cmd(
+            dir.path(),
+            &["--timeout", timeout],
+            &["touch", ran.to_str().unwrap()],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success() && ran.exists(),
+            "--timeout {timeout}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dataset = dir.path().join("ds.zarr");
+    let out = Command::new(cli())
+        .args(["--lock-timeout", "1e19", "init", dataset.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

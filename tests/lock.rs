@@ -386,3 +386,17 @@ fn lock_files_follow_group_permissions_and_are_never_world_writable() {
     assert_eq!(mode(".spatialzarr/gate") & 0o777, 0o664);
     assert_eq!(mode(".spatialzarr") & 0o7777, 0o2775);
 }
+
+#[test]
+fn timeout_beyond_any_instant_waits_without_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = open(dir.path());
+    let guard = lock
+        .write(Some(Duration::MAX))
+        .expect("write with Duration::MAX");
+    drop(guard);
+    let guard = lock
+        .read(Some(Duration::MAX))
+        .expect("read with Duration::MAX");
+    drop(guard);
+}

@@ -80,13 +80,16 @@ fn dataset_options(lock_timeout: Option<std::time::Duration>) -> DatasetOptions 
 }
 
 /// Parses a number of seconds from the command line, refusing negative, infinite
-/// and NaN values (a usage error, exit status 2).
+/// and NaN values (a usage error, exit status 2). A finite number too large for a
+/// duration means "wait without limit".
 fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
     let value: f64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;
-    std::time::Duration::try_from_secs_f64(value)
-        .map_err(|_| format!("`{text}` must be a finite number of seconds >= 0"))
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("`{text}` must be a finite number of seconds >= 0"));
+    }
+    Ok(std::time::Duration::try_from_secs_f64(value).unwrap_or(std::time::Duration::MAX))
 }
 
 /// Parses the command line, runs the command and returns its exit status.

@@ -256,7 +256,8 @@ impl DatasetLock {
             return Err(LockError::InheritedShared(shared.dataset.clone()));
         }
         let started = Instant::now();
-        let deadline = timeout.map(|t| started + t);
+        // A timeout too long to be represented as an instant is waited out forever.
+        let deadline = timeout.and_then(|t| started.checked_add(t));
         shared
             .acquire_in_process(mode, deadline)
             .map_err(|e| match e {
