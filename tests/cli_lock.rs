@@ -213,3 +213,73 @@ fn huge_timeouts_mean_waiting_without_limit() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Python's `subprocess` closes inherited descriptors by default, so a `spatialzarr`
+/// started from a Python COMMAND no longer has the descriptor that carries the lock.
+/// It takes its own duplicate from the ancestor that holds the lock (no deadlock),
+/// and that duplicate keeps the lock held even when every process above it is killed.
+#[test]
+fn spatialzarr_under_python_subprocess_joins_and_keeps_the_lock() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let (started, release, python_pid) = (d.join("started"), d.join("release"), d.join("py"));
+    let inner_script = format!(
+        "touch {}; while [ ! -e {} ]; do sleep 0.02; done",
+        started.display(),
+        release.display()
+    );
+    // Default close_fds=True: the lock's descriptor does not reach the inner command.
+    let python = format!(
+        "import os, subprocess, sys\n\
+         open({pid:?}, 'w').write(str(os.getpid()))\n\
+         sys.exit(subprocess.run([{sz:?}, 'lock', {d:?}, '--timeout', '5', '--', 'sh', '-c', {script:?}]).returncode)\n",
+        pid = python_pid.display().to_string(),
+        sz = cli().display().to_string(),
+        d = d.display().to_string(),
+        script = inner_script,
+    );
+    let mut outer = lock_cmd(d, &[], &["python3", "-c", &python])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&started);
+    // Kill the holder and the Python process between it and the inner command.
+    let py: i32 = std::fs::read_to_string(&python_pid)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    outer.kill().unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(py).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    outer.wait().unwrap();
+    assert_eq!(probe(d), 1, "the inner command lost the lock");
+    std::fs::write(&release, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while probe(d) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "lock never freed after the inner command ended"
+        );
+    }
+
+    // And the plain case: the Python command's `spatialzarr` runs and exits 0.
+    let python = format!(
+        "import subprocess, sys\n\
+         sys.exit(subprocess.run([{sz:?}, 'lock', {d:?}, '--timeout', '5', '--', 'true']).returncode)\n",
+        sz = cli().display().to_string(),
+        d = d.display().to_string(),
+    );
+    let out = lock_cmd(d, &[], &["python3", "-c", &python])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

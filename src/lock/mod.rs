@@ -78,6 +78,8 @@ struct SharedLock {
     os: OsLock,
     /// Set when an ancestor process holds the lock for us (see [`inherit`]).
     inherited: Option<LockMode>,
+    /// Keeps open our duplicate of the ancestor's descriptor, when we took one.
+    _inherited_descriptor: Option<inherit::Inherited>,
     /// `(fstype, option)` when the mount's locks are node-local.
     node_local: Option<(String, String)>,
     state: Mutex<ProcessState>,
@@ -149,11 +151,13 @@ impl DatasetLock {
             }
         }
         let gate = os::open_lock_file(&gate_path, dataset_mode)?;
+        let inherited = inherit::inherited(key.0, key.1, dataset)?;
         let shared = Arc::new(SharedLock {
             serial: next_serial(),
             pid,
             dataset: dataset.to_path_buf(),
-            inherited: inherit::inherited_mode(key.0, key.1),
+            inherited: inherited.as_ref().map(|i| i.mode),
+            _inherited_descriptor: inherited,
             node_local: mounts::node_local_locks(dataset),
             os: OsLock {
                 lock,
@@ -484,7 +488,13 @@ fn hand_down(shared: &SharedLock, mode: LockMode) -> std::io::Result<HandedDownL
     use std::os::fd::AsRawFd;
     let meta = shared.os.lock.metadata()?;
     let descriptor = rustix::io::dup(&shared.os.lock)?;
-    let own = inherit::format_entry(meta.dev(), meta.ino(), mode, descriptor.as_raw_fd());
+    let own = inherit::format_entry(&inherit::HeldEntry {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        mode,
+        fd: descriptor.as_raw_fd(),
+        pid: std::process::id(),
+    });
     let env_value = match std::env::var(inherit::HELD_LOCK_ENV) {
         Ok(previous) if !previous.is_empty() => format!("{previous};{own}"),
         _ => own,
