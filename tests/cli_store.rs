@@ -259,17 +259,27 @@ fn bad_inputs_change_nothing() {
     assert_eq!(open(&ds).generation().unwrap(), generation);
     sz_ok(&["check", s(&ds)]);
 
-    // Usage errors are clap's: exit status 2.
-    for args in [
-        vec!["add-labels", s(&ds), "a"],
-        vec!["add-labels", s(&ds)],
-        vec!["add-image", s(&ds), "a", "--npy"],
-        vec!["ls"],
-        vec!["--lock-timeout", "soon", "ls", s(&ds)],
+    // Usage errors: exit status 2, one line naming what was wrong and where the
+    // command's help is.
+    for (args, words) in [
+        (
+            vec!["add-labels", s(&ds), "a"],
+            vec!["--npy", "add-labels --help"],
+        ),
+        (
+            vec!["add-labels", s(&ds)],
+            vec!["<NAME>", "add-labels --help"],
+        ),
+        (vec!["add-image", s(&ds), "a", "--npy"], vec!["--npy"]),
+        (vec!["ls"], vec!["<DATASET>", "ls --help"]),
+        (vec!["ls", s(&ds), "--jsn"], vec!["--jsn", "--json"]),
+        (vec!["--lock-timeout", "soon", "ls", s(&ds)], vec!["soon"]),
+        (vec!["info", s(&ds), "a", "b"], vec!["'b'"]),
+        (vec!["frobnicate"], vec!["frobnicate", "spatialzarr --help"]),
+        (vec![], vec!["no command", "spatialzarr --help"]),
     ] {
-        assert_fails(&sz(&args), 2, &[]);
+        assert_fails(&sz(&args), 2, &words);
     }
-    assert_fails(&sz(&["add-labels", s(&ds), "a"]), 2, &["--npy"]);
     assert_eq!(open(&ds).generation().unwrap(), generation);
 }
 

@@ -94,7 +94,10 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
 
 /// Parses the command line, runs the command and returns its exit status.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
     let result = match cli.command {
         Command::Lock(args) => lock_cmd::run(args, cli.lock_timeout),
         Command::Init(args) => store_cmds::init(args, cli.lock_timeout),
@@ -120,6 +123,62 @@ pub fn run() -> ExitCode {
             eprintln!("spatialzarr: {}", one_line(&error));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Reports a command line that cannot be parsed as one line on stderr, exit status 2
+/// (help and version requests print as usual, exit status 0).
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        // Printing to a closed stdout is not worth an error of its own.
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    // The subcommand named on the command line, for the help to point at.
+    let command = <Cli as clap::CommandFactory>::command();
+    let subcommand = std::env::args().skip(1).find(|arg| {
+        command
+            .get_subcommands()
+            .any(|sub| sub.get_name() == arg.as_str())
+    });
+    let help = match subcommand {
+        Some(sub) => format!("spatialzarr {sub} --help"),
+        None => "spatialzarr --help".to_string(),
+    };
+    let line = if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        "no command given".to_string()
+    } else {
+        usage_line(&error.render().to_string())
+    };
+    eprintln!("spatialzarr: {line}; see `{help}`");
+    ExitCode::from(2)
+}
+
+/// clap's error text (message, the arguments concerned, tips, then usage) as one
+/// line: everything before the usage, whitespace collapsed.
+fn usage_line(rendered: &str) -> String {
+    let message = rendered
+        .split("\nUsage:")
+        .next()
+        .unwrap_or(rendered)
+        .split("For more information")
+        .next()
+        .unwrap_or(rendered);
+    let paragraphs: Vec<String> = message
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty())
+        .collect();
+    let text = paragraphs.join("; ");
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    if text.is_empty() {
+        "the command line is incomplete".to_string()
+    } else {
+        text.to_string()
     }
 }
 
@@ -167,6 +226,21 @@ fn one_line(error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_errors_print_as_one_line() {
+        let rendered = "error: unexpected argument '--jsn' found\n\n  tip: a similar argument exists: '--json'\n\nUsage: spatialzarr ls --json <DATASET>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            usage_line(rendered),
+            "unexpected argument '--jsn' found; tip: a similar argument exists: '--json'"
+        );
+        let missing = "error: the following required arguments were not provided:\n  --npy <FILE>\n  <NAME>\n\nUsage: x\n";
+        assert_eq!(
+            usage_line(missing),
+            "the following required arguments were not provided: --npy <FILE> <NAME>"
+        );
+        assert_eq!(usage_line("\nUsage: x"), "the command line is incomplete");
+    }
 
     #[test]
     fn errors_print_as_one_line_without_repeats() {

@@ -135,6 +135,17 @@ impl Journal {
         Ok(())
     }
 
+    /// The folders (under `root`) of the files the journal's `Write` steps publish.
+    pub fn written_folders(&self, root: &Path) -> Vec<PathBuf> {
+        self.steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Write { path, .. } => Path::new(path).parent().map(|p| root.join(p)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Applies every step under `root`, in order. Safe to run again after a crash.
     /// Writes are published together (fsynced at once, then renamed in order) before
     /// the next rename step; the caller's `sync` publishes the last ones.
@@ -142,7 +153,10 @@ impl Journal {
         for step in &self.steps {
             match step {
                 Step::Mkdir { path } => {
-                    publisher.create_dir_all(&checked(root, path, journal_path)?)?;
+                    let path = checked(root, path, journal_path)?;
+                    publisher.create_dir_all(&path)?;
+                    // Made by a crashed run, maybe not yet durable.
+                    publisher.touched(&path);
                 }
                 Step::Write { path, text } => {
                     publisher
@@ -157,7 +171,12 @@ impl Journal {
                     let to_exists = to_path.symlink_metadata().is_ok();
                     let from_exists = from_path.symlink_metadata().is_ok();
                     match (from_exists, to_exists) {
-                        (_, true) => {}
+                        // Done by a crashed run, maybe not yet durable: both folders
+                        // are fsynced before the journal goes.
+                        (_, true) => {
+                            publisher.touched(&from_path);
+                            publisher.touched(&to_path);
+                        }
                         (true, false) => publisher.rename(&from_path, &to_path)?,
                         (false, false) => {
                             return Err(Error::Corrupt {

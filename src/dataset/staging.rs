@@ -126,28 +126,44 @@ pub(crate) fn remove_abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// Whether the process that staged `dir` is gone (its `owner` file can be locked, or
-/// it never got as far as creating it and is old).
-fn owner_is_gone(dir: &Path) -> bool {
-    let building = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(BUILDING_PREFIX));
-    if building {
-        return is_old(dir);
-    }
+/// What the `owner` file of a staging folder says about its writer.
+enum Owner {
+    /// Locked: the writer is alive.
+    Alive,
+    /// Lockable: nobody holds it.
+    Unlocked,
+    /// No owner file (or it cannot be opened).
+    Missing,
+}
+
+fn owner_of(dir: &Path) -> Owner {
     match OpenOptions::new()
         .read(true)
         .write(true)
         .open(dir.join("owner"))
     {
         Ok(owner) => match owner.try_lock() {
-            Ok(()) => true,
-            Err(TryLockError::WouldBlock) => false,
-            Err(TryLockError::Error(_)) => false,
+            Ok(()) => Owner::Unlocked,
+            Err(TryLockError::WouldBlock | TryLockError::Error(_)) => Owner::Alive,
         },
-        // No owner file: not a folder this version made; leave young ones alone.
-        Err(_) => is_old(dir),
+        Err(_) => Owner::Missing,
+    }
+}
+
+/// Whether the process that staged `dir` is gone: its `owner` file can be locked; or,
+/// for a folder still being set up (its owner created but maybe not yet locked), it
+/// is not locked and the folder is old.
+fn owner_is_gone(dir: &Path) -> bool {
+    let building = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(BUILDING_PREFIX));
+    match owner_of(dir) {
+        Owner::Alive => false,
+        Owner::Unlocked if !building => true,
+        // Between creating `owner` and locking it a live writer's owner is unlocked;
+        // a folder without one is not a folder this version made. Leave young ones.
+        Owner::Unlocked | Owner::Missing => is_old(dir),
     }
 }
 

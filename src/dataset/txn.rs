@@ -1035,10 +1035,15 @@ pub(crate) fn recover_with(
 ) -> Result<RecoveryReport> {
     let layout = dataset.layout();
     let mut report = RecoveryReport::default();
+    // Folders swept for temporary files: the top ones, and those an interrupted commit
+    // was writing into (its replay has just rewritten their files).
+    let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
+    dirs.extend(ElementKind::ALL.iter().map(|k| layout.root.join(k.group())));
     if let Some(journal) = Journal::load(&layout.hidden)? {
         let publisher = Publisher::new();
         finish(dataset, &journal, &publisher)?;
         report.finished_commit = Some(journal.generation);
+        dirs.extend(journal.written_folders(&layout.root));
     }
     report.removed_staging = staging::remove_abandoned(layout)?;
     let trash = layout.trash();
@@ -1052,8 +1057,8 @@ pub(crate) fn recover_with(
     }
     // Under the write lock no atomic write is in flight outside staging folders, so
     // every temporary file there belongs to a dead writer.
-    let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
-    dirs.extend(ElementKind::ALL.iter().map(|k| layout.root.join(k.group())));
+    dirs.sort();
+    dirs.dedup();
     let mut stack = dirs;
     while let Some(dir) = stack.pop() {
         if !crate::util::linkless(&layout.root, &dir) {

@@ -128,6 +128,13 @@ impl Publisher {
             .insert(dir);
     }
 
+    /// Records that the entry `path` may have been created, renamed or removed by an
+    /// earlier run that crashed before making it durable: its folder is fsynced at the
+    /// next [`Self::sync`]. (A replayed step that finds its work done calls this.)
+    pub fn touched(&self, path: &Path) {
+        self.mark(parent_of(path));
+    }
+
     /// Replaces (or creates) `path` with `bytes`, atomically: readers see the old
     /// content or the new, never a mix. The folder must exist.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {

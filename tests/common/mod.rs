@@ -183,11 +183,10 @@ pub fn sz_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
 pub fn assert_fails(out: &std::process::Output, code: i32, words: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    if code == 1 {
-        assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
-        assert!(stderr.starts_with("spatialzarr: "), "{stderr}");
-        assert!(out.stdout.is_empty(), "stdout: {:?}", out.stdout);
-    }
+    // Every error, usage errors (2) included, is one line on stderr.
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("spatialzarr: "), "{stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {:?}", out.stdout);
     for word in words {
         assert!(stderr.contains(word), "{word:?} not in: {stderr}");
     }

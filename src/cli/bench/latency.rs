@@ -155,45 +155,55 @@ fn open_raw(path: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("cannot open {}", path.display()))
 }
 
-/// One side of the handoff: `rounds` times take the lock, note how long ago the
-/// OTHER process released it, stamp our own release time, release. The pause while
-/// holding lets the other side block in its acquire, so every handoff is a real
-/// wait. Returns the handoff latencies seen, in microseconds.
+/// How long each side holds the lock in the handoff dance.
+const HANDOFF_HOLD: Duration = Duration::from_micros(1500);
+/// How long each side waits after releasing before it asks again: shorter than the
+/// other side's hold, so that it is blocked in its acquire when the other releases.
+const HANDOFF_PAUSE: Duration = Duration::from_micros(400);
+
+/// One side of the handoff: `rounds` times ask for the lock, and once granted note how
+/// long ago the OTHER process released it, hold it a while, stamp our own release
+/// time, release, pause. A latency counts only when we were already waiting when the
+/// other side released, so it measures a blocked waiter's wake-up and never idle
+/// time. Returns the handoff latencies seen, in microseconds.
 pub fn dance(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
     let stamp = dir.join(if raw { "stamp-raw" } else { "stamp-ours" });
     let me = std::process::id();
     let mut samples = Vec::with_capacity(rounds);
-    let mut body = || -> anyhow::Result<()> {
+    let mut body = |asked: u128| -> anyhow::Result<()> {
         let got = now_nanos();
         let text = std::fs::read_to_string(&stamp).unwrap_or_default();
         if let Some((pid, released)) = text.split_once(' ')
             && let Ok(released) = released.parse::<u128>()
             && pid.parse::<u32>().ok() != Some(me)
+            && asked < released
             && released <= got
         {
             samples.push((got - released) as f64 / 1e3);
         }
-        std::thread::sleep(Duration::from_micros(300));
+        std::thread::sleep(HANDOFF_HOLD);
         std::fs::write(&stamp, format!("{me} {}", now_nanos()))?;
         Ok(())
     };
     if raw {
         let file = open_raw(&dir.join("raw-lock"))?;
         for _ in 0..rounds {
+            let asked = now_nanos();
             file.lock()?;
-            let result = body();
+            let result = body(asked);
             file.unlock()?;
             result?;
-            std::thread::sleep(Duration::from_micros(700));
+            std::thread::sleep(HANDOFF_PAUSE);
         }
     } else {
         let lock = DatasetLock::open(dir, LockOptions::default())?;
         for _ in 0..rounds {
+            let asked = now_nanos();
             let guard = lock.write(None)?;
-            let result = body();
+            let result = body(asked);
             drop(guard);
             result?;
-            std::thread::sleep(Duration::from_micros(700));
+            std::thread::sleep(HANDOFF_PAUSE);
         }
     }
     Ok(samples)
