@@ -31,11 +31,23 @@ use spatialzarr::{Dataset, DatasetOptions, ElementKind, RasterOptions};
 /// The observer is process-wide: the tests of this file take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Records every operation performed. With `no_swap`, refuses atomic folder swaps the
+/// way a filesystem without `RENAME_EXCHANGE` does (EINVAL), so that the store takes
+/// its two-rename path; refused operations are not recorded (they did nothing).
 #[derive(Default)]
-struct Recorder(Mutex<Vec<FsOp>>);
+struct Recorder(Mutex<Vec<FsOp>>, bool);
+
+impl Recorder {
+    fn without_swaps() -> Self {
+        Recorder(Mutex::default(), true)
+    }
+}
 
 impl FsObserver for Recorder {
     fn before(&self, op: &FsOp) -> std::io::Result<()> {
+        if self.1 && matches!(op, FsOp::Exchange(..)) {
+            return Err(std::io::Error::from_raw_os_error(22));
+        }
         self.0.lock().unwrap().push(op.clone());
         Ok(())
     }
@@ -139,7 +151,12 @@ fn full() -> bool {
 fn workload() -> Vec<(&'static str, Commit)> {
     let mut all = full_workload();
     if !full() {
-        all.retain(|(name, _)| matches!(*name, "add labels" | "create table" | "remove"));
+        all.retain(|(name, _)| {
+            matches!(
+                *name,
+                "add labels" | "create table" | "overwrite labels" | "remove"
+            )
+        });
     }
     all
 }
@@ -226,12 +243,16 @@ struct Recording {
 }
 
 fn record(dir: &Path) -> Recording {
+    record_with(dir, Recorder::default())
+}
+
+fn record_with(dir: &Path, recorder: Recorder) -> Recording {
     let root = dir.join("live.zarr");
     let ds = Dataset::create(&root, DatasetOptions::default()).unwrap();
     let base = dir.join("base.zarr");
     copy_tree(&root, &base);
     let mut snaps = vec![snapshot(&root)];
-    let recorder = Arc::new(Recorder::default());
+    let recorder = Arc::new(recorder);
     let mut bounds = Vec::new();
     for (name, commit) in workload() {
         let start = recorder.0.lock().unwrap().len();
@@ -264,7 +285,7 @@ fn durable(ops: &[FsOp], j: usize, end: usize) -> bool {
         FsOp::CreateFile(p) | FsOp::Mkdir(p) | FsOp::Unlink(p) | FsOp::RemoveTree(p) => later
             .iter()
             .any(|o| matches!(o, FsOp::FsyncDir(d) if *d == parent(p))),
-        FsOp::Rename(a, b) => {
+        FsOp::Rename(a, b) | FsOp::Exchange(a, b) => {
             let synced = |d: PathBuf| {
                 later
                     .iter()
@@ -298,6 +319,15 @@ fn replay(rec: &Recording, end: usize, keep: &dyn Fn(usize) -> bool, out: &Path)
             }
             FsOp::Rename(a, b) if kept => {
                 let _ = std::fs::rename(map(a), map(b));
+            }
+            FsOp::Exchange(a, b) if kept => {
+                let _ = rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    map(a),
+                    rustix::fs::CWD,
+                    map(b),
+                    rustix::fs::RenameFlags::EXCHANGE,
+                );
             }
             FsOp::Mkdir(p) if kept => {
                 let _ = std::fs::create_dir(map(p));
@@ -346,29 +376,46 @@ fn every_crash_prefix_recovers_to_the_state_before_or_after() {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = common::tempdir();
     let rec = record(dir.path());
+    assert!(
+        rec.ops.iter().any(|op| matches!(op, FsOp::Exchange(..))),
+        "the overwrite swapped nothing"
+    );
+    every_crash_prefix(&rec, dir.path());
+}
+
+/// The same on a filesystem that cannot swap folders atomically (NFS): overwrites
+/// take two renames.
+#[test]
+fn every_crash_prefix_recovers_without_atomic_swaps() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let rec = record_with(dir.path(), Recorder::without_swaps());
+    assert!(
+        !rec.ops.iter().any(|op| matches!(op, FsOp::Exchange(..))),
+        "a swap was recorded"
+    );
+    every_crash_prefix(&rec, dir.path());
+}
+
+fn every_crash_prefix(rec: &Recording, dir: &Path) {
     // The default run drops each unsynced operation alone at every tenth prefix.
     let sample: usize = if full() { 1 } else { 10 };
-    let out = dir.path().join("crashed.zarr");
+    let out = dir.join("crashed.zarr");
     let mut states = 0;
     for end in 0..=rec.ops.len() {
-        replay(&rec, end, &|_| true, &out);
-        verify(
-            &rec,
-            end,
-            &out,
-            &format!("prefix {end}, everything applied"),
-        );
-        replay(&rec, end, &|j| durable(&rec.ops, j, end), &out);
-        verify(&rec, end, &out, &format!("prefix {end}, unsynced dropped"));
+        replay(rec, end, &|_| true, &out);
+        verify(rec, end, &out, &format!("prefix {end}, everything applied"));
+        replay(rec, end, &|j| durable(&rec.ops, j, end), &out);
+        verify(rec, end, &out, &format!("prefix {end}, unsynced dropped"));
         states += 2;
         let unsynced: Vec<usize> = (0..end).filter(|&j| !durable(&rec.ops, j, end)).collect();
         if end % sample != 0 {
             continue;
         }
         for &k in &unsynced {
-            replay(&rec, end, &|j| j != k, &out);
+            replay(rec, end, &|j| j != k, &out);
             verify(
-                &rec,
+                rec,
                 end,
                 &out,
                 &format!("prefix {end}, op {k} ({:?}) dropped", rec.ops[k]),
@@ -391,6 +438,7 @@ fn rebase(op: &FsOp, from: &Path, to: &Path) -> FsOp {
         FsOp::Write(p, bytes) => FsOp::Write(m(p), bytes.clone()),
         FsOp::Fsync(p) => FsOp::Fsync(m(p)),
         FsOp::Rename(a, b) => FsOp::Rename(m(a), m(b)),
+        FsOp::Exchange(a, b) => FsOp::Exchange(m(a), m(b)),
         FsOp::Mkdir(p) => FsOp::Mkdir(m(p)),
         FsOp::Unlink(p) => FsOp::Unlink(m(p)),
         FsOp::RemoveTree(p) => FsOp::RemoveTree(m(p)),
@@ -486,7 +534,7 @@ fn fsync_ordering_audit() {
     }
     for (c, (start, stop)) in rec.bounds.iter().enumerate() {
         for j in *start..*stop {
-            if let FsOp::Rename(_, to) = &ops[j] {
+            if let FsOp::Rename(_, to) | FsOp::Exchange(_, to) = &ops[j] {
                 assert!(
                     ops[j + 1..*stop]
                         .iter()

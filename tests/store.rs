@@ -512,3 +512,56 @@ fn transformations_are_replaced_in_one_metadata_commit() {
     };
     assert_eq!(info.transformations, t);
 }
+
+/// Readers that take no lock (spatialdata, napari) find the element at every instant
+/// of an overwrite: its folder is swapped with the staged one in one step, so the
+/// name always holds the old element or the new one, never nothing.
+#[test]
+fn overwrite_never_leaves_the_name_empty_for_lock_free_readers() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let dir = common::tempdir();
+    let ds = create(&dir.path().join("sd.zarr"));
+    let pixels = |v: u32| ArrayD::from_elem(IxDyn(&[8, 8]), v);
+    ds.add_labels("seg", pixels(0).view(), &RasterOptions::default())
+        .unwrap();
+    let metadata = dir.path().join("sd.zarr/labels/seg/zarr.json");
+    let (stop, looks, misses) = (
+        AtomicBool::new(false),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                if !metadata.exists() {
+                    misses.fetch_add(1, Ordering::Relaxed);
+                }
+                looks.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        for v in 1..=150 {
+            ds.add_raster(
+                ElementKind::Labels,
+                "seg",
+                pixels(v).view(),
+                &RasterOptions::default(),
+                true,
+            )
+            .unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(
+        looks.load(Ordering::Relaxed) > 1000,
+        "the reader barely ran"
+    );
+    assert_eq!(
+        misses.load(Ordering::Relaxed),
+        0,
+        "the element was missing {} times in {} looks",
+        misses.load(Ordering::Relaxed),
+        looks.load(Ordering::Relaxed)
+    );
+    assert_eq!(ds.read_raster::<u32>("seg", 0).unwrap(), pixels(150));
+    assert!(ds.check(true).unwrap().is_ok());
+}

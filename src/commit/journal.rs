@@ -34,6 +34,28 @@ pub enum Step {
         /// Destination, which must not exist when the step first runs.
         to: String,
     },
+    /// Put the staged folder `from` in the place of the existing `to` in one atomic
+    /// swap, so that readers without the lock find `to` at every instant; the old
+    /// `to` is left at `from` (a `Rename` step to `trash` follows). Where the
+    /// filesystem cannot swap, `to` is renamed to `trash` and `from` to `to`.
+    /// The staged folder carries the empty file `marker`, which tells on replay where
+    /// it is: still at `from` means not done; at `to`, or gone (a later `Unlink` step
+    /// removed it), means done.
+    Exchange {
+        /// The staged folder.
+        from: String,
+        /// The element (or node) it replaces.
+        to: String,
+        /// Where the old `to` goes when the swap is not available.
+        trash: String,
+        /// The name of the marker file inside the staged folder.
+        marker: String,
+    },
+    /// Remove a file; replay: nothing to do when it is gone.
+    Unlink {
+        /// The file.
+        path: String,
+    },
     /// Replace a file's content atomically.
     Write {
         /// The file.
@@ -41,6 +63,30 @@ pub enum Step {
         /// Its new content (UTF-8 metadata text).
         text: String,
     },
+}
+
+impl Step {
+    /// Every path the step names, relative to the dataset root.
+    pub fn paths(&self) -> Vec<String> {
+        match self {
+            Step::Mkdir { path } | Step::Write { path, .. } | Step::Unlink { path } => {
+                vec![path.clone()]
+            }
+            Step::Rename { from, to } => vec![from.clone(), to.clone()],
+            Step::Exchange {
+                from,
+                to,
+                trash,
+                marker,
+            } => vec![
+                from.clone(),
+                to.clone(),
+                trash.clone(),
+                format!("{from}/{marker}"),
+                format!("{to}/{marker}"),
+            ],
+        }
+    }
 }
 
 /// A decided commit.
@@ -83,16 +129,8 @@ impl Journal {
             });
         }
         let root = Path::new("/");
-        for step in &journal.steps {
-            match step {
-                Step::Mkdir { path: p } | Step::Write { path: p, .. } => {
-                    checked(root, p, path)?;
-                }
-                Step::Rename { from, to } => {
-                    checked(root, from, path)?;
-                    checked(root, to, path)?;
-                }
-            }
+        for p in journal.steps.iter().flat_map(Step::paths) {
+            checked(root, &p, path)?;
         }
         for p in &journal.cleanup {
             checked(root, p, path)?;
@@ -121,16 +159,8 @@ impl Journal {
     /// without following a symbolic link.
     pub fn check_paths(&self, root: &Path) -> Result<()> {
         let journal = root.join(JOURNAL_FILE);
-        for step in &self.steps {
-            match step {
-                Step::Mkdir { path } | Step::Write { path, .. } => {
-                    checked(root, path, &journal)?;
-                }
-                Step::Rename { from, to } => {
-                    checked(root, from, &journal)?;
-                    checked(root, to, &journal)?;
-                }
-            }
+        for path in self.steps.iter().flat_map(Step::paths) {
+            checked(root, &path, &journal)?;
         }
         Ok(())
     }
@@ -162,6 +192,23 @@ impl Journal {
                     publisher
                         .write_deferred(&checked(root, path, journal_path)?, text.as_bytes())?;
                 }
+                Step::Exchange {
+                    from,
+                    to,
+                    trash,
+                    marker,
+                } => {
+                    let from_path = checked(root, from, journal_path)?;
+                    let to_path = checked(root, to, journal_path)?;
+                    let trash_path = checked(root, trash, journal_path)?;
+                    exchange(publisher, &from_path, &to_path, &trash_path, marker)?;
+                }
+                Step::Unlink { path } => {
+                    let path = checked(root, path, journal_path)?;
+                    publisher.remove_file(&path)?;
+                    // Removed by a crashed run, maybe not yet durable.
+                    publisher.touched(&path);
+                }
                 Step::Rename { from, to } => {
                     publisher.flush()?;
                     let from_path = checked(root, from, journal_path)?;
@@ -192,6 +239,35 @@ impl Journal {
         }
         Ok(())
     }
+}
+
+/// Applies (or replays) an [`Step::Exchange`].
+fn exchange(
+    publisher: &Publisher,
+    from: &Path,
+    to: &Path,
+    trash: &Path,
+    marker: &str,
+) -> Result<()> {
+    let staged_in_place = from.join(marker).symlink_metadata().is_ok();
+    if !staged_in_place {
+        // Done by a crashed run (the marker is at `to`, or already removed), maybe
+        // not yet durable.
+        publisher.touched(from);
+        publisher.touched(to);
+        publisher.touched(trash);
+        return Ok(());
+    }
+    if to.symlink_metadata().is_err() {
+        // A crashed run without the swap moved the old element to the trash already.
+        publisher.touched(trash);
+        return publisher.rename(from, to);
+    }
+    if publisher.exchange(from, to)? {
+        return Ok(());
+    }
+    publisher.rename(to, trash)?;
+    publisher.rename(from, to)
 }
 
 #[cfg(test)]

@@ -72,6 +72,10 @@ enum Op {
 /// (process id, device, inode of the dataset's lock file).
 type TxnKey = (u32, u64, u64);
 
+/// Names of the marker files that staged folders carry through a swap (§6 of
+/// spec/commit-protocol.md).
+pub(crate) const SWAP_MARKER_PREFIX: &str = ".sz-swap-";
+
 /// The changes of one (possibly nested) transaction.
 type Frame = Rc<RefCell<Vec<Op>>>;
 
@@ -710,6 +714,39 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         });
         cleanup.push(trash);
     };
+    // Puts the staged folder `staged` in the place of the existing `target` in one swap
+    // (readers without the lock never find `target` missing); the old one goes to trash.
+    let swap_in = |steps: &mut Vec<Step>,
+                   cleanup: &mut Vec<String>,
+                   staged: &Path,
+                   target: &str|
+     -> Result<()> {
+        // The marker tells a replay on which side of the swap the staged folder is.
+        let marker = format!("{SWAP_MARKER_PREFIX}{}", unique_id());
+        let publisher = Publisher::new();
+        publisher.write(&staged.join(&marker), b"")?;
+        publisher.sync()?;
+        let from = relative(root, staged);
+        let trash = format!("{trash_dir}/{}", unique_id());
+        steps.push(Step::Mkdir {
+            path: trash_dir.clone(),
+        });
+        steps.push(Step::Exchange {
+            from: from.clone(),
+            to: target.to_owned(),
+            trash: trash.clone(),
+            marker: marker.clone(),
+        });
+        steps.push(Step::Rename {
+            from,
+            to: trash.clone(),
+        });
+        steps.push(Step::Unlink {
+            path: format!("{target}/{marker}"),
+        });
+        cleanup.push(trash);
+        Ok(())
+    };
 
     // Only the last (cumulative) patch of each table is applied.
     let mut last_patch: std::collections::HashMap<String, usize> = Default::default();
@@ -765,11 +802,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     )?;
                     stage_publisher.sync()?;
                     let region_rel = format!("{}/uns/spatialdata_attrs/region", patch.rel);
-                    move_to_trash(&mut steps, &mut cleanup, &region_rel);
-                    steps.push(Step::Rename {
-                        from: relative(root, &staged.element_dir()),
-                        to: region_rel.clone(),
-                    });
+                    swap_in(&mut steps, &mut cleanup, &staged.element_dir(), &region_rel)?;
                     consolidated::set_node(
                         &mut root_doc,
                         &region_rel,
@@ -779,11 +812,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 }
             }
             Op::ReplaceNode { staged, target } => {
-                move_to_trash(&mut steps, &mut cleanup, target);
-                steps.push(Step::Rename {
-                    from: relative(root, &staged.element_dir()),
-                    to: target.clone(),
-                });
+                swap_in(&mut steps, &mut cleanup, &staged.element_dir(), target)?;
                 consolidated::set_node(
                     &mut root_doc,
                     target,
@@ -859,13 +888,14 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     });
                 }
                 if replaces {
-                    move_to_trash(&mut steps, &mut cleanup, &target);
+                    swap_in(&mut steps, &mut cleanup, &staged.element_dir(), &target)?;
                     consolidated::remove_tree(&mut root_doc, &target);
+                } else {
+                    steps.push(Step::Rename {
+                        from: relative(root, &staged.element_dir()),
+                        to: target.clone(),
+                    });
                 }
-                steps.push(Step::Rename {
-                    from: relative(root, &staged.element_dir()),
-                    to: target.clone(),
-                });
                 if keep {
                     consolidated::insert_tree(&mut root_doc, &target, &staged.element_dir())?;
                 }

@@ -272,6 +272,34 @@ impl Publisher {
         Ok(())
     }
 
+    /// Swaps `a` and `b` atomically (`renameat2` with `RENAME_EXCHANGE`), after
+    /// publishing the deferred writes: at every instant each name holds one of the two.
+    /// Returns `Ok(false)`, changing nothing, when the filesystem cannot swap.
+    pub fn exchange(&self, a: &Path, b: &Path) -> Result<bool> {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        self.flush()?;
+        let swapped = observe(|| FsOp::Exchange(a.to_path_buf(), b.to_path_buf())).and_then(|()| {
+            renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(std::io::Error::from)
+        });
+        match swapped {
+            Ok(()) => {
+                self.mark(parent_of(a));
+                self.mark(parent_of(b));
+                Ok(true)
+            }
+            // Not offered by this filesystem or kernel (NFS, older kernels).
+            Err(e) if is_unsupported(&e) => Ok(false),
+            Err(source) => Err(Error::Io {
+                op: "exchange",
+                path: a.to_path_buf(),
+                source: std::io::Error::new(
+                    source.kind(),
+                    format!("with {}: {source}", b.display()),
+                ),
+            }),
+        }
+    }
+
     /// Removes the file `path`, after publishing the deferred writes; a missing file
     /// is not an error.
     pub fn remove_file(&self, path: &Path) -> Result<()> {
@@ -308,6 +336,14 @@ impl Drop for Publisher {
         let batch = std::mem::take(self.pending.get_mut().unwrap_or_else(|p| p.into_inner()));
         discard(&batch);
     }
+}
+
+/// Whether a failed `renameat2(RENAME_EXCHANGE)` means the swap is not available here.
+fn is_unsupported(error: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP]
+        .iter()
+        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
 }
 
 /// Removes the temporary files of deferred writes that will not be published.

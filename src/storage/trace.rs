@@ -20,6 +20,8 @@ pub enum FsOp {
     Fsync(PathBuf),
     /// Rename a file or folder.
     Rename(PathBuf, PathBuf),
+    /// Swap two folders (or files) atomically: each takes the other's name.
+    Exchange(PathBuf, PathBuf),
     /// Create a folder.
     Mkdir(PathBuf),
     /// Remove a file.
