@@ -74,6 +74,45 @@ fn spatialdata_reads_every_raster_we_write() {
     let volume = ArrayD::from_shape_fn(IxDyn(&[3, 10, 12]), |ix| (ix[0] * 7 + ix[2]) as i32);
     ds.add_labels("nuclei3d", volume.view(), &RasterOptions::default())
         .unwrap();
+    // Volumes: a z,y,x image (stored with a channel axis) and a c,z,y,x stack with its
+    // own chunks and zstd level.
+    let vol = ArrayD::from_shape_fn(IxDyn(&[4, 12, 10]), |ix| {
+        (ix[0] * 300 + ix[1] * 10 + ix[2]) as u16
+    });
+    let vol_options = RasterOptions {
+        dims: Some(vec!["z".into(), "y".into(), "x".into()]),
+        ..RasterOptions::default()
+    };
+    ds.add_image("vol", vol.view(), &vol_options).unwrap();
+    let stack = ArrayD::from_shape_fn(IxDyn(&[2, 3, 8, 8]), |ix| {
+        (ix[0] * 100 + ix[1] * 10 + ix[3]) as u8
+    });
+    let stack_options = RasterOptions {
+        channel_names: Some(vec!["a".into(), "b".into()]),
+        chunk_shape: Some(vec![1, 1, 4, 8]),
+        zstd_level: 19,
+        ..RasterOptions::default()
+    };
+    ds.add_image("stack", stack.view(), &stack_options).unwrap();
+    // An overwritten element: spatialdata reads the new pixels, and no marker of the
+    // swap is left in its folder.
+    let floats_before = floats.mapv(|v| v + 100.0);
+    ds.add_raster(
+        spatialzarr::ElementKind::Images,
+        "floats",
+        floats_before.view(),
+        &RasterOptions::default(),
+        true,
+    )
+    .unwrap();
+    let floats_folder: Vec<String> = std::fs::read_dir(path.join("images/floats"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        floats_folder.iter().all(|n| n == "zarr.json" || n == "s0"),
+        "{floats_folder:?}"
+    );
     // Transformations set after the fact (a metadata-only commit).
     let later = Transformations(BTreeMap::from([
         ("global".to_owned(), Transform::Scale(vec![2.0, 0.5, 0.5])),
@@ -117,7 +156,30 @@ fn spatialdata_reads_every_raster_we_write() {
     assert_eq!(floats_seen["dtype"], "float32");
     assert_eq!(
         floats_seen["sha256"],
-        sha256_le(&floats, |v| v.to_le_bytes().to_vec())
+        sha256_le(&floats_before, |v| v.to_le_bytes().to_vec())
+    );
+    let vol_seen = find(&seen["images"], "vol");
+    assert_eq!(vol_seen["dims"], json!(["c", "z", "y", "x"]));
+    assert_eq!(vol_seen["shape"], json!([1, 4, 12, 10]));
+    assert_eq!(
+        vol_seen["sha256"],
+        sha256_le(&vol, |v| v.to_le_bytes().to_vec())
+    );
+    let stack_seen = find(&seen["images"], "stack");
+    assert_eq!(stack_seen["dims"], json!(["c", "z", "y", "x"]));
+    assert_eq!(stack_seen["channels"], json!(["a", "b"]));
+    assert_eq!(stack_seen["sha256"], sha256_le(&stack, |v| vec![v]));
+    let stack_meta: Value =
+        serde_json::from_slice(&std::fs::read(path.join("images/stack/s0/zarr.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        stack_meta["chunk_grid"]["configuration"]["chunk_shape"],
+        json!([1, 1, 4, 8])
+    );
+    let codecs = stack_meta["codecs"].to_string();
+    assert!(
+        codecs.contains("\"zstd\"") && codecs.contains("\"level\":19"),
+        "{codecs}"
     );
     let cells = find(&seen["labels"], "cells");
     assert_eq!(cells["dims"], json!(["y", "x"]));
@@ -157,6 +219,9 @@ fn spatialdata_reads_every_raster_we_write() {
         "labels/cells/s0",
         "labels/cells/s2",
         "labels/nuclei3d/s0",
+        "images/vol/s0",
+        "images/stack/s0",
+        "images/floats/s0",
     ] {
         assert!(
             arrays.contains_key(key),
@@ -528,4 +593,59 @@ fn fixture_int8_codes_are_widened_when_categories_outgrow_them() {
 
 fn read_json_file(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// `--drop-consolidated-metadata`: the next commit removes zarr-python's consolidated
+/// metadata from the root `zarr.json`; spatialdata then lists the hierarchy itself and
+/// reads every element, old and new. Without the option it stays (and stays current).
+#[test]
+fn consolidated_metadata_can_be_dropped() {
+    let dir = common::tempdir();
+    let path = dir.path().join("fixture.zarr");
+    copy_tree(
+        &repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr"),
+        &path,
+    );
+    let root_doc = || -> Value {
+        serde_json::from_slice(&std::fs::read(path.join("zarr.json")).unwrap()).unwrap()
+    };
+    assert!(root_doc().get("consolidated_metadata").is_some());
+    let npy = dir.path().join("labels.npy");
+    let labels = ArrayD::from_shape_fn(IxDyn(&[16, 16]), |ix| (ix[0] / 4) as u32);
+    ndarray_npy::write_npy(&npy, &labels).unwrap();
+    common::sz_ok(&[
+        "add-labels",
+        common::s(&path),
+        "kept",
+        "--npy",
+        common::s(&npy),
+    ]);
+    assert!(root_doc().get("consolidated_metadata").is_some());
+    common::sz_ok(&[
+        "--drop-consolidated-metadata",
+        "add-labels",
+        common::s(&path),
+        "after_drop",
+        "--npy",
+        common::s(&npy),
+    ]);
+    assert!(
+        root_doc().get("consolidated_metadata").is_none(),
+        "{}",
+        root_doc()
+    );
+    common::sz_ok(&["check", common::s(&path)]);
+    let seen = spatialdata_reads(&path);
+    let names: Vec<&str> = seen["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["after_drop", "cells_labels", "kept"]);
+    assert_eq!(find(&seen["images"], "img")["shape"], json!([2, 64, 64]));
+    assert_eq!(
+        find(&seen["labels"], "after_drop")["sum"],
+        json!(labels.iter().map(|&v| u64::from(v)).sum::<u64>())
+    );
 }

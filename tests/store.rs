@@ -89,6 +89,17 @@ fn seed_add_element_sequential_shared_handle() {
 }
 
 #[test]
+fn seed_add_element_sequential_opened_from_disk() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    create(&path);
+    for n in 1..=10 {
+        add_seed_image(&open(&path), n);
+    }
+    assert_seed_images(&open(&path), 10);
+}
+
+#[test]
 fn seed_add_element_threads_shared_handle() {
     let dir = common::tempdir();
     let ds = create(&dir.path().join("sd.zarr"));

@@ -31,7 +31,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use spatialzarr::{Dataset, Error, RasterOptions};
 
-use super::dataset_options;
+use super::Globals;
 use synth::{image_name, labels_name};
 pub use worker::{WorkerArgs, run as worker};
 
@@ -83,11 +83,11 @@ struct Summary {
 }
 
 /// `demo`: adds the images, runs the workers, checks, and prints the summary.
-pub fn run(args: DemoArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+pub fn run(args: DemoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let images = args.images as usize;
     let workers = usize::from(args.workers);
-    let ds = Dataset::open_or_create(&args.dataset, dataset_options(lock_timeout))?;
+    let ds = Dataset::open_or_create(&args.dataset, globals.dataset_options())?;
     add_missing_images(&ds, &args)?;
 
     let done_before = labels_done(&ds, images)?;
@@ -106,7 +106,7 @@ pub fn run(args: DemoArgs, lock_timeout: Option<Duration>) -> anyhow::Result<Exi
 
     let mut children = Vec::with_capacity(workers);
     for index in 0..workers {
-        children.push(spawn_worker(&args, index, lock_timeout)?);
+        children.push(spawn_worker(&args, index, globals)?);
     }
     let failures = watch(&ds, images, children, &progress)?;
     progress.finish_and_clear();
@@ -205,11 +205,7 @@ fn labels_done(ds: &Dataset, images: usize) -> anyhow::Result<usize> {
 }
 
 /// Starts worker `index`: this binary in its hidden `demo-worker` mode.
-fn spawn_worker(
-    args: &DemoArgs,
-    index: usize,
-    lock_timeout: Option<Duration>,
-) -> anyhow::Result<Child> {
+fn spawn_worker(args: &DemoArgs, index: usize, globals: &Globals) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut command = Command::new(exe);
     command
@@ -218,8 +214,11 @@ fn spawn_worker(
         .args(["--index", &index.to_string()])
         .args(["--workers", &args.workers.to_string()])
         .args(["--images", &args.images.to_string()]);
-    if let Some(timeout) = lock_timeout {
+    if let Some(timeout) = globals.lock_timeout {
         command.args(["--lock-timeout", &timeout.as_secs_f64().to_string()]);
+    }
+    if globals.drop_consolidated_metadata {
+        command.arg("--drop-consolidated-metadata");
     }
     command
         .stdin(Stdio::null())

@@ -8,13 +8,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::anyhow;
 use serde::Serialize;
 use spatialzarr::{CheckReport, Dataset, ElementInfo, ElementKind};
 
-use super::dataset_options;
+use super::Globals;
 
 /// Arguments of `spatialzarr ls`.
 #[derive(Debug, clap::Args)]
@@ -53,8 +52,8 @@ pub struct CheckArgs {
 }
 
 /// `ls`: lists the elements, sorted by kind then name.
-pub fn ls(args: LsArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+pub fn ls(args: LsArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
     let list = dataset.list()?;
     if args.json {
         println!("{}", serde_json::to_string(&list)?);
@@ -85,8 +84,8 @@ struct RasterJson<'a> {
 }
 
 /// `info`: describes one element.
-pub fn info(args: InfoArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+pub fn info(args: InfoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
     let info = dataset.info(&args.name)?;
     match (&info, args.json) {
         (ElementInfo::Raster(r), true) => {
@@ -178,8 +177,8 @@ struct CheckJson<'a> {
 
 /// `check`: exit status 0 when the dataset is consistent; otherwise prints each
 /// problem (one line each, or the JSON report) and fails with exit status 1.
-pub fn check(args: CheckArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+pub fn check(args: CheckArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
     let report = dataset.check(args.deep)?;
     if args.json {
         let json = CheckJson {

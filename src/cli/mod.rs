@@ -14,18 +14,45 @@ mod vector_cmds;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use spatialzarr::{DatasetOptions, ElementKind};
+use spatialzarr::{ConsolidatedMetadata, DatasetOptions, ElementKind};
 
 /// Concurrency-safe SpatialData datasets on Zarr.
 #[derive(Debug, Parser)]
 #[command(name = "spatialzarr", version, about)]
 struct Cli {
+    #[command(flatten)]
+    globals: Globals,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options of every command that opens a dataset.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Globals {
     /// Give up waiting for a dataset lock after this many seconds (default: wait forever).
     #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_seconds)]
     lock_timeout: Option<std::time::Duration>,
 
-    #[command(subcommand)]
-    command: Command,
+    /// Remove zarr-python's consolidated metadata from the root `zarr.json` at the
+    /// next commit instead of keeping it current (readers then list the hierarchy).
+    #[arg(long, global = true)]
+    drop_consolidated_metadata: bool,
+}
+
+impl Globals {
+    /// The options of every dataset handle the commands open.
+    fn dataset_options(&self) -> DatasetOptions {
+        DatasetOptions {
+            lock_timeout: self.lock_timeout,
+            consolidated: if self.drop_consolidated_metadata {
+                ConsolidatedMetadata::Drop
+            } else {
+                ConsolidatedMetadata::KeepCurrent
+            },
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,14 +98,6 @@ enum Command {
     DemoWorker(demo::WorkerArgs),
 }
 
-/// The options of every dataset handle the commands open.
-fn dataset_options(lock_timeout: Option<std::time::Duration>) -> DatasetOptions {
-    DatasetOptions {
-        lock_timeout,
-        ..Default::default()
-    }
-}
-
 /// Parses a number of seconds from the command line, refusing negative, infinite
 /// and NaN values (a usage error, exit status 2). A finite number too large for a
 /// duration means "wait without limit".
@@ -98,24 +117,25 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
+    let globals = &cli.globals;
     let result = match cli.command {
-        Command::Lock(args) => lock_cmd::run(args, cli.lock_timeout),
-        Command::Init(args) => store_cmds::init(args, cli.lock_timeout),
-        Command::AddImage(args) => store_cmds::add(ElementKind::Images, args, cli.lock_timeout),
-        Command::AddLabels(args) => store_cmds::add(ElementKind::Labels, args, cli.lock_timeout),
-        Command::Rm(args) => store_cmds::rm(args, cli.lock_timeout),
-        Command::Ls(args) => inspect_cmds::ls(args, cli.lock_timeout),
-        Command::Info(args) => inspect_cmds::info(args, cli.lock_timeout),
-        Command::Check(args) => inspect_cmds::check(args, cli.lock_timeout),
-        Command::Recover(args) => store_cmds::recover(args, cli.lock_timeout),
-        Command::AppendRows(args) => table_cmds::append_rows(args, cli.lock_timeout),
-        Command::AddPoints(args) => vector_cmds::add_points(args, cli.lock_timeout),
-        Command::AppendPoints(args) => vector_cmds::append_points(args, cli.lock_timeout),
-        Command::AddShapes(args) => vector_cmds::add_shapes(args, cli.lock_timeout),
+        Command::Lock(args) => lock_cmd::run(args, globals.lock_timeout),
+        Command::Init(args) => store_cmds::init(args, globals),
+        Command::AddImage(args) => store_cmds::add(ElementKind::Images, args, globals),
+        Command::AddLabels(args) => store_cmds::add(ElementKind::Labels, args, globals),
+        Command::Rm(args) => store_cmds::rm(args, globals),
+        Command::Ls(args) => inspect_cmds::ls(args, globals),
+        Command::Info(args) => inspect_cmds::info(args, globals),
+        Command::Check(args) => inspect_cmds::check(args, globals),
+        Command::Recover(args) => store_cmds::recover(args, globals),
+        Command::AppendRows(args) => table_cmds::append_rows(args, globals),
+        Command::AddPoints(args) => vector_cmds::add_points(args, globals),
+        Command::AppendPoints(args) => vector_cmds::append_points(args, globals),
+        Command::AddShapes(args) => vector_cmds::add_shapes(args, globals),
         Command::Bench(args) => bench::run(args),
         Command::BenchWorker(args) => bench::worker(args),
-        Command::Demo(args) => demo::run(args, cli.lock_timeout),
-        Command::DemoWorker(args) => demo::worker(args, cli.lock_timeout),
+        Command::Demo(args) => demo::run(args, globals),
+        Command::DemoWorker(args) => demo::worker(args, globals),
     };
     match result {
         Ok(code) => code,

@@ -11,11 +11,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions};
 
-use super::{dataset_options, npy};
+use super::{Globals, npy};
 
 /// Arguments of `spatialzarr init`.
 #[derive(Debug, clap::Args)]
@@ -53,19 +52,15 @@ pub struct RmArgs {
 }
 
 /// `init`: creates an empty dataset; fails if one is already there.
-pub fn init(args: InitArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    Dataset::create(&args.dataset, dataset_options(lock_timeout))?;
+pub fn init(args: InitArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    Dataset::create(&args.dataset, globals.dataset_options())?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `add-image` / `add-labels`: adds the array of a `.npy` file as an element of
 /// `kind`. Nothing changes in the dataset unless the whole element is committed.
-pub fn add(
-    kind: ElementKind,
-    args: AddArgs,
-    lock_timeout: Option<Duration>,
-) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+pub fn add(kind: ElementKind, args: AddArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
     // Refuse a bad name before reading a possibly large file.
     ElementName::new(&args.name)?;
     let array = npy::read(&args.npy)?;
@@ -80,8 +75,8 @@ pub fn add(
 }
 
 /// `rm`: removes an element.
-pub fn rm(args: RmArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+pub fn rm(args: RmArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
     dataset.remove(&args.name)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -98,8 +93,8 @@ pub struct RecoverArgs {
 
 /// `recover`: under the write lock, finishes an interrupted commit and removes what
 /// dead writers left behind (staging folders, trash, temporary files).
-pub fn recover(args: RecoverArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+pub fn recover(args: RecoverArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
     let report = dataset.recover()?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

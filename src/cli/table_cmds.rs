@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use arrow_array::RecordBatch;
@@ -21,8 +20,8 @@ use ndarray::ArrayD;
 use spatialzarr::table::{Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
 use spatialzarr::{Dataset, ElementName, Error};
 
+use super::Globals;
 use super::csv_input::{Forced, read_csv};
-use super::dataset_options;
 use super::npy::{self, NpyArray};
 
 /// The region key of a new table when `--region-key` is not given.
@@ -79,10 +78,7 @@ struct XMatrix {
 }
 
 /// `append-rows`: appends the CSV's rows (and X rows) to the table in one commit.
-pub fn append_rows(
-    args: AppendRowsArgs,
-    lock_timeout: Option<Duration>,
-) -> anyhow::Result<ExitCode> {
+pub fn append_rows(args: AppendRowsArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     if !args.dataset.exists() {
         bail!(
             "dataset {} does not exist: append-rows adds to an existing dataset; create it first with `spatialzarr init {}`",
@@ -90,7 +86,7 @@ pub fn append_rows(
             args.dataset.display()
         );
     }
-    let dataset = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
     ElementName::new(&args.table)?;
     if args.var_names.is_some() && args.x_npy.is_none() {
         bail!("--var-names names the columns of X: it needs --x-npy");

@@ -12,15 +12,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use arrow_schema::DataType;
 use spatialzarr::element::shapes::{Shapes, parse_geojson};
 use spatialzarr::{Dataset, ElementInfo, ElementName, Error};
 
+use super::Globals;
 use super::csv_input::{Forced, forced_for, read_csv};
-use super::dataset_options;
 
 /// Arguments of `spatialzarr add-points`.
 #[derive(Debug, clap::Args)]
@@ -86,7 +85,7 @@ pub struct AddShapesArgs {
 }
 
 /// Opens the existing dataset at `path`, with a hint when there is none.
-fn open_existing(path: &Path, lock_timeout: Option<Duration>) -> anyhow::Result<Dataset> {
+fn open_existing(path: &Path, globals: &Globals) -> anyhow::Result<Dataset> {
     if !path.exists() {
         bail!(
             "dataset {} does not exist; create it first with `spatialzarr init {}`",
@@ -94,12 +93,12 @@ fn open_existing(path: &Path, lock_timeout: Option<Duration>) -> anyhow::Result<
             path.display()
         );
     }
-    Ok(Dataset::open(path, dataset_options(lock_timeout))?)
+    Ok(Dataset::open(path, globals.dataset_options())?)
 }
 
 /// `add-points`: adds (or replaces) a points element from a CSV file.
-pub fn add_points(args: AddPointsArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let dataset = open_existing(&args.dataset, lock_timeout)?;
+pub fn add_points(args: AddPointsArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = open_existing(&args.dataset, globals)?;
     ElementName::new(&args.name)?;
     let types = match &args.feature_key {
         Some(key) => BTreeMap::from([(key.clone(), Forced::Always(DataType::Utf8))]),
@@ -139,11 +138,8 @@ pub fn add_points(args: AddPointsArgs, lock_timeout: Option<Duration>) -> anyhow
 
 /// `append-points`: appends the CSV's points to an existing points element as one
 /// new part, in one commit.
-pub fn append_points(
-    args: AppendPointsArgs,
-    lock_timeout: Option<Duration>,
-) -> anyhow::Result<ExitCode> {
-    let dataset = open_existing(&args.dataset, lock_timeout)?;
+pub fn append_points(args: AppendPointsArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = open_existing(&args.dataset, globals)?;
     ElementName::new(&args.name)?;
     let info = match dataset.info(&args.name) {
         Ok(ElementInfo::Points(info)) => info,
@@ -182,8 +178,8 @@ pub fn append_points(
 
 /// `add-shapes`: adds (or replaces) a shapes element of circles from a CSV file or
 /// of polygons from a GeoJSON file.
-pub fn add_shapes(args: AddShapesArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let dataset = open_existing(&args.dataset, lock_timeout)?;
+pub fn add_shapes(args: AddShapesArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    let dataset = open_existing(&args.dataset, globals)?;
     ElementName::new(&args.name)?;
     let (source, shapes, columns) = match (&args.csv, &args.geojson) {
         (Some(csv), None) => {

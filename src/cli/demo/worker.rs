@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
@@ -20,9 +19,10 @@ use ndarray::{Axis, Ix2};
 use spatialzarr::table::{RowBatch, TableSpec};
 use spatialzarr::{Dataset, ElementKind, Error, RasterOptions};
 
+use super::CELLS_TABLE;
 use super::segment::{Cell, segment};
 use super::synth::{image_name, labels_name};
-use super::{CELLS_TABLE, dataset_options};
+use crate::cli::Globals;
 
 /// Arguments of the hidden `spatialzarr demo-worker`.
 #[derive(Debug, clap::Args)]
@@ -50,7 +50,7 @@ fn preference(index: usize, workers: usize, images: usize) -> Vec<usize> {
 }
 
 /// `demo-worker`: segments images until none is left without labels.
-pub fn run(args: WorkerArgs, lock_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
+pub fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     if args.workers == 0 || args.index >= args.workers {
         bail!(
             "worker index {} is not below the worker count {}",
@@ -58,7 +58,7 @@ pub fn run(args: WorkerArgs, lock_timeout: Option<Duration>) -> anyhow::Result<E
             args.workers
         );
     }
-    let ds = Dataset::open(&args.dataset, dataset_options(lock_timeout))?;
+    let ds = Dataset::open(&args.dataset, globals.dataset_options())?;
     let order = preference(args.index, args.workers, args.images);
     let mut tried = BTreeSet::new();
     loop {
