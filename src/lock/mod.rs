@@ -122,6 +122,15 @@ impl DatasetLock {
     /// Opens the lock of the dataset directory `dataset`, creating its hidden folder
     /// and lock files when missing.
     pub fn open(dataset: &Path, options: LockOptions) -> Result<Self, LockError> {
+        Self::open_with_mounts(dataset, options, mounts::node_local_locks)
+    }
+
+    /// [`Self::open`], with the mount check given (tests give a mount table of their own).
+    fn open_with_mounts(
+        dataset: &Path,
+        options: LockOptions,
+        node_local_locks: impl FnOnce(&Path) -> Option<(String, String)>,
+    ) -> Result<Self, LockError> {
         let meta = std::fs::metadata(dataset)
             .ok()
             .filter(|m| m.is_dir())
@@ -158,7 +167,7 @@ impl DatasetLock {
             dataset: dataset.to_path_buf(),
             inherited: inherited.as_ref().map(|i| i.mode),
             _inherited_descriptor: inherited,
-            node_local: mounts::node_local_locks(dataset),
+            node_local: node_local_locks(dataset),
             os: OsLock {
                 lock,
                 gate,
@@ -516,5 +525,43 @@ impl WriteGuard {
     /// Prepares the held write lock to be shared with a child process.
     pub fn hand_down(&self) -> std::io::Result<HandedDownLock> {
         hand_down(&self.inner.shared, LockMode::Write)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dataset on an NFS mount without cross-node locks: write locks are refused with
+    /// an error naming the option, unless the caller opts in; read locks are granted.
+    #[test]
+    fn write_locks_are_refused_on_node_local_mounts_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mount_point = dir.path().canonicalize().unwrap();
+        let mountinfo = format!(
+            "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+             41 22 0:51 / {} rw,relatime - nfs server:/scratch rw,vers=3,nolock\n",
+            mount_point.display()
+        );
+        let fake = |path: &Path| mounts::node_local_locks_in(&mountinfo, path);
+        let lock = DatasetLock::open_with_mounts(dir.path(), LockOptions::default(), fake).unwrap();
+        let err = lock.write(None).unwrap_err();
+        assert!(
+            matches!(&err, LockError::NodeLocalLocks { fstype, option, .. } if fstype == "nfs" && option == "nolock"),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("nolock") && message.contains("SPATIALZARR_ALLOW_NODE_LOCAL_LOCKS"),
+            "{message}"
+        );
+        drop(lock.read(None).expect("read locks are granted"));
+        let allowed = DatasetLock {
+            shared: lock.shared.clone(),
+            options: LockOptions {
+                allow_node_local_locks: true,
+            },
+        };
+        drop(allowed.write(None).expect("the caller opted in"));
     }
 }

@@ -1,8 +1,9 @@
 //! Detects mounts whose file locks are node-local or absent.
 //!
-//! Linux NFS clients send flock to the server unless the mount says `nolock` or
-//! `local_lock=...`; Lustre shares flock across nodes only with `-o flock`. On the
-//! other options a lock taken on one node is invisible on another, with no error.
+//! Linux NFS clients send flock to the server unless the mount says `nolock`,
+//! `local_lock=flock` or `local_lock=all` (`local_lock=posix` keeps only POSIX locks
+//! local); Lustre shares flock across nodes only with `-o flock`. On those options a
+//! lock taken on one node is invisible on another, with no error.
 
 use std::path::{Path, PathBuf};
 
@@ -83,9 +84,13 @@ pub fn node_local_option(entry: &MountEntry) -> Option<String> {
         .options
         .iter()
         .find(|option| {
+            // `local_lock=posix` keeps flock going to the server; `flock` and `all`
+            // keep it on the node.
             (is_nfs
-                && (option.as_str() == "nolock"
-                    || (option.starts_with("local_lock=") && option.as_str() != "local_lock=none")))
+                && matches!(
+                    option.as_str(),
+                    "nolock" | "local_lock=flock" | "local_lock=all"
+                ))
                 || (is_lustre && (option.as_str() == "localflock" || option.as_str() == "noflock"))
         })
         .cloned()
@@ -94,9 +99,14 @@ pub fn node_local_option(entry: &MountEntry) -> Option<String> {
 /// Reads `/proc/self/mountinfo` and returns `(fstype, option)` when the mount holding
 /// `path` has node-local or absent locks. Unreadable mountinfo yields `None`.
 pub fn node_local_locks(path: &Path) -> Option<(String, String)> {
-    let canonical = path.canonicalize().ok()?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let entry = find_mount(&mountinfo, &canonical)?;
+    node_local_locks_in(&mountinfo, path)
+}
+
+/// As [`node_local_locks`], with the mount table given as mountinfo text.
+pub fn node_local_locks_in(mountinfo: &str, path: &Path) -> Option<(String, String)> {
+    let canonical = path.canonicalize().ok()?;
+    let entry = find_mount(mountinfo, &canonical)?;
     node_local_option(&entry).map(|option| (entry.fstype, option))
 }
 
@@ -112,6 +122,8 @@ mod tests {
 43 22 0:53 / /lustre2 rw shared:33 - lustre mds@tcp:/fs rw,flock
 44 22 0:54 / /with\\040space rw shared:34 - nfs4 server:/x rw,local_lock=all
 45 40 0:55 / /shared/inner rw - nfs4 server:/y rw,local_lock=flock
+46 22 0:56 / /posix rw - nfs4 server:/z rw,local_lock=posix
+47 22 0:57 / /noflock rw - lustre mds@tcp:/fs rw,noflock
 ";
 
     fn option_for(path: &str) -> Option<String> {
@@ -124,12 +136,15 @@ mod tests {
         assert_eq!(option_for("/home/user/data.zarr"), None);
         assert_eq!(option_for("/shared/data.zarr"), None);
         assert_eq!(option_for("/lustre2/data.zarr"), None);
+        // POSIX locks stay local, flock still reaches the server.
+        assert_eq!(option_for("/posix/data.zarr"), None);
     }
 
     #[test]
     fn node_local_mounts_are_named() {
         assert_eq!(option_for("/scratch/d.zarr").as_deref(), Some("nolock"));
         assert_eq!(option_for("/lustre/d.zarr").as_deref(), Some("localflock"));
+        assert_eq!(option_for("/noflock/d.zarr").as_deref(), Some("noflock"));
         assert_eq!(
             option_for("/with space/d.zarr").as_deref(),
             Some("local_lock=all")
