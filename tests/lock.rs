@@ -370,7 +370,7 @@ fn missing_dataset_is_a_clear_error() {
 
 #[test]
 fn lock_files_follow_group_permissions_and_are_never_world_writable() {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let dir = common::tempdir();
     let dataset = dir.path().join("shared");
     std::fs::create_dir(&dataset).unwrap();
@@ -385,6 +385,86 @@ fn lock_files_follow_group_permissions_and_are_never_world_writable() {
     assert_eq!(mode(".spatialzarr/lock") & 0o777, 0o664);
     assert_eq!(mode(".spatialzarr/gate") & 0o777, 0o664);
     assert_eq!(mode(".spatialzarr") & 0o7777, 0o2775);
+    // Nothing but the lock files is left in the hidden folder or the dataset.
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dataset.join(".spatialzarr")), vec!["gate", "lock"]);
+    assert_eq!(names(&dataset), vec![".spatialzarr"]);
+    // A creator whose umask shuts out group and others still leaves the group in.
+    let strict = dir.path().join("strict");
+    std::fs::create_dir(&strict).unwrap();
+    std::fs::set_permissions(&strict, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    let script = format!(
+        "umask 077; exec {} lock {} -- true",
+        common::cli().display(),
+        strict.display()
+    );
+    let status = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let strict_mode = |p: &str| {
+        std::fs::metadata(strict.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+    };
+    assert_eq!(strict_mode(".spatialzarr") & 0o7777, 0o2770);
+    assert_eq!(strict_mode(".spatialzarr/lock") & 0o777, 0o660);
+    assert_eq!(names(&strict.join(".spatialzarr")), vec!["gate", "lock"]);
+
+    // A group-only dataset (setgid, group `users`), used by another member of that
+    // group: the lock files belong to the group, and the other user takes the lock.
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("not root: the part with a second user is skipped");
+        return;
+    }
+    const USERS: u32 = 100;
+    const NOBODY: u32 = 65534;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let team = dir.path().join("team");
+    std::fs::create_dir(&team).unwrap();
+    std::os::unix::fs::chown(&team, None, Some(USERS)).unwrap();
+    std::fs::set_permissions(&team, std::fs::Permissions::from_mode(0o2770)).unwrap();
+    open(&team);
+    for entry in [".spatialzarr", ".spatialzarr/lock", ".spatialzarr/gate"] {
+        let meta = std::fs::metadata(team.join(entry)).unwrap();
+        assert_eq!(meta.gid(), USERS, "{entry} is not the group's");
+        assert_eq!(meta.mode() & 0o007, 0, "{entry} is open to others");
+    }
+    // `spatialzarr lock` run as `nobody` whose group is `gid`.
+    let as_nobody = |gid: u32| {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new(common::cli())
+            .args([
+                "lock",
+                team.to_str().unwrap(),
+                "--timeout",
+                "5",
+                "--",
+                "true",
+            ])
+            .uid(NOBODY)
+            .gid(gid)
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(USERS);
+    assert!(
+        out.status.success(),
+        "the other group member could not take the lock: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Someone outside the group cannot.
+    let out = as_nobody(NOBODY);
+    assert_eq!(out.status.code(), Some(1), "an outsider took the lock");
 }
 
 #[test]

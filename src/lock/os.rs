@@ -35,27 +35,108 @@ pub fn dir_mode_for(dataset_mode: u32) -> u32 {
     0o700 | (dataset_mode & 0o2070) | (dataset_mode & 0o005)
 }
 
-/// Creates `dir` (one level) with modes derived from the dataset; an existing one is kept.
+/// A unique name for something being created next to `path`.
+fn sibling_temp(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(
+        ".{name}.new-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Creates `dir` (one level) with modes derived from the dataset; an existing one is
+/// kept. The folder appears with its final mode (built under a temporary name, its
+/// mode set, then renamed without replacing), so that the umask never shuts the group
+/// out, not even for a moment; where that rename is not offered, it is created in
+/// place and its mode set right after.
 pub fn ensure_private_dir(dir: &Path, dataset_mode: u32) -> std::io::Result<()> {
-    match std::fs::create_dir(dir) {
-        Ok(()) => std::fs::set_permissions(
-            dir,
-            std::fs::Permissions::from_mode(dir_mode_for(dataset_mode)),
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    if dir.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let mode = std::fs::Permissions::from_mode(dir_mode_for(dataset_mode));
+    let temp = sibling_temp(dir);
+    std::fs::create_dir(&temp)?;
+    let placed = std::fs::set_permissions(&temp, mode.clone()).and_then(|()| {
+        renameat_with(CWD, &temp, CWD, dir, RenameFlags::NOREPLACE).map_err(std::io::Error::from)
+    });
+    match placed {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_dir(&temp);
+            match e.raw_os_error() {
+                // Another process made it first.
+                Some(code) if code == rustix::io::Errno::EXIST.raw_os_error() => Ok(()),
+                // No RENAME_NOREPLACE here (some network filesystems): mkdir, chmod.
+                Some(code) if code == rustix::io::Errno::INVAL.raw_os_error() => {
+                    match std::fs::create_dir(dir) {
+                        Ok(()) => std::fs::set_permissions(dir, mode),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Err(e),
+            }
+        }
     }
 }
 
-/// Opens (creating if needed) a lock file read-write and close-on-exec. A newly created
-/// file gets its mode set explicitly so that the umask cannot hide it from the group.
+/// Opens (creating if needed) a lock file read-write and close-on-exec. A new file
+/// appears with its final mode: it is created under a temporary name, its mode set
+/// (the umask cannot hide it from the group), then hard-linked to its name, which
+/// never replaces an existing file, so the lock file is never swapped for another.
 pub fn open_lock_file(path: &Path, dataset_mode: u32) -> Result<File, LockError> {
     let open_error = |source| LockError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let mode = file_mode_for(dataset_mode);
     // std opens every file with O_CLOEXEC, so children never inherit it by accident.
+    let open_existing = || OpenOptions::new().read(true).write(true).open(path);
+    match open_existing() {
+        Ok(file) => return Ok(file),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(open_error(e)),
+        Err(_) => {}
+    }
+    let mode = file_mode_for(dataset_mode);
+    let temp = sibling_temp(path);
+    let created = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temp)
+        .and_then(|file| {
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            std::fs::hard_link(&temp, path)
+        });
+    let _ = std::fs::remove_file(&temp);
+    match created {
+        // Linked, or another process linked its own first: either way, open the name.
+        Ok(()) => open_existing().map_err(open_error),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            open_existing().map_err(open_error)
+        }
+        // No hard links here (some FUSE and SMB mounts): create in place, chmod.
+        Err(e)
+            if [rustix::io::Errno::PERM, rustix::io::Errno::OPNOTSUPP]
+                .iter()
+                .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
+        {
+            create_in_place(path, mode).map_err(open_error)
+        }
+        Err(e) => Err(open_error(e)),
+    }
+}
+
+/// Creates the lock file `path` directly (umask applies until its mode is set), or
+/// opens it when it exists.
+fn create_in_place(path: &Path, mode: u32) -> std::io::Result<File> {
     match OpenOptions::new()
         .read(true)
         .write(true)
@@ -64,16 +145,13 @@ pub fn open_lock_file(path: &Path, dataset_mode: u32) -> Result<File, LockError>
         .open(path)
     {
         Ok(file) => {
-            file.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(open_error)?;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
             Ok(file)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(open_error),
-        Err(e) => Err(open_error(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().read(true).write(true).open(path)
+        }
+        Err(e) => Err(e),
     }
 }
 
