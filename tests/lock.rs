@@ -307,12 +307,33 @@ fn writer_is_not_starved_by_overlapping_readers() {
         std::thread::sleep(Duration::from_millis(5));
     }
     for run in 0..20 {
-        let started = Instant::now();
-        let guard = lock
-            .write(Some(Duration::from_secs(2)))
-            .unwrap_or_else(|e| panic!("run {run}: {e}"));
-        assert!(started.elapsed() < Duration::from_secs(2));
-        drop(guard);
+        // Odd runs wait without a timeout (blocking flock on the gate, then the lock),
+        // watched from here; even runs poll until their deadline.
+        let waited = if run % 2 == 1 {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let writer = lock.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let guard = writer.write(None);
+                let waited = started.elapsed();
+                let _ = sender.send(guard.map(drop).map(|()| waited));
+            });
+            receiver
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("run {run}: a writer without timeout starved for 10 s"))
+                .unwrap_or_else(|e| panic!("run {run}: {e}"))
+        } else {
+            let started = Instant::now();
+            let guard = lock
+                .write(Some(Duration::from_secs(2)))
+                .unwrap_or_else(|e| panic!("run {run}: {e}"));
+            drop(guard);
+            started.elapsed()
+        };
+        assert!(
+            waited < Duration::from_secs(2),
+            "run {run}: waited {waited:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::fs::write(dir.path().join("stop"), "").unwrap();
@@ -479,4 +500,42 @@ fn timeout_beyond_any_instant_waits_without_limit() {
         .read(Some(Duration::MAX))
         .expect("read with Duration::MAX");
     drop(guard);
+}
+
+/// Lock files are close-on-exec: a program started while the lock is held inherits no
+/// descriptor of them (only `spatialzarr lock` hands one down, on purpose).
+#[test]
+fn programs_started_under_the_lock_inherit_no_lock_descriptor() {
+    let dir = common::tempdir();
+    let lock = open(dir.path());
+    let write = lock.write(None).unwrap();
+    // `ls -l` lists its own descriptors with their targets (`3 -> /path`).
+    let out = std::process::Command::new("ls")
+        .args(["-l", "/proc/self/fd/"])
+        .output()
+        .unwrap();
+    let open_files = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && open_files.contains(" -> "),
+        "{open_files}"
+    );
+    assert!(
+        !open_files.contains(".spatialzarr"),
+        "the child inherited: {open_files}"
+    );
+    drop(write);
+    // The same listing sees the one descriptor `spatialzarr lock` hands down.
+    let out = std::process::Command::new(common::cli())
+        .arg("lock")
+        .arg(dir.path())
+        .args(["--", "ls", "-l", "/proc/self/fd/"])
+        .output()
+        .unwrap();
+    let open_files = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        open_files.matches(".spatialzarr/lock").count(),
+        1,
+        "{open_files}"
+    );
+    assert!(!open_files.contains(".spatialzarr/gate"), "{open_files}");
 }

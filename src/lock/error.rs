@@ -14,7 +14,7 @@ pub enum LockError {
 
     /// The lock file or its folder could not be created or opened.
     #[error(
-        "cannot open the lock file {path}: {source}; check that you may write to the dataset directory"
+        "cannot open or create {path}: {source}; the dataset's lock needs write access to the dataset directory and its hidden folder (ask for membership of the dataset's group)"
     )]
     Open {
         /// The lock file.
@@ -36,7 +36,7 @@ pub enum LockError {
 
     /// The lock was not granted before the timeout.
     #[error(
-        "timed out after {waited:?} waiting for the {mode} lock on dataset {dataset}: another process holds it; retry later or raise the timeout"
+        "timed out after {waited:?} waiting for the {mode} lock on dataset {dataset}: another process (or another thread of this one) holds it; retry later or raise the timeout"
     )]
     Timeout {
         /// The dataset directory.
