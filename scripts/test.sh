@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 SPATIALZARR_INTEROP_PYTHON="$(bash tests/interop/setup_venv.sh | tail -n 1)"
 export SPATIALZARR_INTEROP_PYTHON
 cargo test --all-targets
+# --all-targets leaves out the documentation examples.
+cargo test --doc

@@ -576,3 +576,38 @@ fn overwrite_never_leaves_the_name_empty_for_lock_free_readers() {
     assert_eq!(ds.read_raster::<u32>("seg", 0).unwrap(), pixels(150));
     assert!(ds.check(true).unwrap().is_ok());
 }
+
+/// A chunk shape may be given for the array as passed: a `y,x` image (stored as
+/// `c,y,x`) takes a 2-entry chunk shape, which gains the channel axis; other lengths
+/// are refused, naming the expected length.
+#[test]
+fn chunk_shape_follows_the_array_as_given() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = create(&path);
+    let gray = ArrayD::from_shape_fn(IxDyn(&[10, 12]), |ix| (ix[0] * 12 + ix[1]) as u16);
+    let options = |chunks: Vec<u64>| RasterOptions {
+        chunk_shape: Some(chunks),
+        ..RasterOptions::default()
+    };
+    ds.add_image("gray", gray.view(), &options(vec![4, 5]))
+        .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path.join("images/gray/s0/zarr.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        meta["chunk_grid"]["configuration"]["chunk_shape"],
+        serde_json::json!([1, 4, 5])
+    );
+    assert_eq!(
+        ds.read_raster::<u16>("gray", 0).unwrap(),
+        gray.clone().insert_axis(ndarray::Axis(0))
+    );
+    ds.add_image("gray3", gray.view(), &options(vec![1, 4, 5]))
+        .unwrap();
+    let err = ds
+        .add_image("bad", gray.view(), &options(vec![4]))
+        .unwrap_err();
+    assert!(err.to_string().contains("chunk shape [4]"), "{err}");
+    assert!(!ds.list().unwrap().images.contains(&"bad".to_string()));
+}

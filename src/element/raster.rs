@@ -30,7 +30,8 @@ pub struct RasterOptions {
     /// each 2x2 block; labels: the top-left pixel, so no new label values appear).
     pub scale_levels: usize,
     /// Chunk shape of level 0 (default: up to 1024 along `y`/`x`, 1 along `z`, all
-    /// channels up to 16).
+    /// channels up to 16). For an image given without a channel axis it may leave
+    /// that axis out too.
     pub chunk_shape: Option<Vec<u64>>,
     /// zstd compression level (default 3).
     pub zstd_level: i32,
@@ -196,9 +197,14 @@ pub fn write_raster<T: Pixel>(
     }
     let mut dims = resolve_dims(kind, data.ndim(), options.dims.as_deref())?;
     let mut data = data.to_owned();
+    let mut chunk_shape = options.chunk_shape.clone();
     if kind == ElementKind::Images && dims[0] != "c" {
         data.insert_axis_inplace(ndarray::Axis(0));
         dims.insert(0, "c".into());
+        // A chunk shape given for the array as passed gains the channel axis too.
+        if let Some(c) = chunk_shape.as_mut().filter(|c| c.len() + 1 == dims.len()) {
+            c.insert(0, 1);
+        }
     }
     let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
     if shape.contains(&0) {
@@ -223,7 +229,7 @@ pub fn write_raster<T: Pixel>(
             )));
         }
     }
-    let chunks = match &options.chunk_shape {
+    let chunks = match &chunk_shape {
         Some(c) if c.len() != shape.len() || c.contains(&0) => {
             return Err(input_error(format!(
                 "chunk shape {c:?} must have {} positive entries",

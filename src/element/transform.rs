@@ -15,6 +15,10 @@ pub enum Transform {
     Scale(Vec<f64>),
     /// Add to each spatial axis.
     Translation(Vec<f64>),
+    /// A transformation this library does not interpret (an affine, a sequence...,
+    /// as other tools write them), kept as its NGFF JSON object so that rewriting an
+    /// element's metadata never loses it.
+    Other(Value),
 }
 
 /// The transformations of one element, by coordinate system name.
@@ -63,7 +67,7 @@ impl Transformations {
         for (system, t) in &self.0 {
             let spatial = dims.iter().filter(|d| *d != "c").count();
             match t {
-                Transform::Identity => {}
+                Transform::Identity | Transform::Other(_) => {}
                 Transform::Scale(v) | Transform::Translation(v) => {
                     if v.len() != spatial {
                         return Err(format!(
@@ -94,6 +98,12 @@ impl Transformations {
             .map(|(system, t)| {
                 let mut value = match t {
                     Transform::Identity => json!({"type": "identity"}),
+                    // Kept as read, with its own input and output axes.
+                    Transform::Other(v) => {
+                        let mut v = v.clone();
+                        v["output"]["name"] = json!(system);
+                        return v;
+                    }
                     Transform::Scale(v) => {
                         json!({"type": "scale", "scale": expand(dims, v, 1.0).unwrap_or_default()})
                     }
@@ -110,7 +120,7 @@ impl Transformations {
     }
 
     /// Reads the multiscale-level `coordinateTransformations` of an element with `dims`.
-    /// Unknown kinds are skipped (reported as `None`).
+    /// Kinds this library does not interpret are kept as [`Transform::Other`].
     pub fn from_ngff(list: &[Value], dims: &[String]) -> Self {
         let spatial = |values: &Value| -> Option<Vec<f64>> {
             let values: Vec<f64> = values
@@ -145,9 +155,10 @@ impl Transformations {
                     .map(Transform::Translation),
                 _ => None,
             };
-            if let Some(parsed) = parsed {
-                out.insert(system.to_owned(), parsed);
-            }
+            out.insert(
+                system.to_owned(),
+                parsed.unwrap_or_else(|| Transform::Other(t.clone())),
+            );
         }
         Self(out)
     }
@@ -194,6 +205,30 @@ pub fn replaced_in_group(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Affine and sequence transformations written by other tools are kept, named by
+    /// their coordinate system, and written back unchanged.
+    #[test]
+    fn uninterpreted_kinds_are_kept() {
+        let dims: Vec<String> = ["y", "x"].iter().map(|d| d.to_string()).collect();
+        let affine = json!({
+            "type": "affine",
+            "affine": [[2.0, 0.0, 1.0], [0.0, 2.0, 3.0], [0.0, 0.0, 1.0]],
+            "input": {"name": "yx", "axes": []},
+            "output": {"name": "aligned", "axes": []},
+        });
+        let sequence = json!({
+            "type": "sequence",
+            "transformations": [{"type": "identity"}],
+            "input": {"name": "yx", "axes": []},
+            "output": {"name": "other", "axes": []},
+        });
+        let read = Transformations::from_ngff(&[affine.clone(), sequence.clone()], &dims);
+        assert_eq!(read.0["aligned"], Transform::Other(affine.clone()));
+        assert_eq!(read.0["other"], Transform::Other(sequence.clone()));
+        assert!(read.validate(&dims).is_ok());
+        assert_eq!(read.to_ngff(&dims), vec![affine, sequence]);
+    }
 
     #[test]
     fn ngff_round_trip_skips_the_channel_axis() {
