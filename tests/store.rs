@@ -611,3 +611,54 @@ fn chunk_shape_follows_the_array_as_given() {
     assert!(err.to_string().contains("chunk shape [4]"), "{err}");
     assert!(!ds.list().unwrap().images.contains(&"bad".to_string()));
 }
+
+/// A staging folder still being set up (`.new-*`) belongs to a live writer while its
+/// `owner` file is locked, however old the folder is; once that writer is killed
+/// (SIGKILL: the kernel drops its lock), the next recovery removes it.
+#[test]
+fn staging_of_a_live_writer_is_kept_and_removed_once_it_is_killed() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = create(&path);
+    let building = path.join(".spatialzarr/staging/.new-4242-1-1");
+    std::fs::create_dir_all(building.join("element")).unwrap();
+    let owner = building.join("owner");
+    std::fs::write(&owner, b"").unwrap();
+    // The live writer: another process holding the owner's lock.
+    let mut holder = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, sys, time\n\
+             f = open(sys.argv[1], 'r+')\n\
+             fcntl.flock(f, fcntl.LOCK_EX)\n\
+             print('locked', flush=True)\n\
+             time.sleep(600)\n",
+        ])
+        .arg(&owner)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    // Old enough to be taken for abandoned if age alone decided.
+    let aged = std::process::Command::new("touch")
+        .args(["-d", "10 minutes ago"])
+        .arg(&building)
+        .status()
+        .unwrap();
+    assert!(aged.success());
+    assert!(ds.recover().unwrap().removed_staging.is_empty());
+    assert!(building.exists(), "a live writer's staging was removed");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(
+        ds.recover().unwrap().removed_staging,
+        vec![building.clone()]
+    );
+    assert!(!building.exists());
+}

@@ -121,32 +121,35 @@ impl std::fmt::Display for DType {
 pub trait Pixel: ElementOwned + Copy + Default + PartialEq + Send + Sync + 'static {
     /// The matching data type.
     const DTYPE: DType;
-    /// The value as `f64` (for averaging pyramid levels).
-    fn to_f64(self) -> f64;
-    /// The nearest value to `v` (rounded and clamped for integer types).
-    fn from_f64(v: f64) -> Self;
+    /// The mean of four pixels (a 2x2 block of a pyramid level), exact for every
+    /// integer type: rounded half away from zero.
+    fn mean4(values: [Self; 4]) -> Self;
 }
 
 macro_rules! pixel {
     ($t:ty, $d:expr, int) => {
         impl Pixel for $t {
             const DTYPE: DType = $d;
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-            fn from_f64(v: f64) -> Self {
-                v.round() as $t
+            fn mean4(values: [Self; 4]) -> Self {
+                // i128 holds the sum of four of any of these types exactly.
+                let sum: i128 = values.iter().map(|&v| i128::from(v)).sum();
+                let (quotient, remainder) = (sum / 4, sum % 4);
+                let mean = if remainder.abs() >= 2 {
+                    quotient + sum.signum()
+                } else {
+                    quotient
+                };
+                // The mean lies between the smallest and the largest value: it fits.
+                Self::try_from(mean).unwrap_or_default()
             }
         }
     };
     ($t:ty, $d:expr, float) => {
         impl Pixel for $t {
             const DTYPE: DType = $d;
-            fn to_f64(self) -> f64 {
-                self as f64
-            }
-            fn from_f64(v: f64) -> Self {
-                v as $t
+            fn mean4(values: [Self; 4]) -> Self {
+                let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
+                (sum / 4.0) as $t
             }
         }
     };
@@ -166,6 +169,23 @@ pixel!(f64, DType::F64, float);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn means_of_four_are_exact_and_round_half_away_from_zero() {
+        assert_eq!(u8::mean4([255, 255, 255, 254]), 255);
+        assert_eq!(u8::mean4([0, 0, 1, 1]), 1);
+        assert_eq!(u8::mean4([0, 0, 0, 1]), 0);
+        assert_eq!(i8::mean4([-1, -1, 0, 0]), -1);
+        assert_eq!(i8::mean4([-128, -128, -128, -128]), -128);
+        // Beyond 2^53, where f64 would round the values themselves.
+        let big = u64::MAX - 2;
+        assert_eq!(u64::mean4([big, big, big, big + 2]), big + 1);
+        assert_eq!(
+            i64::mean4([i64::MIN, i64::MIN, i64::MIN, i64::MIN + 1]),
+            i64::MIN
+        );
+        assert_eq!(f32::mean4([0.5, 1.5, 2.5, 3.5]), 2.0);
+    }
 
     #[test]
     fn names_round_trip() {

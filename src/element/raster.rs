@@ -159,15 +159,13 @@ fn downsample<T: Pixel>(data: &ArrayD<T>, yx: [usize; 2], nearest: bool) -> Arra
     }
     ArrayD::from_shape_fn(IxDyn(&shape), |index| {
         let mut at: Vec<usize> = (0..data.ndim()).map(|i| index[i]).collect();
-        let mut sum = 0.0;
-        for dy in 0..2 {
-            for dx in 0..2 {
-                at[yx[0]] = index[yx[0]] * 2 + dy;
-                at[yx[1]] = index[yx[1]] * 2 + dx;
-                sum += data[IxDyn(&at)].to_f64();
-            }
+        let mut block = [T::default(); 4];
+        for (i, value) in block.iter_mut().enumerate() {
+            at[yx[0]] = index[yx[0]] * 2 + i / 2;
+            at[yx[1]] = index[yx[1]] * 2 + i % 2;
+            *value = data[IxDyn(&at)];
         }
-        T::from_f64(sum / 4.0)
+        T::mean4(block)
     })
 }
 
