@@ -144,13 +144,17 @@ impl DatasetLock {
         let lock_path = hidden.join(os::LOCK_FILE);
         let gate_path = hidden.join(os::GATE_FILE);
 
-        let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
+        // Opened before taking the registry, so that slow opens (network filesystems)
+        // of different datasets do not wait for each other; a descriptor not needed
+        // because the process has one already is closed, which releases nothing
+        // (flock belongs to the open file description that took it).
         let lock = os::open_lock_file(&lock_path, dataset_mode)?;
         let meta = lock.metadata().map_err(|source| LockError::Open {
             path: lock_path.clone(),
             source,
         })?;
         let key = (meta.dev(), meta.ino());
+        let mut map = registry().lock().unwrap_or_else(|p| p.into_inner());
         let pid = std::process::id();
         if let Some(shared) = map.get(&key).and_then(Weak::upgrade) {
             // After fork() the child finds its parent's entry: never reuse it, because
