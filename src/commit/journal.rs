@@ -17,6 +17,21 @@ pub const JOURNAL_FILE: &str = "journal.json";
 /// The largest journal accepted: it carries metadata documents, never chunk data.
 const MAX_JOURNAL_BYTES: u64 = 256 << 20;
 
+/// The journal format this version writes: 2 added the `exchange` and `unlink` steps
+/// (a version-1 reader refuses it instead of misreading it).
+pub const JOURNAL_VERSION: u32 = 2;
+
+/// Whether `path` exists (without following a final link). Only "not found" means
+/// absent: any other error (EIO, ESTALE, EACCES) is returned, never taken as an
+/// answer, because replay decisions rest on it.
+fn exists(path: &Path) -> Result<bool> {
+    match path.symlink_metadata() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(crate::error::io_err("stat", path)(e)),
+    }
+}
+
 /// One change of a commit. Paths are relative to the dataset root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -122,10 +137,13 @@ impl Journal {
             path: path.to_path_buf(),
             reason: format!("not a valid journal ({e}); move it aside only if you know the commit it describes never mattered"),
         })?;
-        if journal.version != 1 {
+        if !(1..=JOURNAL_VERSION).contains(&journal.version) {
             return Err(Error::UnsupportedFormat {
                 path: path.to_path_buf(),
-                what: format!("journal version {} is not 1", journal.version),
+                what: format!(
+                    "journal version {} (this spatialzarr reads versions 1 to {JOURNAL_VERSION}): a newer spatialzarr decided this commit; finish it with that version, and do not remove the journal",
+                    journal.version
+                ),
             });
         }
         let root = Path::new("/");
@@ -185,8 +203,13 @@ impl Journal {
                 Step::Mkdir { path } => {
                     let path = checked(root, path, journal_path)?;
                     publisher.create_dir_all(&path)?;
-                    // Made by a crashed run, maybe not yet durable.
-                    publisher.touched(&path);
+                    // Made by a crashed run (with any missing parents), maybe not yet
+                    // durable.
+                    let mut made = path.as_path();
+                    while made != root && made.starts_with(root) {
+                        publisher.touched(made);
+                        made = made.parent().unwrap_or(root);
+                    }
                 }
                 Step::Write { path, text } => {
                     publisher
@@ -215,8 +238,8 @@ impl Journal {
                     let to_path = checked(root, to, journal_path)?;
                     // The plan guarantees `to` is absent when the step first runs, and
                     // steps run in order: so an existing `to` means the step is done.
-                    let to_exists = to_path.symlink_metadata().is_ok();
-                    let from_exists = from_path.symlink_metadata().is_ok();
+                    let to_exists = exists(&to_path)?;
+                    let from_exists = exists(&from_path)?;
                     match (from_exists, to_exists) {
                         // Done by a crashed run, maybe not yet durable: both folders
                         // are fsynced before the journal goes.
@@ -249,8 +272,7 @@ fn exchange(
     trash: &Path,
     marker: &str,
 ) -> Result<()> {
-    let staged_in_place = from.join(marker).symlink_metadata().is_ok();
-    if !staged_in_place {
+    if !exists(&from.join(marker))? {
         // Done by a crashed run (the marker is at `to`, or already removed), maybe
         // not yet durable.
         publisher.touched(from);
@@ -258,8 +280,18 @@ fn exchange(
         publisher.touched(trash);
         return Ok(());
     }
-    if to.symlink_metadata().is_err() {
-        // A crashed run without the swap moved the old element to the trash already.
+    if !exists(to)? {
+        // A crashed run without the swap moved the old element to the trash already;
+        // anything else removed what the commit replaces, and guessing would lose data.
+        if !exists(trash)? {
+            return Err(Error::Corrupt {
+                path: to.to_path_buf(),
+                reason: format!(
+                    "an interrupted commit was replacing it, but it is gone and is not in {}; run `spatialzarr check`",
+                    trash.display()
+                ),
+            });
+        }
         publisher.touched(trash);
         return publisher.rename(from, to);
     }
@@ -276,7 +308,7 @@ mod tests {
 
     fn journal(steps: Vec<Step>) -> Journal {
         Journal {
-            version: 1,
+            version: JOURNAL_VERSION,
             generation: 2,
             steps,
             cleanup: vec![],

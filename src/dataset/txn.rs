@@ -966,7 +966,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         text: String::from_utf8(new_manifest.to_bytes()).expect("utf-8"),
     });
     let journal = Journal {
-        version: 1,
+        version: crate::commit::journal::JOURNAL_VERSION,
         generation: new_manifest.generation,
         steps,
         cleanup,

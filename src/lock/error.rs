@@ -75,7 +75,7 @@ pub enum LockError {
     /// An ancestor holds the lock for this process, but the descriptor it handed down
     /// was closed on the way and no duplicate of it could be taken.
     #[error(
-        "dataset {dataset} is locked for this process by its ancestor `spatialzarr lock` (pid {pid}), but descriptor {fd} that carries that lock was closed on the way down (Python's subprocess closes it unless given close_fds=False or pass_fds=[{fd}]), and it could not be duplicated from pid {pid}; waiting would deadlock, so pass the descriptor down"
+        "dataset {dataset} is locked for this process by its ancestor `spatialzarr lock` (pid {pid}), but descriptor {fd} that carries that lock was closed on the way down (Python's subprocess closes it unless given close_fds=False or pass_fds=[{fd}]), and it could not be duplicated from pid {pid} ({reason}); waiting would deadlock, so pass the descriptor down"
     )]
     AncestorDescriptorClosed {
         /// The dataset directory.
@@ -84,5 +84,7 @@ pub enum LockError {
         pid: u32,
         /// Its descriptor number.
         fd: i32,
+        /// Why no duplicate could be taken (the system's error).
+        reason: String,
     },
 }

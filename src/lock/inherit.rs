@@ -17,9 +17,11 @@
 //! alive, opening the lock fails with [`LockError::AncestorDescriptorClosed`]: waiting
 //! would deadlock against the ancestor.
 
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{LockError, LockMode};
 
@@ -37,8 +39,9 @@ pub struct HeldEntry {
     pub mode: LockMode,
     /// The descriptor number the ancestor left open for its children.
     pub fd: i32,
-    /// The process that handed the lock down.
-    pub pid: u32,
+    /// The process that handed the lock down (`None` in the 4-field entries of
+    /// earlier versions, which name no process).
+    pub pid: Option<u32>,
 }
 
 /// Formats one entry of [`HELD_LOCK_ENV`].
@@ -47,10 +50,11 @@ pub fn format_entry(entry: &HeldEntry) -> String {
         LockMode::Read => "r",
         LockMode::Write => "w",
     };
-    let HeldEntry {
-        dev, ino, fd, pid, ..
-    } = entry;
-    format!("{dev}:{ino}:{mode}:{fd}:{pid}")
+    let HeldEntry { dev, ino, fd, .. } = entry;
+    match entry.pid {
+        Some(pid) => format!("{dev}:{ino}:{mode}:{fd}:{pid}"),
+        None => format!("{dev}:{ino}:{mode}:{fd}"),
+    }
 }
 
 /// Parses the variable's value into entries, skipping malformed ones.
@@ -67,7 +71,10 @@ pub fn parse(value: &str) -> Vec<HeldEntry> {
                 _ => return None,
             };
             let fd = parts.next()?.parse().ok()?;
-            let pid = parts.next()?.parse().ok()?;
+            let pid = match parts.next() {
+                Some(pid) => Some(pid.parse().ok()?),
+                None => None,
+            };
             parts.next().is_none().then_some(HeldEntry {
                 dev,
                 ino,
@@ -80,12 +87,40 @@ pub fn parse(value: &str) -> Vec<HeldEntry> {
 }
 
 /// A lock an ancestor holds for this process.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Inherited {
     /// The mode the ancestor holds.
     pub mode: LockMode,
-    /// Our own duplicate of the ancestor's descriptor, when ours had been closed.
-    pub _duplicate: Option<OwnedFd>,
+    /// A descriptor of this process on the ancestor's open file description (so on
+    /// its flock), when one could be taken: what this process hands down in turn.
+    pub descriptor: Option<Arc<OwnedFd>>,
+}
+
+/// Duplicates of ancestors' lock descriptors, by lock file: kept for the life of the
+/// process, so that the lock stays held for it even if every process above it dies.
+fn kept() -> &'static Mutex<HashMap<(u64, u64), Inherited>> {
+    static KEPT: OnceLock<Mutex<HashMap<(u64, u64), Inherited>>> = OnceLock::new();
+    KEPT.get_or_init(Default::default)
+}
+
+/// `O_CLOEXEC` as `/proc/PID/fdinfo` shows it in `flags:` (octal).
+const O_CLOEXEC_FLAG: u32 = 0o2_000_000;
+
+/// Whether descriptor `fd` of this process was inherited open on the file
+/// `(dev, ino)`: it is open on that file and NOT close-on-exec (every descriptor this
+/// library opens is close-on-exec, so one of our own lock files, which may have taken
+/// a number an ancestor's closed descriptor had, never passes).
+fn inherited_here(fd: i32, dev: u64, ino: u64) -> bool {
+    let on_file = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+    let flags = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("flags:"))
+                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        });
+    on_file && flags.is_some_and(|f| f & O_CLOEXEC_FLAG == 0)
 }
 
 /// Whether `fd` is open on the file `(dev, ino)`.
@@ -114,19 +149,25 @@ fn is_ancestor(pid: u32) -> bool {
     false
 }
 
-/// Takes a duplicate of descriptor `entry.fd` of the ancestor `entry.pid`, if that
-/// process is still our ancestor and the descriptor is open on the lock file.
-fn duplicate_from_ancestor(entry: &HeldEntry) -> Option<OwnedFd> {
+/// A duplicate of descriptor `fd` of process `pid`, which must be open on the lock
+/// file `(dev, ino)` (and, unless it is this process, be one of our ancestors).
+/// The error says why it could not be taken.
+fn duplicate_of(pid: u32, fd: i32, dev: u64, ino: u64) -> Result<OwnedFd, String> {
     use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
-    let pid = Pid::from_raw(i32::try_from(entry.pid).ok()?)?;
+    let raw = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+    let target = Pid::from_raw(raw).ok_or_else(|| format!("pid {pid} out of range"))?;
     // Check ancestry after pinning the process with a pidfd, so that a pid reused by
     // an unrelated process between the check and the open cannot be mistaken for it.
-    let pidfd = pidfd_open(pid, PidfdFlags::empty()).ok()?;
-    if !is_ancestor(entry.pid) {
-        return None;
+    let pidfd = pidfd_open(target, PidfdFlags::empty()).map_err(|e| format!("pidfd_open: {e}"))?;
+    if pid != std::process::id() && !is_ancestor(pid) {
+        return Err(format!("pid {pid} is no longer an ancestor"));
     }
-    let duplicate = pidfd_getfd(&pidfd, entry.fd, PidfdGetfdFlags::empty()).ok()?;
-    is_on_file(&duplicate, entry.dev, entry.ino).then_some(duplicate)
+    let duplicate = pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty())
+        .map_err(|e| format!("pidfd_getfd: {e}"))?;
+    if !is_on_file(&duplicate, dev, ino) {
+        return Err(format!("descriptor {fd} of pid {pid} is not the lock file"));
+    }
+    Ok(duplicate)
 }
 
 /// The lock an ancestor holds for us on the lock file `(dev, ino)`, if any.
@@ -135,6 +176,10 @@ pub(super) fn inherited(
     ino: u64,
     dataset: &Path,
 ) -> Result<Option<Inherited>, LockError> {
+    let mut kept = kept().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(inherited) = kept.get(&(dev, ino)) {
+        return Ok(Some(inherited.clone()));
+    }
     let Ok(value) = std::env::var(HELD_LOCK_ENV) else {
         return Ok(None);
     };
@@ -142,31 +187,47 @@ pub(super) fn inherited(
         .into_iter()
         .filter(|e| e.dev == dev && e.ino == ino)
         .collect();
+    let mut found = None;
     for entry in &entries {
-        let open_here = std::fs::metadata(format!("/proc/self/fd/{}", entry.fd))
-            .is_ok_and(|m| m.dev() == dev && m.ino() == ino);
-        if open_here {
-            return Ok(Some(Inherited {
+        if inherited_here(entry.fd, dev, ino) {
+            // A copy of our own, to hand down even if the inherited one gets closed.
+            let own = duplicate_of(std::process::id(), entry.fd, dev, ino).ok();
+            found = Some(Inherited {
                 mode: entry.mode,
-                _duplicate: None,
-            }));
+                descriptor: own.map(Arc::new),
+            });
+            break;
         }
     }
-    for entry in &entries {
-        if let Some(duplicate) = duplicate_from_ancestor(entry) {
-            return Ok(Some(Inherited {
-                mode: entry.mode,
-                _duplicate: Some(duplicate),
-            }));
+    let mut failure = None;
+    if found.is_none() {
+        for entry in &entries {
+            let Some(pid) = entry.pid else { continue };
+            match duplicate_of(pid, entry.fd, dev, ino) {
+                Ok(duplicate) => {
+                    found = Some(Inherited {
+                        mode: entry.mode,
+                        descriptor: Some(Arc::new(duplicate)),
+                    });
+                    break;
+                }
+                Err(reason) if is_ancestor(pid) => failure = Some((*entry, reason)),
+                Err(_) => {}
+            }
         }
+    }
+    if let Some(inherited) = found {
+        kept.insert((dev, ino), inherited.clone());
+        return Ok(Some(inherited));
     }
     // Named for us, descriptor gone, and an ancestor that we could not reach: waiting
     // for the lock would wait for that ancestor, which may be waiting for us.
-    match entries.iter().find(|e| is_ancestor(e.pid)) {
-        Some(entry) => Err(LockError::AncestorDescriptorClosed {
+    match failure {
+        Some((entry, reason)) => Err(LockError::AncestorDescriptorClosed {
             dataset: dataset.to_path_buf(),
-            pid: entry.pid,
+            pid: entry.pid.unwrap_or_default(),
             fd: entry.fd,
+            reason,
         }),
         None => Ok(None),
     }
@@ -184,14 +245,14 @@ mod tests {
                 ino: 2,
                 mode: LockMode::Write,
                 fd: 5,
-                pid: 77,
+                pid: Some(77),
             },
             HeldEntry {
                 dev: 3,
                 ino: 4,
                 mode: LockMode::Read,
                 fd: 7,
-                pid: 78,
+                pid: None,
             },
         ];
         let value = format!(
@@ -205,7 +266,37 @@ mod tests {
     #[test]
     fn garbage_is_ignored() {
         assert!(parse("").is_empty());
-        assert!(parse("1:2:x:3:4;a:b:c:d:e;1:2:w:3;1:2:w:3:9:9").is_empty());
+        assert!(parse("1:2:x:3:4;a:b:c:d:e;1:2:w;1:2:w:3:9:9;1:2:w:3:x").is_empty());
+    }
+
+    /// Entries of earlier versions (no pid) are still read.
+    #[test]
+    fn four_field_entries_are_read() {
+        assert_eq!(
+            parse("1:2:w:3"),
+            vec![HeldEntry {
+                dev: 1,
+                ino: 2,
+                mode: LockMode::Write,
+                fd: 3,
+                pid: None
+            }]
+        );
+    }
+
+    /// A descriptor this library opened (close-on-exec) never passes for an
+    /// inherited one, even on the right file.
+    #[test]
+    fn our_own_descriptors_are_not_inherited() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let file = std::fs::File::create(&path).unwrap();
+        let meta = file.metadata().unwrap();
+        assert!(!inherited_here(file.as_raw_fd(), meta.dev(), meta.ino()));
+        // Its duplicate without close-on-exec (what a parent hands down) passes.
+        let handed = rustix::io::dup(&file).unwrap();
+        assert!(inherited_here(handed.as_raw_fd(), meta.dev(), meta.ino()));
     }
 
     #[test]

@@ -78,8 +78,9 @@ struct SharedLock {
     os: OsLock,
     /// Set when an ancestor process holds the lock for us (see [`inherit`]).
     inherited: Option<LockMode>,
-    /// Keeps open our duplicate of the ancestor's descriptor, when we took one.
-    _inherited_descriptor: Option<inherit::Inherited>,
+    /// Our descriptor on the ancestor's locked open file description, when we have
+    /// one: what [`hand_down`] passes on.
+    inherited_descriptor: Option<Arc<std::os::fd::OwnedFd>>,
     /// `(fstype, option)` when the mount's locks are node-local.
     node_local: Option<(String, String)>,
     state: Mutex<ProcessState>,
@@ -170,7 +171,7 @@ impl DatasetLock {
             pid,
             dataset: dataset.to_path_buf(),
             inherited: inherited.as_ref().map(|i| i.mode),
-            _inherited_descriptor: inherited,
+            inherited_descriptor: inherited.and_then(|i| i.descriptor),
             node_local: node_local_locks(dataset),
             os: OsLock {
                 lock,
@@ -485,7 +486,7 @@ impl WriteGuard {
 /// names it for [`inherit::HELD_LOCK_ENV`].
 #[derive(Debug)]
 pub struct HandedDownLock {
-    _descriptor: std::os::fd::OwnedFd,
+    _descriptor: Option<std::os::fd::OwnedFd>,
     env_value: String,
 }
 
@@ -497,23 +498,39 @@ impl HandedDownLock {
     }
 }
 
+/// Hands down the descriptor that carries the lock: our own lock file's, or, when an
+/// ancestor holds the lock for us, our descriptor on the ancestor's (our own lock file
+/// holds no lock then). An inherited lock without such a descriptor is passed on by
+/// the inherited descriptor itself, which children inherit, and its entry.
 fn hand_down(shared: &SharedLock, mode: LockMode) -> std::io::Result<HandedDownLock> {
     use std::os::fd::AsRawFd;
+    let previous = std::env::var(inherit::HELD_LOCK_ENV).unwrap_or_default();
+    let source = match (&shared.inherited, &shared.inherited_descriptor) {
+        (None, _) => Some(rustix::io::dup(&shared.os.lock)?),
+        (Some(_), Some(ancestors)) => Some(rustix::io::dup(ancestors.as_ref())?),
+        (Some(_), None) => None,
+    };
+    let Some(descriptor) = source else {
+        return Ok(HandedDownLock {
+            _descriptor: None,
+            env_value: previous,
+        });
+    };
     let meta = shared.os.lock.metadata()?;
-    let descriptor = rustix::io::dup(&shared.os.lock)?;
     let own = inherit::format_entry(&inherit::HeldEntry {
         dev: meta.dev(),
         ino: meta.ino(),
         mode,
         fd: descriptor.as_raw_fd(),
-        pid: std::process::id(),
+        pid: Some(std::process::id()),
     });
-    let env_value = match std::env::var(inherit::HELD_LOCK_ENV) {
-        Ok(previous) if !previous.is_empty() => format!("{previous};{own}"),
-        _ => own,
+    let env_value = if previous.is_empty() {
+        own
+    } else {
+        format!("{previous};{own}")
     };
     Ok(HandedDownLock {
-        _descriptor: descriptor,
+        _descriptor: Some(descriptor),
         env_value,
     })
 }
