@@ -456,12 +456,24 @@ fn recovery_makes_the_finished_commit_durable_before_a_power_loss() {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = common::tempdir();
     let rec = record(dir.path());
-    let sample: usize = if full() { 1 } else { 3 };
-    let crashed = dir.path().join("crashed.zarr");
-    let out = dir.path().join("after-power-loss.zarr");
+    recover_then_lose_power(&rec, dir.path(), if full() { 1 } else { 3 });
+}
+
+/// The same where overwrites take two renames (no atomic swap).
+#[test]
+fn recovery_without_atomic_swaps_is_durable_before_a_power_loss() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let rec = record_with(dir.path(), Recorder::without_swaps());
+    recover_then_lose_power(&rec, dir.path(), if full() { 1 } else { 5 });
+}
+
+fn recover_then_lose_power(rec: &Recording, dir: &Path, sample: usize) {
+    let crashed = dir.join("crashed.zarr");
+    let out = dir.join("after-power-loss.zarr");
     let mut states = 0;
     for end in (0..=rec.ops.len()).filter(|end| end % sample == 0) {
-        replay(&rec, end, &|_| true, &crashed);
+        replay(rec, end, &|_| true, &crashed);
         let recorder = Arc::new(Recorder::default());
         set_observer(Some(recorder.clone()));
         // The recovery every writer runs when it takes the lock.
@@ -499,7 +511,7 @@ fn recovery_makes_the_finished_commit_durable_before_a_power_loss() {
         let len = both.ops.len();
         replay(&both, len, &|j| durable(&both.ops, j, len), &out);
         verify(
-            &rec,
+            rec,
             end,
             &out,
             &format!("prefix {end}, recovered, then power loss"),

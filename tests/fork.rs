@@ -22,12 +22,15 @@ fn fork_child(child: impl FnOnce() -> Result<(), String>) -> Result<rustix::proc
         return Err(format!("fork failed: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
-        let code = match child() {
-            Ok(()) => 0,
-            Err(message) => {
+        // A panic must not unwind into the parent's code (the copy of `main`).
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
+        let code = match outcome {
+            Ok(Ok(())) => 0,
+            Ok(Err(message)) => {
                 eprintln!("child: {message}");
                 1
             }
+            Err(_) => 2,
         };
         // Leave without running the destructors of values copied from the parent.
         std::process::exit(code);

@@ -535,6 +535,22 @@ fn overwrite_never_leaves_the_name_empty_for_lock_free_readers() {
     let pixels = |v: u32| ArrayD::from_elem(IxDyn(&[8, 8]), v);
     ds.add_labels("seg", pixels(0).view(), &RasterOptions::default())
         .unwrap();
+    // The guarantee needs the filesystem's atomic swap (not on NFS, for example).
+    let (a, b) = (dir.path().join("swap-a"), dir.path().join("swap-b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    if rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &a,
+        rustix::fs::CWD,
+        &b,
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .is_err()
+    {
+        eprintln!("no RENAME_EXCHANGE in {}: skipped", dir.path().display());
+        return;
+    }
     let metadata = dir.path().join("sd.zarr/labels/seg/zarr.json");
     let (stop, looks, misses) = (
         AtomicBool::new(false),
@@ -624,8 +640,16 @@ fn staging_of_a_live_writer_is_kept_and_removed_once_it_is_killed() {
     std::fs::create_dir_all(building.join("element")).unwrap();
     let owner = building.join("owner");
     std::fs::write(&owner, b"").unwrap();
+    /// Kills the lock holder when the test ends, however it ends.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     // The live writer: another process holding the owner's lock.
-    let mut holder = std::process::Command::new("python3")
+    let holder = std::process::Command::new("python3")
         .args([
             "-c",
             "import fcntl, sys, time\n\
@@ -638,9 +662,10 @@ fn staging_of_a_live_writer_is_kept_and_removed_once_it_is_killed() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut holder = KillOnDrop(holder);
     let mut line = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(holder.0.stdout.take().unwrap()),
         &mut line,
     )
     .unwrap();
@@ -654,8 +679,8 @@ fn staging_of_a_live_writer_is_kept_and_removed_once_it_is_killed() {
     assert!(aged.success());
     assert!(ds.recover().unwrap().removed_staging.is_empty());
     assert!(building.exists(), "a live writer's staging was removed");
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    holder.0.kill().unwrap();
+    holder.0.wait().unwrap();
     assert_eq!(
         ds.recover().unwrap().removed_staging,
         vec![building.clone()]

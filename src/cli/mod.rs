@@ -160,10 +160,12 @@ fn usage_error(error: clap::Error) -> ExitCode {
     }
     // The subcommand named on the command line, for the help to point at.
     let command = <Cli as clap::CommandFactory>::command();
-    let subcommand = std::env::args().skip(1).find(|arg| {
+    let subcommand = std::env::args_os().skip(1).find_map(|arg| {
+        let arg = arg.to_str()?.to_owned();
         command
             .get_subcommands()
-            .any(|sub| sub.get_name() == arg.as_str())
+            .any(|sub| sub.get_name() == arg)
+            .then_some(arg)
     });
     let help = match subcommand {
         Some(sub) => format!("spatialzarr {sub} --help"),

@@ -67,7 +67,16 @@ impl Transformations {
         for (system, t) in &self.0 {
             let spatial = dims.iter().filter(|d| *d != "c").count();
             match t {
-                Transform::Identity | Transform::Other(_) => {}
+                Transform::Identity => {}
+                Transform::Other(v) => {
+                    let well_formed = v.get("type").is_some_and(Value::is_string)
+                        && v.get("output").is_none_or(Value::is_object);
+                    if !v.is_object() || !well_formed {
+                        return Err(format!(
+                            "the transformation to {system:?} is not an NGFF transformation object with a \"type\""
+                        ));
+                    }
+                }
                 Transform::Scale(v) | Transform::Translation(v) => {
                     if v.len() != spatial {
                         return Err(format!(
@@ -101,7 +110,12 @@ impl Transformations {
                     // Kept as read, with its own input and output axes.
                     Transform::Other(v) => {
                         let mut v = v.clone();
-                        v["output"]["name"] = json!(system);
+                        if let Some(object) = v.as_object_mut() {
+                            let output = object.entry("output").or_insert_with(|| json!({}));
+                            if let Some(output) = output.as_object_mut() {
+                                output.insert("name".into(), json!(system));
+                            }
+                        }
                         return v;
                     }
                     Transform::Scale(v) => {
@@ -228,6 +242,17 @@ mod tests {
         assert_eq!(read.0["other"], Transform::Other(sequence.clone()));
         assert!(read.validate(&dims).is_ok());
         assert_eq!(read.to_ngff(&dims), vec![affine, sequence]);
+        // Built by a caller: anything but an object with a type is refused, and
+        // writing one never panics.
+        for bad in [
+            json!("affine"),
+            json!({"affine": []}),
+            json!({"type": "affine", "output": "x"}),
+        ] {
+            let t = Transformations([("s".to_owned(), Transform::Other(bad.clone()))].into());
+            assert!(t.validate(&dims).is_err(), "{bad}");
+            let _ = t.to_ngff(&dims);
+        }
     }
 
     #[test]

@@ -73,8 +73,17 @@ pub fn ensure_private_dir(dir: &Path, dataset_mode: u32) -> std::io::Result<()> 
             match e.raw_os_error() {
                 // Another process made it first.
                 Some(code) if code == rustix::io::Errno::EXIST.raw_os_error() => Ok(()),
-                // No RENAME_NOREPLACE here (some network filesystems): mkdir, chmod.
-                Some(code) if code == rustix::io::Errno::INVAL.raw_os_error() => {
+                // No RENAME_NOREPLACE here (some network filesystems, old kernels,
+                // seccomp filters): mkdir, chmod.
+                Some(code)
+                    if [
+                        rustix::io::Errno::INVAL,
+                        rustix::io::Errno::NOSYS,
+                        rustix::io::Errno::OPNOTSUPP,
+                    ]
+                    .iter()
+                    .any(|errno| errno.raw_os_error() == code) =>
+                {
                     match std::fs::create_dir(dir) {
                         Ok(()) => std::fs::set_permissions(dir, mode),
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -124,9 +133,13 @@ pub fn open_lock_file(path: &Path, dataset_mode: u32) -> Result<File, LockError>
         }
         // No hard links here (some FUSE and SMB mounts): create in place, chmod.
         Err(e)
-            if [rustix::io::Errno::PERM, rustix::io::Errno::OPNOTSUPP]
-                .iter()
-                .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
+            if [
+                rustix::io::Errno::PERM,
+                rustix::io::Errno::OPNOTSUPP,
+                rustix::io::Errno::NOSYS,
+            ]
+            .iter()
+            .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
         {
             create_in_place(path, mode).map_err(open_error)
         }
