@@ -1835,11 +1835,12 @@ fn journals_with_paths_leaving_the_dataset() {
 
 #[test]
 fn journal_from_a_newer_version() {
+    let newer = spatialzarr::commit::journal::JOURNAL_VERSION + 1;
     meta_case(
         |f| {
             journal(
                 f,
-                json!({"version": 2, "generation": 5, "steps": [], "cleanup": []}).to_string(),
+                json!({"version": newer, "generation": 5, "steps": [], "cleanup": []}).to_string(),
             )
         },
         &refused_state(),
