@@ -85,6 +85,13 @@ pub fn memory_limit() -> u64 {
     })
 }
 
+/// Whether the operating system's error `error` is one of `errnos`.
+pub fn errno_is(error: &std::io::Error, errnos: &[rustix::io::Errno]) -> bool {
+    errnos
+        .iter()
+        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

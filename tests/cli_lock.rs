@@ -212,15 +212,7 @@ fn huge_timeouts_mean_waiting_without_limit() {
         );
     }
     let dataset = dir.path().join("ds.zarr");
-    let out = Command::new(cli())
-        .args(["--lock-timeout", "1e19", "init", dataset.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::sz_ok(&["--lock-timeout", "1e19", "init", dataset.to_str().unwrap()]);
 }
 
 /// Python's `subprocess` closes inherited descriptors by default, so a `spatialzarr`

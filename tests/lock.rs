@@ -397,12 +397,8 @@ fn lock_files_follow_group_permissions_and_are_never_world_writable() {
     std::fs::create_dir(&dataset).unwrap();
     std::fs::set_permissions(&dataset, std::fs::Permissions::from_mode(0o2777)).unwrap();
     open(&dataset);
-    let mode = |p: &str| {
-        std::fs::metadata(dataset.join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-    };
+    let mode_of = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+    let mode = |p: &str| mode_of(&dataset.join(p));
     assert_eq!(mode(".spatialzarr/lock") & 0o777, 0o664);
     assert_eq!(mode(".spatialzarr/gate") & 0o777, 0o664);
     assert_eq!(mode(".spatialzarr") & 0o7777, 0o2775);
@@ -431,12 +427,7 @@ fn lock_files_follow_group_permissions_and_are_never_world_writable() {
         .status()
         .unwrap();
     assert!(status.success());
-    let strict_mode = |p: &str| {
-        std::fs::metadata(strict.join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-    };
+    let strict_mode = |p: &str| mode_of(&strict.join(p));
     assert_eq!(strict_mode(".spatialzarr") & 0o7777, 0o2770);
     assert_eq!(strict_mode(".spatialzarr/lock") & 0o777, 0o660);
     assert_eq!(names(&strict.join(".spatialzarr")), vec!["gate", "lock"]);

@@ -703,16 +703,21 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     let mut new_groups = BTreeSet::new();
     let mut labels_changed = false;
     let trash_dir = layout.hidden_relative(&[super::layout::TRASH_DIR]);
-    let move_to_trash = |steps: &mut Vec<Step>, cleanup: &mut Vec<String>, target: &str| {
+    // A new entry of the trash folder (made by the commit, deleted after it).
+    let new_trash = |steps: &mut Vec<Step>, cleanup: &mut Vec<String>| -> String {
         let trash = format!("{trash_dir}/{}", unique_id());
         steps.push(Step::Mkdir {
             path: trash_dir.clone(),
         });
+        cleanup.push(trash.clone());
+        trash
+    };
+    let move_to_trash = |steps: &mut Vec<Step>, cleanup: &mut Vec<String>, target: &str| {
+        let trash = new_trash(steps, cleanup);
         steps.push(Step::Rename {
             from: target.to_owned(),
-            to: trash.clone(),
+            to: trash,
         });
-        cleanup.push(trash);
     };
     // Puts the staged folder `staged` in the place of the existing `target` in one swap
     // (readers without the lock never find `target` missing); the old one goes to trash.
@@ -727,24 +732,17 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         publisher.write(&staged.join(&marker), b"")?;
         publisher.sync()?;
         let from = relative(root, staged);
-        let trash = format!("{trash_dir}/{}", unique_id());
-        steps.push(Step::Mkdir {
-            path: trash_dir.clone(),
-        });
+        let trash = new_trash(steps, cleanup);
         steps.push(Step::Exchange {
             from: from.clone(),
             to: target.to_owned(),
             trash: trash.clone(),
             marker: marker.clone(),
         });
-        steps.push(Step::Rename {
-            from,
-            to: trash.clone(),
-        });
+        steps.push(Step::Rename { from, to: trash });
         steps.push(Step::Unlink {
             path: format!("{target}/{marker}"),
         });
-        cleanup.push(trash);
         Ok(())
     };
 

@@ -70,20 +70,13 @@ pub fn ensure_private_dir(dir: &Path, dataset_mode: u32) -> std::io::Result<()> 
         Ok(()) => Ok(()),
         Err(e) => {
             let _ = std::fs::remove_dir(&temp);
-            match e.raw_os_error() {
+            use rustix::io::Errno;
+            match e {
                 // Another process made it first.
-                Some(code) if code == rustix::io::Errno::EXIST.raw_os_error() => Ok(()),
+                e if crate::util::errno_is(&e, &[Errno::EXIST]) => Ok(()),
                 // No RENAME_NOREPLACE here (some network filesystems, old kernels,
                 // seccomp filters): mkdir, chmod.
-                Some(code)
-                    if [
-                        rustix::io::Errno::INVAL,
-                        rustix::io::Errno::NOSYS,
-                        rustix::io::Errno::OPNOTSUPP,
-                    ]
-                    .iter()
-                    .any(|errno| errno.raw_os_error() == code) =>
-                {
+                e if crate::util::errno_is(&e, &[Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP]) => {
                     match std::fs::create_dir(dir) {
                         Ok(()) => std::fs::set_permissions(dir, mode),
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -114,16 +107,7 @@ pub fn open_lock_file(path: &Path, dataset_mode: u32) -> Result<File, LockError>
     }
     let mode = file_mode_for(dataset_mode);
     let temp = sibling_temp(path);
-    let created = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temp)
-        .and_then(|file| {
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            std::fs::hard_link(&temp, path)
-        });
+    let created = create_with_mode(&temp, mode).and_then(|_| std::fs::hard_link(&temp, path));
     let _ = std::fs::remove_file(&temp);
     match created {
         // Linked, or another process linked its own first: either way, open the name.
@@ -133,13 +117,14 @@ pub fn open_lock_file(path: &Path, dataset_mode: u32) -> Result<File, LockError>
         }
         // No hard links here (some FUSE and SMB mounts): create in place, chmod.
         Err(e)
-            if [
-                rustix::io::Errno::PERM,
-                rustix::io::Errno::OPNOTSUPP,
-                rustix::io::Errno::NOSYS,
-            ]
-            .iter()
-            .any(|errno| e.raw_os_error() == Some(errno.raw_os_error())) =>
+            if crate::util::errno_is(
+                &e,
+                &[
+                    rustix::io::Errno::PERM,
+                    rustix::io::Errno::OPNOTSUPP,
+                    rustix::io::Errno::NOSYS,
+                ],
+            ) =>
         {
             create_in_place(path, mode).map_err(open_error)
         }
@@ -147,24 +132,27 @@ pub fn open_lock_file(path: &Path, dataset_mode: u32) -> Result<File, LockError>
     }
 }
 
-/// Creates the lock file `path` directly (umask applies until its mode is set), or
-/// opens it when it exists.
-fn create_in_place(path: &Path, mode: u32) -> std::io::Result<File> {
-    match OpenOptions::new()
+/// Creates the new file `path` (exclusively, read-write) and sets `mode` on it, which
+/// the umask may have reduced.
+fn create_with_mode(path: &Path, mode: u32) -> std::io::Result<File> {
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(path)
-    {
-        Ok(file) => {
-            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-            Ok(file)
-        }
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    Ok(file)
+}
+
+/// Creates the lock file `path` directly (umask applies until its mode is set), or
+/// opens it when it exists.
+fn create_in_place(path: &Path, mode: u32) -> std::io::Result<File> {
+    match create_with_mode(path, mode) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             OpenOptions::new().read(true).write(true).open(path)
         }
-        Err(e) => Err(e),
+        other => other,
     }
 }
 

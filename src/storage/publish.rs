@@ -341,9 +341,7 @@ impl Drop for Publisher {
 /// Whether a failed `renameat2(RENAME_EXCHANGE)` means the swap is not available here.
 fn is_unsupported(error: &std::io::Error) -> bool {
     use rustix::io::Errno;
-    [Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP]
-        .iter()
-        .any(|errno| error.raw_os_error() == Some(errno.raw_os_error()))
+    crate::util::errno_is(error, &[Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP])
 }
 
 /// Removes the temporary files of deferred writes that will not be published.
