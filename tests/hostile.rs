@@ -1,5 +1,5 @@
-//! Hostile names and hostile metadata (scenarios 7 and 8 of
-//! `/work/shared/notes/reliability.md`).
+//! Hostile names and hostile metadata: what a reader given a dataset by someone else,
+//! or a caller passing names from user input, must survive.
 //!
 //! - Names: thousands of names the format refuses (`..`, `/`, `\`, NUL, `__x`, absolute
 //!   paths, overlong, control characters, look-alike letters, ...) and case duplicates

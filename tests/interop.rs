@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{copy_tree, find, repo};
+use common::{copy_tree, find};
 
 /// What spatialdata (and zarr-python) see in the dataset at `path`.
 fn spatialdata_reads(path: &Path) -> Value {
@@ -236,7 +236,7 @@ fn store_extends_the_spatialdata_fixture_and_keeps_consolidated_metadata_current
     let dir = common::tempdir();
     let path = dir.path().join("fixture.zarr");
     copy_tree(
-        &repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr"),
+        &common::fixture("v3"),
         &path,
     );
     let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
@@ -334,7 +334,7 @@ fn store_reads_the_container_0_1_fixture_but_refuses_to_write_it() {
     let dir = common::tempdir();
     let path = dir.path().join("v2.zarr");
     copy_tree(
-        &repo().join("../shared/fixtures/spatialdata-0.8.0-v2.zarr"),
+        &common::fixture("v2"),
         &path,
     );
     let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
@@ -454,7 +454,7 @@ mod tables {
         let dir = common::tempdir();
         let path = dir.path().join("fixture.zarr");
         copy_tree(
-            &repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr"),
+            &common::fixture("v3"),
             &path,
         );
         let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
@@ -536,7 +536,7 @@ fn fixture_int8_codes_are_widened_when_categories_outgrow_them() {
     let dir = common::tempdir();
     let path = dir.path().join("fixture.zarr");
     copy_tree(
-        &repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr"),
+        &common::fixture("v3"),
         &path,
     );
     let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
@@ -603,7 +603,7 @@ fn consolidated_metadata_can_be_dropped() {
     let dir = common::tempdir();
     let path = dir.path().join("fixture.zarr");
     copy_tree(
-        &repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr"),
+        &common::fixture("v3"),
         &path,
     );
     let root_doc = || -> Value {

@@ -1,4 +1,4 @@
-//! The kill -9 suite (scenario 1 of `/work/shared/notes/reliability.md`).
+//! The kill -9 suite: writer processes killed at random instants, the dataset checked.
 //!
 //! Eight writer processes (workers of this test binary, using the library) loop
 //! forever over a deterministic, per-worker sequence of operations: add a labels

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{copy_tree, find, repo, spatialdata_reads};
+use common::{copy_tree, find, spatialdata_reads};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use spatialzarr::storage::Publisher;
 use spatialzarr::{Dataset, Error, Transform, Transformations};
 
 fn fixture() -> PathBuf {
-    repo().join("../shared/fixtures/spatialdata-0.8.0-v3.zarr")
+    common::fixture("v3")
 }
 
 fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
@@ -398,7 +398,7 @@ fn fixture_points_read_back_exactly() {
     assert_eq!(genes, ["a", "b", "a", "b", "a", "b", "a", "b", "a", "b"]);
     check_points(&dir, true).unwrap();
     // The Zarr v2 fixture holds the same points.
-    let v2 = repo().join("../shared/fixtures/spatialdata-0.8.0-v2.zarr/points/pts");
+    let v2 = common::fixture("v2").join("points/pts");
     assert_eq!(points_info(&v2).unwrap().n, 10);
 }
 

@@ -156,6 +156,12 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A dataset written by spatialdata 0.8.0, committed under `tests/fixtures/`
+/// (`v3`: container format 0.2 on Zarr v3; `v2`: format 0.1 on Zarr v2).
+pub fn fixture(version: &str) -> PathBuf {
+    repo().join(format!("tests/fixtures/spatialdata-0.8.0-{version}.zarr"))
+}
+
 /// Runs `spatialzarr ARGS...` to completion.
 pub fn sz<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
     Command::new(cli())
