@@ -13,8 +13,10 @@
 //! `{"images":M,"labels":L,"cells":C,"segmented":K,"seconds":T,"images_per_second":R,"check_ok":true}`
 //! where K counts the images segmented by this run, and R is K per second).
 //!
-//! Interrupting the demo at any moment, even with SIGKILL to every process, loses
-//! nothing: running the same command again adds only the missing images, segments
+//! SIGINT, SIGTERM or SIGHUP stop the workers before the demo exits (status 128 +
+//! the signal's number); a worker whose parent dies, even by SIGKILL, is killed by
+//! the kernel (see `workers`). Interrupting the demo at any moment, even with
+//! SIGKILL to every process, loses nothing: running the same command again adds only the missing images, segments
 //! only the images without labels, and never appends an image's rows twice.
 
 mod segment;
@@ -23,7 +25,7 @@ mod worker;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Child, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -32,6 +34,7 @@ use serde::Serialize;
 use spatialzarr::{Dataset, Error, RasterOptions};
 
 use super::Globals;
+use super::workers::{self, StopSignals};
 use synth::{image_name, labels_name};
 pub use worker::{WorkerArgs, run as worker};
 
@@ -104,11 +107,29 @@ pub fn run(args: DemoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     );
     progress.set_position(done_before as u64);
 
+    // From here on a stop signal stops the workers before the demo exits.
+    let signals = StopSignals::catch()?;
     let mut children = Vec::with_capacity(workers);
     for index in 0..workers {
-        children.push(spawn_worker(&args, index, globals)?);
+        match spawn_worker(&args, index, globals) {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                workers::stop_all(&mut children);
+                return Err(e);
+            }
+        }
     }
-    let failures = watch(&ds, images, children, &progress)?;
+    let failures = match watch(&ds, images, children, &progress, &signals)? {
+        Watched::Exited(failures) => failures,
+        Watched::Stopped { signal, workers } => {
+            progress.finish_and_clear();
+            eprintln!(
+                "spatialzarr: demo stopped by {} ({workers} workers stopped); every image committed so far is kept: run the same command again to resume",
+                signal.1
+            );
+            return Ok(ExitCode::from(128 + signal.0 as u8));
+        }
+    };
     progress.finish_and_clear();
     if let Some((index, status, stderr)) = failures.into_iter().next() {
         let stderr = stderr.trim().replace(['\n', '\r'], " ");
@@ -206,10 +227,8 @@ fn labels_done(ds: &Dataset, images: usize) -> anyhow::Result<usize> {
 
 /// Starts worker `index`: this binary in its hidden `demo-worker` mode.
 fn spawn_worker(args: &DemoArgs, index: usize, globals: &Globals) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let mut command = Command::new(exe);
+    let mut command = workers::command("demo-worker")?;
     command
-        .arg("demo-worker")
         .arg(&args.dataset)
         .args(["--index", &index.to_string()])
         .args(["--workers", &args.workers.to_string()])
@@ -228,14 +247,29 @@ fn spawn_worker(args: &DemoArgs, index: usize, globals: &Globals) -> anyhow::Res
         .with_context(|| format!("cannot start demo worker {index}"))
 }
 
-/// Waits for every worker, moving the progress bar as labels appear. Returns the
-/// failed workers: index, exit status and what they printed on stderr.
+/// How the workers ended.
+enum Watched {
+    /// All exited by themselves; the failed ones: index, exit status and what they
+    /// printed on stderr.
+    Exited(Vec<(usize, ExitStatus, String)>),
+    /// A stop signal came first: every worker was stopped.
+    Stopped {
+        /// The signal's number and name.
+        signal: (i32, &'static str),
+        /// How many workers were still running.
+        workers: usize,
+    },
+}
+
+/// Waits for every worker, moving the progress bar as labels appear, or stops them
+/// all when a stop signal arrives.
 fn watch(
     ds: &Dataset,
     images: usize,
     mut children: Vec<Child>,
     progress: &indicatif::ProgressBar,
-) -> anyhow::Result<Vec<(usize, ExitStatus, String)>> {
+    signals: &StopSignals,
+) -> anyhow::Result<Watched> {
     // Drain each worker's stderr on its own thread, so a chatty worker never blocks.
     let readers: Vec<_> = children
         .iter_mut()
@@ -250,13 +284,33 @@ fn watch(
         .collect();
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
     while statuses.iter().any(Option::is_none) {
+        if let Some(signal) = signals.received() {
+            let running = statuses.iter().filter(|s| s.is_none()).count();
+            workers::stop_all(&mut children);
+            return Ok(Watched::Stopped {
+                signal,
+                workers: running,
+            });
+        }
         for (child, status) in children.iter_mut().zip(statuses.iter_mut()) {
             if status.is_none() {
-                *status = child.try_wait().context("cannot wait for a demo worker")?;
+                match child.try_wait() {
+                    Ok(exited) => *status = exited,
+                    Err(e) => {
+                        workers::stop_all(&mut children);
+                        return Err(e).context("cannot wait for a demo worker");
+                    }
+                }
             }
         }
         if !progress.is_hidden() {
-            progress.set_position(labels_done(ds, images)? as u64);
+            match labels_done(ds, images) {
+                Ok(done) => progress.set_position(done as u64),
+                Err(e) => {
+                    workers::stop_all(&mut children);
+                    return Err(e);
+                }
+            }
         }
         if statuses.iter().any(Option::is_none) {
             std::thread::sleep(POLL);
@@ -270,5 +324,5 @@ fn watch(
             failures.push((index, status, stderr));
         }
     }
-    Ok(failures)
+    Ok(Watched::Exited(failures))
 }

@@ -10,6 +10,7 @@ mod npy;
 mod store_cmds;
 mod table_cmds;
 mod vector_cmds;
+mod workers;
 
 use std::process::ExitCode;
 

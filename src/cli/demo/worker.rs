@@ -51,6 +51,7 @@ fn preference(index: usize, workers: usize, images: usize) -> Vec<usize> {
 
 /// `demo-worker`: segments images until none is left without labels.
 pub fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+    crate::cli::workers::die_with_parent()?;
     if args.workers == 0 || args.index >= args.workers {
         bail!(
             "worker index {} is not below the worker count {}",
