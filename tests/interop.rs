@@ -607,8 +607,8 @@ fn consolidated_metadata_can_be_dropped() {
     ]);
     assert!(root_doc().get("consolidated_metadata").is_some());
     common::sz_ok(&[
-        "--drop-consolidated-metadata",
         "add-labels",
+        "--drop-consolidated-metadata",
         common::s(&path),
         "after_drop",
         "--npy",

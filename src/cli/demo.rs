@@ -9,8 +9,8 @@
 //! processes (this binary, `spatialzarr demo-worker`, hidden) that segment them in
 //! parallel: each image's labels `<image>_labels` and its rows of the `cells` table
 //! are committed in one transaction. Finally checks the dataset and prints a summary
-//! (`key: value` lines, or with `--json` one object
-//! `{"images":M,"labels":L,"cells":C,"segmented":K,"seconds":T,"images_per_second":R,"check_ok":true}`
+//! (one line, or with `--json` one object
+//! `{"images":M,"labels":L,"cells":C,"segmented":K,"seconds":T,"images_per_second":R,"check_ok":true,"generation":G}`
 //! where K counts the images segmented by this run, and R is K per second).
 //!
 //! SIGINT, SIGTERM or SIGHUP stop the workers before the demo exits (status 128 +
@@ -33,7 +33,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use spatialzarr::{Dataset, Error, RasterOptions};
 
-use super::Globals;
+use super::WriteOptions;
 use super::workers::{self, StopSignals};
 use synth::{image_name, labels_name};
 pub use worker::{WorkerArgs, run as worker};
@@ -50,20 +50,22 @@ pub struct DemoArgs {
     /// The dataset (created if it does not exist).
     dataset: PathBuf,
     /// Worker processes segmenting the images in parallel.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
     /// Synthetic images to segment (`image_000` ...).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     images: u32,
     /// Width and height of each image, in pixels.
-    #[arg(long, value_name = "PX", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=16_384))]
+    #[arg(long, value_name = "PX", default_value_t = 256, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(16..=16_384))]
     size: u32,
     /// Seed of the synthetic images (same seed, same pixels).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::parse_whole_number)]
     seed: u64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// What the demo prints at the end.
@@ -83,14 +85,16 @@ struct Summary {
     images_per_second: f64,
     /// Whether the dataset check found nothing wrong.
     check_ok: bool,
+    /// The dataset's generation at the end.
+    generation: u64,
 }
 
 /// `demo`: adds the images, runs the workers, checks, and prints the summary.
-pub fn run(args: DemoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let images = args.images as usize;
     let workers = usize::from(args.workers);
-    let ds = Dataset::open_or_create(&args.dataset, globals.dataset_options())?;
+    let ds = Dataset::open_or_create(&args.dataset, args.options.dataset_options())?;
     add_missing_images(&ds, &args)?;
 
     let done_before = labels_done(&ds, images)?;
@@ -111,7 +115,7 @@ pub fn run(args: DemoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     let signals = StopSignals::catch()?;
     let mut children = Vec::with_capacity(workers);
     for index in 0..workers {
-        match spawn_worker(&args, index, globals) {
+        match spawn_worker(&args, index) {
             Ok(child) => children.push(child),
             Err(e) => {
                 workers::stop_all(&mut children);
@@ -159,17 +163,22 @@ pub fn run(args: DemoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         seconds,
         images_per_second: segmented as f64 / seconds.max(1e-9),
         check_ok: report.is_ok(),
+        generation: ds.generation()?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!("images: {}", summary.images);
-        println!("labels: {}", summary.labels);
-        println!("cells: {}", summary.cells);
-        println!("segmented now: {}", summary.segmented);
-        println!("seconds: {:.2}", summary.seconds);
-        println!("images per second: {:.2}", summary.images_per_second);
-        println!("check: {}", if summary.check_ok { "ok" } else { "FAILED" });
+        println!(
+            "segmented {} images in {:.2} s ({:.2} images/s); the dataset has {} images, {} labels, {} cells; check {} (generation {})",
+            summary.segmented,
+            summary.seconds,
+            summary.images_per_second,
+            summary.images,
+            summary.labels,
+            summary.cells,
+            if summary.check_ok { "ok" } else { "FAILED" },
+            summary.generation
+        );
     }
     if !report.is_ok() {
         bail!(
@@ -226,19 +235,14 @@ fn labels_done(ds: &Dataset, images: usize) -> anyhow::Result<usize> {
 }
 
 /// Starts worker `index`: this binary in its hidden `demo-worker` mode.
-fn spawn_worker(args: &DemoArgs, index: usize, globals: &Globals) -> anyhow::Result<Child> {
+fn spawn_worker(args: &DemoArgs, index: usize) -> anyhow::Result<Child> {
     let mut command = workers::command("demo-worker")?;
     command
         .arg(&args.dataset)
         .args(["--index", &index.to_string()])
         .args(["--workers", &args.workers.to_string()])
         .args(["--images", &args.images.to_string()]);
-    if let Some(timeout) = globals.lock_timeout {
-        command.args(["--lock-timeout", &timeout.as_secs_f64().to_string()]);
-    }
-    if globals.drop_consolidated_metadata {
-        command.arg("--drop-consolidated-metadata");
-    }
+    command.args(args.options.to_args());
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
