@@ -41,7 +41,10 @@ fn init_add_ls_info_check_rm() {
     let file = npy_file(dir.path(), "cells.npy", &cells);
     assert_eq!(
         sz_ok(&["add-labels", s(&ds), "cells", "--npy", s(&file)]),
-        ""
+        format!(
+            "added labels cells: 5 x 6 uint32 (generation {})\n",
+            open(&ds).generation().unwrap()
+        )
     );
     assert_eq!(
         sz_ok(&["ls", s(&ds), "--json"]).trim_end(),
@@ -50,7 +53,7 @@ fn init_add_ls_info_check_rm() {
     assert_eq!(sz_ok(&["ls", s(&ds)]), "labels\tcells\n");
     assert_eq!(
         sz_ok(&["info", s(&ds), "cells", "--json"]).trim_end(),
-        r#"{"type":"labels","shape":[5,6],"dtype":"uint32","dims":["y","x"],"levels":1}"#
+        r#"{"type":"labels","shape":[5,6],"dtype":"uint32","dims":["y","x"],"levels":1,"channels":null,"coordinate_systems":["global"]}"#
     );
     let text = sz_ok(&["info", s(&ds), "cells"]);
     for line in ["type: labels", "dtype: uint32", "dims: y,x", "levels: 1"] {
@@ -58,16 +61,16 @@ fn init_add_ls_info_check_rm() {
     }
     assert_eq!(open(&ds).read_raster::<u32>("cells", 0).unwrap(), cells);
 
-    // An image with explicit dims, under the global --lock-timeout option.
+    // An image with explicit dims, under the --lock-timeout option.
     let rgb =
         ArrayD::<u8>::from_shape_fn(IxDyn(&[3, 4, 5]), |i| (i[0] * 20 + i[1] * 5 + i[2]) as u8);
     let file = npy_file(dir.path(), "rgb.npy", &rgb);
     sz_ok(&[
-        "--lock-timeout",
-        "30",
         "add-image",
         s(&ds),
         "rgb",
+        "--lock-timeout",
+        "30",
         "--npy",
         s(&file),
         "--dims",
@@ -75,7 +78,7 @@ fn init_add_ls_info_check_rm() {
     ]);
     assert_eq!(
         sz_ok(&["info", s(&ds), "rgb", "--json"]).trim_end(),
-        r#"{"type":"image","shape":[3,4,5],"dtype":"uint8","dims":["c","y","x"],"levels":1}"#
+        r#"{"type":"image","shape":[3,4,5],"dtype":"uint8","dims":["c","y","x"],"levels":1,"channels":null,"coordinate_systems":["global"]}"#
     );
     assert_eq!(sz_ok(&["ls", s(&ds)]), "image\trgb\nlabels\tcells\n");
     assert_eq!(open(&ds).read_raster::<u8>("rgb", 0).unwrap(), rgb);
@@ -88,8 +91,21 @@ fn init_add_ls_info_check_rm() {
     assert_eq!(report["problems"], serde_json::json!([]));
     assert_eq!(report["generation"], open(&ds).generation().unwrap());
 
-    sz_ok(&["rm", s(&ds), "cells"]);
-    sz_ok(&["rm", s(&ds), "rgb"]);
+    let removed = sz_ok(&["rm", s(&ds), "cells"]);
+    assert_eq!(
+        removed,
+        format!(
+            "removed labels cells (generation {})\n",
+            open(&ds).generation().unwrap()
+        )
+    );
+    let removed: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["rm", s(&ds), "rgb", "--json"])).unwrap();
+    assert_eq!(
+        removed,
+        serde_json::json!({"removed": "rgb", "type": "image",
+            "generation": open(&ds).generation().unwrap()})
+    );
     assert_eq!(sz_ok(&["ls", s(&ds), "--json"]).trim_end(), empty);
     assert_eq!(sz_ok(&["ls", s(&ds)]), "");
     sz_ok(&["check", s(&ds)]);
@@ -147,7 +163,7 @@ fn sixteen_concurrent_cli_writers_lose_nothing() {
             let script: Vec<String> = (0..EACH)
                 .map(|i| {
                     format!(
-                        "'{}' --lock-timeout 120 add-labels '{}' {} --npy '{}'",
+                        "'{}' add-labels --lock-timeout 120 '{}' {} --npy '{}'",
                         s(&cli()),
                         s(&ds),
                         name(w, i),
@@ -273,7 +289,7 @@ fn bad_inputs_change_nothing() {
         (vec!["add-image", s(&ds), "a", "--npy"], vec!["--npy"]),
         (vec!["ls"], vec!["<DATASET>", "ls --help"]),
         (vec!["ls", s(&ds), "--jsn"], vec!["--jsn", "--json"]),
-        (vec!["--lock-timeout", "soon", "ls", s(&ds)], vec!["soon"]),
+        (vec!["ls", s(&ds), "--lock-timeout", "soon"], vec!["soon"]),
         (vec!["info", s(&ds), "a", "b"], vec!["'b'"]),
         (vec!["frobnicate"], vec!["frobnicate", "spatialzarr --help"]),
         (vec![], vec!["no command", "spatialzarr --help"]),
@@ -310,7 +326,7 @@ fn overwrite_replaces_the_pixels() {
     assert_eq!(open(&ds).read_raster::<u32>("seg", 0).unwrap(), second);
     assert_eq!(
         sz_ok(&["info", s(&ds), "seg", "--json"]).trim_end(),
-        r#"{"type":"labels","shape":[3,9],"dtype":"uint32","dims":["y","x"],"levels":1}"#
+        r#"{"type":"labels","shape":[3,9],"dtype":"uint32","dims":["y","x"],"levels":1,"channels":null,"coordinate_systems":["global"]}"#
     );
     // Overwriting with another pixel type works too.
     let small = ArrayD::<u16>::from_shape_fn(IxDyn(&[2, 2]), |i| (i[0] * 2 + i[1]) as u16);

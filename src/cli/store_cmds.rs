@@ -1,26 +1,36 @@
 //! The commands that change a dataset:
 //!
 //! ```text
-//! spatialzarr init DATASET
-//! spatialzarr add-image  DATASET NAME --npy FILE [--dims c,y,x] [--overwrite]
-//! spatialzarr add-labels DATASET NAME --npy FILE [--dims y,x] [--overwrite]
-//! spatialzarr rm DATASET NAME
+//! spatialzarr init DATASET [--json]
+//! spatialzarr add-image  DATASET NAME --npy FILE [--dims c,y,x] [--overwrite] [--json]
+//! spatialzarr add-labels DATASET NAME --npy FILE [--dims y,x] [--overwrite] [--json]
+//! spatialzarr rm DATASET NAME [--json]
+//! spatialzarr recover DATASET [--json]
 //! ```
 //!
-//! Each prints nothing on success.
+//! Each prints one line on success (what changed and the generation), or with
+//! `--json` one object: `{"created":PATH,"generation":G}`,
+//! `{"added":NAME,"type":"image"|"labels","shape":[..],"dtype":D,"generation":G}`,
+//! `{"removed":NAME,"type":T,"generation":G}`, or recovery's report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions};
+use serde_json::json;
+use spatialzarr::{Dataset, ElementInfo, ElementKind, ElementName, RasterOptions};
 
-use super::{Globals, npy};
+use super::{WriteOptions, npy, print_change};
 
 /// Arguments of `spatialzarr init`.
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
     /// The folder of the new dataset (it must not exist, or be empty).
     dataset: PathBuf,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// Arguments of `spatialzarr add-image` and `spatialzarr add-labels`.
@@ -40,6 +50,11 @@ pub struct AddArgs {
     /// Replace an element of the same type and name.
     #[arg(long)]
     overwrite: bool,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// Arguments of `spatialzarr rm`.
@@ -49,18 +64,30 @@ pub struct RmArgs {
     dataset: PathBuf,
     /// The element to remove.
     name: String,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// `init`: creates an empty dataset; fails if one is already there.
-pub fn init(args: InitArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    Dataset::create(&args.dataset, globals.dataset_options())?;
+pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::create(&args.dataset, args.options.dataset_options())?;
+    let shown = args.dataset.display().to_string();
+    print_change(
+        args.json,
+        &format!("created dataset {shown}"),
+        dataset.generation()?,
+        &json!({ "created": shown }),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `add-image` / `add-labels`: adds the array of a `.npy` file as an element of
 /// `kind`. Nothing changes in the dataset unless the whole element is committed.
-pub fn add(kind: ElementKind, args: AddArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+pub fn add(kind: ElementKind, args: AddArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     // Refuse a bad name before reading a possibly large file.
     ElementName::new(&args.name)?;
     let array = npy::read(&args.npy)?;
@@ -70,14 +97,41 @@ pub fn add(kind: ElementKind, args: AddArgs, globals: &Globals) -> anyhow::Resul
             .map(|dims| dims.iter().map(|d| d.trim().to_owned()).collect()),
         ..RasterOptions::default()
     };
-    array.add_to(&dataset, kind, &args.name, &options, args.overwrite)?;
+    let commit = array.add_to(&dataset, kind, &args.name, &options, args.overwrite)?;
+    let shape: Vec<String> = array.shape().iter().map(usize::to_string).collect();
+    let line = format!(
+        "added {} {}: {} {}",
+        kind.singular(),
+        args.name,
+        shape.join(" x "),
+        array.dtype().name()
+    );
+    let fields = json!({
+        "added": args.name,
+        "type": kind.singular(),
+        "shape": array.shape(),
+        "dtype": array.dtype().name(),
+    });
+    print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `rm`: removes an element.
-pub fn rm(args: RmArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
-    dataset.remove(&args.name)?;
+pub fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
+    let mut txn = dataset.write()?;
+    // Under the write lock: the element removed is the one described.
+    let kind = match dataset.info(&args.name)? {
+        ElementInfo::Raster(raster) => raster.kind,
+        ElementInfo::Points(_) => ElementKind::Points,
+        ElementInfo::Shapes(_) => ElementKind::Shapes,
+        ElementInfo::Table(_) => ElementKind::Tables,
+    };
+    txn.remove(&args.name)?;
+    let commit = txn.commit()?;
+    let line = format!("removed {} {}", kind.singular(), args.name);
+    let fields = json!({ "removed": args.name, "type": kind.singular() });
+    print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -89,28 +143,25 @@ pub struct RecoverArgs {
     /// Print what was done as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// `recover`: under the write lock, finishes an interrupted commit and removes what
 /// dead writers left behind (staging folders, trash, temporary files).
-pub fn recover(args: RecoverArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+pub fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let report = dataset.recover()?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        match report.finished_commit {
-            Some(generation) => {
-                println!("finished the interrupted commit of generation {generation}")
-            }
-            None => println!("no interrupted commit"),
-        }
-        println!(
-            "removed {} abandoned staging folders, {} trash folders, {} temporary files",
-            report.removed_staging.len(),
-            report.removed_trash.len(),
-            report.removed_temp_files.len()
-        );
-    }
+    let finished = match report.finished_commit {
+        Some(generation) => format!("finished the interrupted commit of generation {generation}"),
+        None => "no interrupted commit".to_string(),
+    };
+    let line = format!(
+        "recovered: {finished}; removed {} abandoned staging folders, {} trash folders, {} temporary files",
+        report.removed_staging.len(),
+        report.removed_trash.len(),
+        report.removed_temp_files.len()
+    );
+    print_change(args.json, &line, dataset.generation()?, &report)?;
     Ok(ExitCode::SUCCESS)
 }

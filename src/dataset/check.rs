@@ -187,7 +187,12 @@ fn check_consolidated(
         let path = root.join(rel).join("zarr.json");
         match read_json(&path) {
             Ok(on_disk) => {
-                if on_disk.get("attributes") != entry.get("attributes")
+                // zarr-python writes `"attributes": {}` where a document has none.
+                let attributes = |doc: &Value| match doc.get("attributes") {
+                    None | Some(Value::Null) => Value::Object(Default::default()),
+                    Some(attributes) => attributes.clone(),
+                };
+                if attributes(&on_disk) != attributes(entry)
                     || on_disk.get("shape") != entry.get("shape")
                 {
                     problems.push(format!(

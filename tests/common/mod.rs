@@ -323,3 +323,11 @@ pub fn strings(column: &arrow_array::ArrayRef) -> Vec<String> {
             .collect()
     }
 }
+
+/// The generation of the dataset at `path`.
+pub fn generation(path: &Path) -> u64 {
+    spatialzarr::Dataset::open(path, spatialzarr::DatasetOptions::default())
+        .expect("open dataset")
+        .generation()
+        .expect("read the generation")
+}

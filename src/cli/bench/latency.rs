@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -211,9 +211,8 @@ pub fn dance(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
 
 /// The handoff latencies (µs) of one run of the dance in this process and a helper.
 fn handoff_run(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let helper = Command::new(exe)
-        .args(["bench-worker", "handoff", &arg(dir)])
+    let helper = crate::cli::workers::command("bench-worker")?
+        .args(["handoff", &arg(dir)])
         .arg(if raw { "raw" } else { "ours" })
         .arg(rounds.to_string())
         .stdin(Stdio::null())

@@ -16,7 +16,7 @@
 //!
 //! Multi-process scenarios start their workers (`spatialzarr bench-worker`, hidden),
 //! let each prepare its data, then release them together and time until the last
-//! one exits.
+//! one exits. The workers die with the bench (see `cli::workers`).
 
 mod labels;
 mod latency;
@@ -25,7 +25,7 @@ mod worker;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdout, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -219,11 +219,9 @@ struct Ready {
 /// for all. Returns the time from the release to the last exit, and the lines each
 /// worker printed after `ready`.
 pub fn run_workers(arg_lists: &[Vec<String>]) -> anyhow::Result<(Duration, Vec<Vec<String>>)> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut ready = Vec::new();
     for args in arg_lists {
-        let mut child = Command::new(&exe)
-            .arg("bench-worker")
+        let mut child = super::workers::command("bench-worker")?
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
