@@ -55,3 +55,48 @@ fn an_unknown_scenario_is_named() {
         &["append_rowz", "add_labels", "lock_handoff"],
     );
 }
+
+/// SIGINT ends the bench; its worker processes die with it (the kernel kills a
+/// worker whose parent dies), so none goes on writing.
+#[test]
+fn bench_workers_die_with_an_interrupted_bench() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = common::tempdir();
+    let mut bench = Command::new(common::cli())
+        .args([
+            "bench",
+            "--only",
+            "add_labels",
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start bench");
+    let workers = loop {
+        assert!(bench.try_wait().unwrap().is_none(), "the bench ended first");
+        let workers = common::workers_of(bench.id(), "bench-worker");
+        if workers.len() >= 2 {
+            break workers;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let pid = rustix::process::Pid::from_raw(bench.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = bench.wait().unwrap();
+    assert!(!status.success(), "{status}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while workers
+        .iter()
+        .any(|(pid, start)| common::still_running(*pid, start))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a bench worker outlived the bench"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

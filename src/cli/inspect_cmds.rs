@@ -6,6 +6,7 @@
 //! spatialzarr check DATASET [--json] [--deep]
 //! ```
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,7 +49,8 @@ pub struct InfoArgs {
 pub struct CheckArgs {
     /// The dataset.
     dataset: PathBuf,
-    /// Print the report as one JSON object instead of one line per problem.
+    /// Print the report as one JSON object instead of one line per warning
+    /// (`warning: ...`, what `recover` finishes or removes) and per problem.
     #[arg(long)]
     json: bool,
     /// Also decode every chunk of every raster (slower).
@@ -58,19 +60,34 @@ pub struct CheckArgs {
     options: ReadOptions,
 }
 
+/// Writes several lines to stdout; a reader that went away before the end
+/// (`spatialzarr ls DS | head -1`) is not an error.
+fn print_lines(
+    write: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// `ls`: lists the elements, sorted by kind then name.
 pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let list = dataset.list()?;
-    if args.json {
-        println!("{}", serde_json::to_string(&list)?);
-    } else {
+    let json = serde_json::to_string(&list)?;
+    print_lines(|out| {
+        if args.json {
+            return writeln!(out, "{json}");
+        }
         for kind in ElementKind::ALL {
             for name in list.of(kind) {
-                println!("{}\t{name}", kind.singular());
+                writeln!(out, "{}\t{name}", kind.singular())?;
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -208,7 +225,7 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string(&facts)?);
     } else {
-        print!("{}", facts.text());
+        print_lines(|out| out.write_all(facts.text().as_bytes()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -235,10 +252,16 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         };
         println!("{}", serde_json::to_string(&json)?);
     } else {
-        for problem in &report.problems {
-            // One line per problem, whatever the message holds.
-            println!("{}", problem.replace(['\n', '\r'], " "));
-        }
+        // One line per warning and per problem, whatever the message holds.
+        print_lines(|out| {
+            for warning in &report.warnings {
+                writeln!(out, "warning: {}", warning.replace(['\n', '\r'], " "))?;
+            }
+            for problem in &report.problems {
+                writeln!(out, "{}", problem.replace(['\n', '\r'], " "))?;
+            }
+            Ok(())
+        })?;
     }
     if report.is_ok() {
         return Ok(ExitCode::SUCCESS);
