@@ -431,3 +431,21 @@ fn check_warns_about_leftovers_that_recover_removes() {
         serde_json::from_str(&sz_ok(&["check", s(&ds), "--json"])).unwrap();
     assert_eq!(report["warnings"], serde_json::json!([]));
 }
+
+/// `rm` removes an element whose metadata is broken, and says what it removed.
+#[test]
+fn rm_removes_a_broken_element() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let file = npy_file(dir.path(), "cells.npy", &labels(1, 4, 4));
+    sz_ok(&["add-labels", s(&ds), "cells", "--npy", s(&file)]);
+    std::fs::write(ds.join("labels/cells/zarr.json"), "{ not json").unwrap();
+    assert_eq!(
+        sz_ok(&["rm", s(&ds), "cells"]),
+        format!(
+            "removed labels cells (generation {})\n",
+            open(&ds).generation().unwrap()
+        )
+    );
+    assert!(open(&ds).list().unwrap().labels.is_empty());
+}
