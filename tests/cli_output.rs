@@ -361,3 +361,36 @@ fn negative_numbers_are_clear_usage_errors() {
     }
     assert_eq!(generation(&ds), before);
 }
+
+/// A reader that goes away (`spatialzarr ls DS | head -1`) is no failure: no panic,
+/// no message, exit status 0.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    use std::process::{Command, Stdio};
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    for args in [
+        vec!["ls", s(&ds), "--json"],
+        vec!["check", s(&ds), "--json"],
+        vec!["rm", s(&ds), "x"],
+    ] {
+        let mut child = Command::new(common::cli())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the command writes (it opens the dataset first).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if args[0] == "rm" {
+            // A failure still says why, on stderr.
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        } else {
+            assert!(out.status.success(), "{args:?}: {stderr}");
+            assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        }
+    }
+}

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use spatialzarr::{CheckReport, Dataset, ElementInfo, ElementKind};
 
-use super::ReadOptions;
+use super::{ReadOptions, print_lines};
 
 /// Arguments of `spatialzarr ls`.
 #[derive(Debug, clap::Args)]
@@ -58,18 +58,6 @@ pub struct CheckArgs {
     deep: bool,
     #[command(flatten)]
     options: ReadOptions,
-}
-
-/// Writes several lines to stdout; a reader that went away before the end
-/// (`spatialzarr ls DS | head -1`) is not an error.
-fn print_lines(
-    write: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>,
-) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    match write(&mut out).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
 }
 
 /// `ls`: lists the elements, sorted by kind then name.
@@ -223,7 +211,8 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let facts = facts(&dataset.info(&args.name)?);
     if args.json {
-        println!("{}", serde_json::to_string(&facts)?);
+        let json = serde_json::to_string(&facts)?;
+        print_lines(|out| writeln!(out, "{json}"))?;
     } else {
         print_lines(|out| out.write_all(facts.text().as_bytes()))?;
     }
@@ -250,7 +239,8 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             ok: report.is_ok(),
             report: &report,
         };
-        println!("{}", serde_json::to_string(&json)?);
+        let json = serde_json::to_string(&json)?;
+        print_lines(|out| writeln!(out, "{json}"))?;
     } else {
         // One line per warning and per problem, whatever the message holds.
         print_lines(|out| {
