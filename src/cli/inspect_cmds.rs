@@ -5,6 +5,11 @@
 //! spatialzarr info  DATASET NAME [--json]
 //! spatialzarr check DATASET [--json] [--deep]
 //! ```
+//!
+//! `info` prints one `label: value` line per fact, or with `--json` one object holding
+//! the same facts (both rendered from one list, [`Facts`]). `check` prints a
+//! `warning: ...` line for each leftover `recover` removes and one line per problem.
+//! These commands write several lines, and stop quietly when the reader goes away.
 
 use std::io::Write;
 use std::path::PathBuf;
