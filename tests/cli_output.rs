@@ -289,6 +289,8 @@ fn options_are_offered_only_where_they_mean_something() {
         vec!["ls", s(&ds), drop],
         vec!["info", s(&ds), "x", drop],
         vec!["check", s(&ds), drop],
+        // Recovery replays what a commit planned: the option would change nothing.
+        vec!["recover", s(&ds), drop],
         vec!["lock", s(&ds), drop, "--", "true"],
         vec!["lock", s(&ds), "--lock-timeout", "1", "--", "true"],
         vec!["bench", "--lock-timeout", "1"],
@@ -296,16 +298,20 @@ fn options_are_offered_only_where_they_mean_something() {
     ] {
         assert_fails(&sz(&args), 2, &["unexpected argument"]);
     }
-    for command in ["ls", "info", "check", "lock", "bench"] {
+    for command in ["ls", "info", "check", "recover", "lock", "bench"] {
         let help = sz_ok(&[command, "--help"]);
         assert!(!help.contains(drop), "{command} --help offers {drop}");
     }
+    let help = sz_ok(&["recover", "--help"]);
+    assert!(
+        help.contains("--lock-timeout") && help.contains("--json"),
+        "{help}"
+    );
     for command in [
         "init",
         "add-image",
         "add-labels",
         "rm",
-        "recover",
         "append-rows",
         "add-points",
         "append-points",

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use serde_json::json;
 use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions};
 
-use super::{WriteOptions, npy, print_change};
+use super::{ReadOptions, WriteOptions, npy, print_change};
 
 /// Arguments of `spatialzarr init`.
 #[derive(Debug, clap::Args)]
@@ -144,7 +144,7 @@ pub struct RecoverArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    options: WriteOptions,
+    options: ReadOptions,
 }
 
 /// `recover`: under the write lock, finishes an interrupted commit and removes what
