@@ -289,6 +289,8 @@ fn options_are_offered_only_where_they_mean_something() {
         vec!["ls", s(&ds), drop],
         vec!["info", s(&ds), "x", drop],
         vec!["check", s(&ds), drop],
+        // Recovery replays what a commit planned: the option would change nothing.
+        vec!["recover", s(&ds), drop],
         vec!["lock", s(&ds), drop, "--", "true"],
         vec!["lock", s(&ds), "--lock-timeout", "1", "--", "true"],
         vec!["bench", "--lock-timeout", "1"],
@@ -296,16 +298,20 @@ fn options_are_offered_only_where_they_mean_something() {
     ] {
         assert_fails(&sz(&args), 2, &["unexpected argument"]);
     }
-    for command in ["ls", "info", "check", "lock", "bench"] {
+    for command in ["ls", "info", "check", "recover", "lock", "bench"] {
         let help = sz_ok(&[command, "--help"]);
         assert!(!help.contains(drop), "{command} --help offers {drop}");
     }
+    let help = sz_ok(&["recover", "--help"]);
+    assert!(
+        help.contains("--lock-timeout") && help.contains("--json"),
+        "{help}"
+    );
     for command in [
         "init",
         "add-image",
         "add-labels",
         "rm",
-        "recover",
         "append-rows",
         "add-points",
         "append-points",
@@ -360,4 +366,37 @@ fn negative_numbers_are_clear_usage_errors() {
         assert!(!stderr.contains("unexpected argument"), "{stderr}");
     }
     assert_eq!(generation(&ds), before);
+}
+
+/// A reader that goes away (`spatialzarr ls DS | head -1`) is no failure: no panic,
+/// no message, exit status 0.
+#[test]
+fn a_closed_pipe_is_not_an_error() {
+    use std::process::{Command, Stdio};
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    for args in [
+        vec!["ls", s(&ds), "--json"],
+        vec!["check", s(&ds), "--json"],
+        vec!["rm", s(&ds), "x"],
+    ] {
+        let mut child = Command::new(common::cli())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Closed before the command writes (it opens the dataset first).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if args[0] == "rm" {
+            // A failure still says why, on stderr.
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        } else {
+            assert!(out.status.success(), "{args:?}: {stderr}");
+            assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        }
+    }
 }

@@ -380,3 +380,72 @@ fn recover_reports_and_removes_leftovers() {
     assert_eq!(report["finished_commit"], serde_json::Value::Null);
     assert!(!ds.join(".sz-tmp-left-by-a-crash").exists());
 }
+
+/// `check` warns about what interrupted writers left (an interrupted commit, the
+/// staging folder of a writer that is gone), naming `recover`, and still exits 0;
+/// after `recover`, no warning is left.
+#[test]
+fn check_warns_about_leftovers_that_recover_removes() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let file = npy_file(dir.path(), "cells.npy", &labels(1, 4, 4));
+    sz_ok(&["add-labels", s(&ds), "cells", "--npy", s(&file)]);
+    assert_eq!(sz_ok(&["check", s(&ds)]), "");
+
+    // A writer killed while staging: its folder, its owner file unlocked.
+    let staged = ds.join(".spatialzarr/staging/4242-1-1");
+    std::fs::create_dir_all(staged.join("element")).unwrap();
+    std::fs::write(staged.join("owner"), "").unwrap();
+    // A commit interrupted after its journal was written (nothing applied yet).
+    let next = open(&ds).generation().unwrap() + 1;
+    let journal = format!(r#"{{"version":2,"generation":{next},"steps":[],"cleanup":[]}}"#);
+    std::fs::write(ds.join(".spatialzarr/journal.json"), journal).unwrap();
+
+    let text = sz_ok(&["check", s(&ds)]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "warning: an interrupted commit (generation {next})"
+        )) && lines[0].contains("spatialzarr recover"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("warning: abandoned staging folder .spatialzarr/staging/4242-1-1")
+            && lines[1].contains("spatialzarr recover"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["check", s(&ds), "--json"])).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 2, "{report}");
+    // The check itself changed nothing.
+    assert!(staged.exists() && ds.join(".spatialzarr/journal.json").exists());
+
+    let recovered: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["recover", s(&ds), "--json"])).unwrap();
+    assert_eq!(recovered["finished_commit"], next, "{recovered}");
+    assert_eq!(recovered["removed_staging"].as_array().unwrap().len(), 1);
+    assert_eq!(sz_ok(&["check", s(&ds)]), "");
+    let report: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["check", s(&ds), "--json"])).unwrap();
+    assert_eq!(report["warnings"], serde_json::json!([]));
+}
+
+/// `rm` removes an element whose metadata is broken, and says what it removed.
+#[test]
+fn rm_removes_a_broken_element() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let file = npy_file(dir.path(), "cells.npy", &labels(1, 4, 4));
+    sz_ok(&["add-labels", s(&ds), "cells", "--npy", s(&file)]);
+    std::fs::write(ds.join("labels/cells/zarr.json"), "{ not json").unwrap();
+    assert_eq!(
+        sz_ok(&["rm", s(&ds), "cells"]),
+        format!(
+            "removed labels cells (generation {})\n",
+            open(&ds).generation().unwrap()
+        )
+    );
+    assert!(open(&ds).list().unwrap().labels.is_empty());
+}

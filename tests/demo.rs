@@ -322,42 +322,6 @@ fn a_failing_worker_is_reported_in_one_line_with_exit_status_1() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
-/// The worker processes whose parent is `parent`: (pid, start time), read from
-/// `/proc`.
-fn workers_of(parent: u32) -> Vec<(u32, String)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("list /proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Some(stat) = proc_stat(pid) else { continue };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        let is_worker = cmdline.split(|b| *b == 0).any(|arg| arg == b"demo-worker");
-        if is_worker && stat.get(1).map(String::as_str) == Some(parent.to_string().as_str()) {
-            found.push((pid, stat[19].clone()));
-        }
-    }
-    found
-}
-
-/// The fields of `/proc/PID/stat` after the command name (state, ppid, ...), or
-/// `None` when there is no such process.
-fn proc_stat(pid: u32) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = text.rsplit_once(')')?.1;
-    Some(after_name.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Whether the process `pid` that started at `start` still runs (a zombie, killed
-/// and waiting for its new parent to reap it, does not).
-fn still_running(pid: u32, start: &str) -> bool {
-    proc_stat(pid).is_some_and(|stat| stat[19] == start && stat[0] != "Z")
-}
-
 /// Starts a demo long enough to be interrupted, waits until its workers run and
 /// have committed at least one image; returns it and its workers.
 fn demo_at_work(path: &Path) -> (std::process::Child, Vec<(u32, String)>) {
@@ -371,11 +335,12 @@ fn demo_at_work(path: &Path) -> (std::process::Child, Vec<(u32, String)>) {
         .spawn()
         .expect("start demo");
     loop {
-        assert!(
-            child.try_wait().expect("wait demo").is_none(),
-            "the demo finished before it could be interrupted"
-        );
-        let workers = workers_of(child.id());
+        if let Some(status) = child.try_wait().expect("wait demo") {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            panic!("the demo ended ({status}) before it could be interrupted: {stderr}");
+        }
+        let workers = common::workers_of(child.id(), "demo-worker");
         if workers.len() == 2 && count(path, true) >= 1 {
             return (child, workers);
         }
@@ -390,6 +355,7 @@ fn assert_recovers_and_resumes(path: &Path) {
     ds.recover().expect("recover");
     let report = ds.check(true).expect("check");
     assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_rows_match_labels(&contents(path));
     let out = Command::new(cli())
         .arg("demo")
@@ -444,7 +410,7 @@ fn sigint_or_sigterm_stops_the_workers_before_the_demo_exits() {
         // Stopped and reaped before the demo exited.
         for (worker, start) in &workers {
             assert!(
-                !still_running(*worker, start),
+                !common::still_running(*worker, start),
                 "{name}: worker {worker} outlived the demo"
             );
         }
@@ -463,7 +429,7 @@ fn workers_die_with_a_demo_killed_by_sigkill() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while workers
         .iter()
-        .any(|(pid, start)| still_running(*pid, start))
+        .any(|(pid, start)| common::still_running(*pid, start))
     {
         assert!(
             Instant::now() < deadline,

@@ -23,7 +23,7 @@ mod segment;
 mod synth;
 mod worker;
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -165,10 +165,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         check_ok: report.is_ok(),
         generation: ds.generation()?,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+    let line = if args.json {
+        serde_json::to_string(&summary)?
     } else {
-        println!(
+        format!(
             "segmented {} images in {:.2} s ({:.2} images/s); the dataset has {} images, {} labels, {} cells; check {} (generation {})",
             summary.segmented,
             summary.seconds,
@@ -178,8 +178,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             summary.cells,
             if summary.check_ok { "ok" } else { "FAILED" },
             summary.generation
-        );
-    }
+        )
+    };
+    super::print_lines(|out| writeln!(out, "{line}"))?;
     if !report.is_ok() {
         bail!(
             "the dataset check found {} problem(s), the first: {}",

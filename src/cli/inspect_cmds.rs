@@ -5,7 +5,13 @@
 //! spatialzarr info  DATASET NAME [--json]
 //! spatialzarr check DATASET [--json] [--deep]
 //! ```
+//!
+//! `info` prints one `label: value` line per fact, or with `--json` one object holding
+//! the same facts (both rendered from one list, [`Facts`]). `check` prints a
+//! `warning: ...` line for each leftover `recover` removes and one line per problem.
+//! These commands write several lines, and stop quietly when the reader goes away.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,7 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 use spatialzarr::{CheckReport, Dataset, ElementInfo, ElementKind};
 
-use super::ReadOptions;
+use super::{ReadOptions, print_lines};
 
 /// Arguments of `spatialzarr ls`.
 #[derive(Debug, clap::Args)]
@@ -48,7 +54,8 @@ pub struct InfoArgs {
 pub struct CheckArgs {
     /// The dataset.
     dataset: PathBuf,
-    /// Print the report as one JSON object instead of one line per problem.
+    /// Print the report as one JSON object instead of one line per warning
+    /// (`warning: ...`, what `recover` finishes or removes) and per problem.
     #[arg(long)]
     json: bool,
     /// Also decode every chunk of every raster (slower).
@@ -62,15 +69,18 @@ pub struct CheckArgs {
 pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let list = dataset.list()?;
-    if args.json {
-        println!("{}", serde_json::to_string(&list)?);
-    } else {
+    let json = serde_json::to_string(&list)?;
+    print_lines(|out| {
+        if args.json {
+            return writeln!(out, "{json}");
+        }
         for kind in ElementKind::ALL {
             for name in list.of(kind) {
-                println!("{}\t{name}", kind.singular());
+                writeln!(out, "{}\t{name}", kind.singular())?;
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -206,9 +216,10 @@ pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let facts = facts(&dataset.info(&args.name)?);
     if args.json {
-        println!("{}", serde_json::to_string(&facts)?);
+        let json = serde_json::to_string(&facts)?;
+        print_lines(|out| writeln!(out, "{json}"))?;
     } else {
-        print!("{}", facts.text());
+        print_lines(|out| out.write_all(facts.text().as_bytes()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -233,12 +244,19 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             ok: report.is_ok(),
             report: &report,
         };
-        println!("{}", serde_json::to_string(&json)?);
+        let json = serde_json::to_string(&json)?;
+        print_lines(|out| writeln!(out, "{json}"))?;
     } else {
-        for problem in &report.problems {
-            // One line per problem, whatever the message holds.
-            println!("{}", problem.replace(['\n', '\r'], " "));
-        }
+        // One line per warning and per problem, whatever the message holds.
+        print_lines(|out| {
+            for warning in &report.warnings {
+                writeln!(out, "warning: {}", warning.replace(['\n', '\r'], " "))?;
+            }
+            for problem in &report.problems {
+                writeln!(out, "{}", problem.replace(['\n', '\r'], " "))?;
+            }
+            Ok(())
+        })?;
     }
     if report.is_ok() {
         return Ok(ExitCode::SUCCESS);

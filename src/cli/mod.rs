@@ -14,6 +14,7 @@ mod table_cmds;
 mod vector_cmds;
 mod workers;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -245,6 +246,18 @@ fn usage_line(rendered: &str) -> String {
     }
 }
 
+/// Writes lines to stdout; a reader that went away before the end
+/// (`spatialzarr ls DS | head -1`) is not an error.
+pub fn print_lines(
+    write: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// `n` and the noun, plural unless `n` is 1.
 fn counted(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
@@ -268,11 +281,11 @@ fn print_change(
     }
     if json {
         let object = WithGeneration { fields, generation };
-        println!("{}", serde_json::to_string(&object)?);
+        let json = serde_json::to_string(&object)?;
+        print_lines(|out| writeln!(out, "{json}"))
     } else {
-        println!("{line} (generation {generation})");
+        print_lines(|out| writeln!(out, "{line} (generation {generation})"))
     }
-    Ok(())
 }
 
 /// What an append prints with `--json`, before the generation.

@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::json;
-use spatialzarr::{Dataset, ElementInfo, ElementKind, ElementName, RasterOptions};
+use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions};
 
-use super::{WriteOptions, npy, print_change};
+use super::{ReadOptions, WriteOptions, npy, print_change};
 
 /// Arguments of `spatialzarr init`.
 #[derive(Debug, clap::Args)]
@@ -120,17 +120,17 @@ pub fn add(kind: ElementKind, args: AddArgs) -> anyhow::Result<ExitCode> {
 pub fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let mut txn = dataset.write()?;
-    // Under the write lock: the element removed is the one described.
-    let kind = match dataset.info(&args.name)? {
-        ElementInfo::Raster(raster) => raster.kind,
-        ElementInfo::Points(_) => ElementKind::Points,
-        ElementInfo::Shapes(_) => ElementKind::Shapes,
-        ElementInfo::Table(_) => ElementKind::Tables,
-    };
+    // Under the write lock: the kind of the element removed, from the listing (not
+    // the element's metadata, so that a broken element can be removed too).
+    let list = dataset.list()?;
+    let kind = ElementKind::ALL
+        .into_iter()
+        .find(|kind| list.of(*kind).contains(&args.name))
+        .map_or("element", ElementKind::singular);
     txn.remove(&args.name)?;
     let commit = txn.commit()?;
-    let line = format!("removed {} {}", kind.singular(), args.name);
-    let fields = json!({ "removed": args.name, "type": kind.singular() });
+    let line = format!("removed {kind} {}", args.name);
+    let fields = json!({ "removed": args.name, "type": kind });
     print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -144,7 +144,7 @@ pub struct RecoverArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    options: WriteOptions,
+    options: ReadOptions,
 }
 
 /// `recover`: under the write lock, finishes an interrupted commit and removes what

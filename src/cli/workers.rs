@@ -6,15 +6,18 @@
 //!   the parent, even SIGKILL; a parent that died before the request took effect is
 //!   noticed by comparing the parent process id with the one the parent passed down.
 //! - A parent that runs workers catches SIGINT, SIGTERM and SIGHUP while they run
-//!   ([`StopSignals`]) and stops them (SIGKILL, then waits for each) before it exits.
+//!   and stops them (SIGKILL, then waits for each) before it exits: polled by a
+//!   parent that watches its workers anyway ([`StopSignals`], the demo), or by a
+//!   thread that stops the [`Running`] workers and ends the process (the bench,
+//!   whose parent blocks on its workers' output).
 //!
 //! A worker killed at any moment leaves the dataset as a crash does: every commit is
 //! there or not at all, and what it was staging is removed by `spatialzarr recover`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 
@@ -97,4 +100,67 @@ pub fn stop_all(children: &mut [Child]) {
     for child in children.iter_mut() {
         let _ = child.wait();
     }
+}
+
+/// The workers a stop signal kills, by process id: registered when started, taken
+/// out once waited for (so that a signal never hits a reused process id).
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// A started worker, registered for [`stop_running_on_signal`] until dropped (drop
+/// it after waiting for the child).
+pub struct Running {
+    pid: u32,
+}
+
+impl Running {
+    /// Starts `command` and registers the child.
+    pub fn spawn(command: &mut Command) -> std::io::Result<(Child, Self)> {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        let child = command.spawn()?;
+        let pid = child.id();
+        running.push(pid);
+        Ok((child, Self { pid }))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+        running.retain(|pid| *pid != self.pid);
+    }
+}
+
+/// From now on, SIGINT, SIGTERM or SIGHUP kill every registered worker, wait for
+/// each, say so on stderr (naming `what` was stopped) and end this process with
+/// status 128 + the signal's number.
+pub fn stop_running_on_signal(what: &'static str) -> anyhow::Result<()> {
+    let numbers: Vec<i32> = STOP_SIGNALS.iter().map(|(signal, _)| *signal).collect();
+    let mut signals =
+        signal_hook::iterator::Signals::new(&numbers).context("cannot catch the stop signals")?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            let running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
+            let pids: Vec<rustix::process::Pid> = running
+                .iter()
+                .filter_map(|pid| rustix::process::Pid::from_raw(i32::try_from(*pid).ok()?))
+                .collect();
+            for pid in &pids {
+                let _ = rustix::process::kill_process(*pid, rustix::process::Signal::KILL);
+            }
+            for pid in &pids {
+                // Fails only for a worker the main thread reaped meanwhile.
+                let _ = rustix::process::waitpid(Some(*pid), rustix::process::WaitOptions::empty());
+            }
+            let name = STOP_SIGNALS
+                .iter()
+                .find(|(number, _)| *number == signal)
+                .map_or("a signal", |(_, name)| name);
+            eprintln!(
+                "spatialzarr: {what} stopped by {name} ({} workers stopped)",
+                pids.len()
+            );
+            std::process::exit(128 + signal);
+        }
+    });
+    Ok(())
 }

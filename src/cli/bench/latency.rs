@@ -211,16 +211,18 @@ pub fn dance(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
 
 /// The handoff latencies (µs) of one run of the dance in this process and a helper.
 fn handoff_run(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
-    let helper = crate::cli::workers::command("bench-worker")?
+    let mut command = crate::cli::workers::command("bench-worker")?;
+    command
         .args(["handoff", &arg(dir)])
         .arg(if raw { "raw" } else { "ours" })
         .arg(rounds.to_string())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
+        .stdout(Stdio::piped());
+    let (helper, running) = crate::cli::workers::Running::spawn(&mut command)
         .context("cannot start the handoff helper")?;
     let mut samples = dance(dir, raw, rounds)?;
     let out = helper.wait_with_output()?;
+    drop(running);
     if !out.status.success() {
         bail!("the handoff helper failed ({})", out.status);
     }

@@ -16,7 +16,8 @@
 //!
 //! Multi-process scenarios start their workers (`spatialzarr bench-worker`, hidden),
 //! let each prepare its data, then release them together and time until the last
-//! one exits. The workers die with the bench (see `cli::workers`).
+//! one exits. SIGINT, SIGTERM or SIGHUP stop the workers before the bench exits, and
+//! a worker whose bench dies is killed with it (see `cli::workers`).
 
 mod labels;
 mod latency;
@@ -33,6 +34,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use worker::{WorkerArgs, run as worker};
+
+use super::workers::Running;
 
 /// The names of the scenarios, in the order they run.
 const SCENARIOS: [&str; 5] = [
@@ -115,6 +118,7 @@ struct Report {
 
 /// `bench`: runs the scenarios and prints the report.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    super::workers::stop_running_on_signal("bench")?;
     for name in &args.only {
         if !SCENARIOS.contains(&name.as_str()) {
             bail!(
@@ -212,6 +216,8 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 struct Ready {
     child: Child,
     stdout: BufReader<ChildStdout>,
+    /// Registered for a stop signal until the worker was waited for.
+    _running: Running,
 }
 
 /// Starts `spatialzarr bench-worker ARGS...` for each argument list, waits until
@@ -221,15 +227,20 @@ struct Ready {
 pub fn run_workers(arg_lists: &[Vec<String>]) -> anyhow::Result<(Duration, Vec<Vec<String>>)> {
     let mut ready = Vec::new();
     for args in arg_lists {
-        let mut child = super::workers::command("bench-worker")?
+        let mut command = super::workers::command("bench-worker")?;
+        command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start a bench worker")?;
+            .stderr(Stdio::inherit());
+        let (mut child, running) =
+            Running::spawn(&mut command).context("cannot start a bench worker")?;
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        ready.push(Ready { child, stdout });
+        ready.push(Ready {
+            child,
+            stdout,
+            _running: running,
+        });
     }
     // Every worker prepares its data at once; wait for all of them.
     for (worker, args) in ready.iter_mut().zip(arg_lists) {
