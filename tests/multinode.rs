@@ -164,6 +164,8 @@ fn child_role() {
             a[2].parse().expect("ops"),
         ),
         "pause-commit" => pause_commit(Path::new(a[0]), a[1], Path::new(a[2])),
+        "overwriter" => overwriter(Path::new(a[0]), a[1].parse().expect("versions")),
+        "locked-reader" => locked_reader(Path::new(a[0]), Path::new(a[1])),
         other => panic!("unknown role {other}"),
     }
 }
@@ -417,6 +419,47 @@ fn pause_commit(path: &Path, at: &str, go: &Path) {
         Ok(info) => common::report(&format!("ok {}", info.generation)),
         Err(e) => common::report(&format!("error: {e}")),
     }
+}
+
+/// The pixels of version `v` of the element `e` that [`overwriter`] writes.
+fn version(v: u32) -> ArrayD<u32> {
+    labels(v, 16, 16)
+}
+
+/// Overwrites the labels `e` with versions `1..=versions`, one commit each.
+fn overwriter(path: &Path, versions: u32) {
+    let ds = Dataset::open(path, DatasetOptions::default()).expect("open");
+    for v in 1..=versions {
+        let mut txn = ds.write().expect("write");
+        txn.add_raster(
+            spatialzarr::ElementKind::Labels,
+            "e",
+            version(v).view(),
+            &RasterOptions::default(),
+            true,
+        )
+        .expect("overwrite");
+        txn.commit().expect("commit");
+    }
+    common::report("done");
+}
+
+/// Reads `e` through the library (under the read lock) until `stop` exists; every
+/// read must be one whole version. Reports `reads N versions M`.
+fn locked_reader(path: &Path, stop: &Path) {
+    let ds = Dataset::open(path, DatasetOptions::default()).expect("open");
+    let mut reads = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    while !stop.exists() {
+        let pixels: ArrayD<u32> = ds
+            .read_raster("e", 0)
+            .unwrap_or_else(|e| panic!("read {reads} under the read lock failed: {e}"));
+        let v = pixels[[0, 0]] / 1000;
+        assert_eq!(pixels, version(v), "read {reads} is not one whole version");
+        seen.insert(v);
+        reads += 1;
+    }
+    common::report(&format!("reads {reads} versions {}", seen.len()));
 }
 
 // ---------------------------------------------------------------------------------
@@ -900,4 +943,180 @@ fn a_hung_node_holding_the_lock_times_out_writers_elsewhere_then_completes() {
         "{listed}"
     );
     common::sz_ok(&["check", s(&a)]);
+}
+
+// ---------------------------------------------------------------------------------
+// Readers on node B while node A overwrites.
+
+/// What a reader without the lock met reading one file.
+#[derive(Debug, Default)]
+struct Tally {
+    whole: u64,
+    missing: u64,
+    stale: u64,
+}
+
+fn read_whole_json(path: &Path, tally: &mut Tally) {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{} read torn ({e}): {:?}",
+                    path.display(),
+                    String::from_utf8_lossy(&bytes)
+                )
+            });
+            tally.whole += 1;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => tally.missing += 1,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::STALE.raw_os_error()) => {
+            tally.stale += 1
+        }
+        Err(e) => panic!("reading {} without the lock: {e}", path.display()),
+    }
+}
+
+#[test]
+fn readers_on_one_node_see_whole_versions_while_the_other_overwrites() {
+    let Some(t) = Setup::new("readers") else {
+        return;
+    };
+    let (a, b) = t.dataset();
+    let versions = if long_form() { 60 } else { 15 };
+    Dataset::open(&a, DatasetOptions::default())
+        .expect("open")
+        .add_labels("e", version(0).view(), &RasterOptions::default())
+        .expect("first version");
+    let stop = t.go_file("stop");
+    let locked = live("locked-reader", &[s(&b), s(&stop)]);
+    let writer = live("overwriter", &[s(&a), &versions.to_string()]);
+    // Meanwhile this process reads node B's files without any lock, as spatialdata does.
+    let (root, manifest, element) = (
+        b.join("zarr.json"),
+        b.join(".spatialzarr/manifest.json"),
+        b.join("labels/e/zarr.json"),
+    );
+    let (mut root_tally, mut manifest_tally, mut element_tally) =
+        (Tally::default(), Tally::default(), Tally::default());
+    let done = loop {
+        read_whole_json(&root, &mut root_tally);
+        read_whole_json(&manifest, &mut manifest_tally);
+        read_whole_json(&element, &mut element_tally);
+        if let Some(line) = writer.next(Duration::from_millis(1)) {
+            break line;
+        }
+    };
+    assert_eq!(done, "done");
+    release(&stop);
+    let locked_reads = next_report(&locked);
+    eprintln!(
+        "readers: {versions} overwrites on A; without the lock on B: root zarr.json {root_tally:?}, \
+         manifest {manifest_tally:?}, labels/e/zarr.json {element_tally:?}; under the read lock: {locked_reads}"
+    );
+    // Files replaced by one rename are never missing to a reader without the lock.
+    assert_eq!((root_tally.missing, manifest_tally.missing), (0, 0));
+    assert!(locked_reads.starts_with("reads "), "{locked_reads}");
+    let read_after: ArrayD<u32> = Dataset::open(&b, DatasetOptions::default())
+        .expect("open")
+        .read_raster("e", 0)
+        .expect("read");
+    assert_eq!(read_after, version(versions));
+}
+
+// ---------------------------------------------------------------------------------
+// The kill -9 suite and the model test, on the mount.
+
+/// The newest executable of the test target `name` beside this test binary (cargo
+/// builds every test target of `cargo test --all-targets` before running any).
+fn sibling_test_binary(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|hash| hash.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .filter_map(|e| Some((e.metadata().ok()?, e.path())))
+        .filter(|(meta, _)| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .max_by_key(|(meta, _)| meta.modified().ok())
+        .map(|(_, path)| path)
+}
+
+/// Runs test `test` of the target `target` with its dataset folder on node A's mount
+/// and its workers alternating between A's and B's.
+fn run_suite_on_the_mount(t: &Setup, target: &str, test: &str, env: &[(&str, String)]) {
+    let Some(binary) = sibling_test_binary(target) else {
+        let why =
+            format!("the `{target}` test binary is not built (run `cargo test --all-targets`)");
+        assert!(!cluster::under_ci(), "{why}");
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIP {target} on the mount: {why}\n").as_bytes(),
+        );
+        return;
+    };
+    let began = Instant::now();
+    let out = Command::new(&binary)
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(
+            common::NODE_ROOTS_ENV,
+            format!("{}:{}", s(&t.a.root()), s(&t.b.root())),
+        )
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the suite");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{target} on the mount failed: {}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("1 passed"),
+        "{target} ran no test: {stdout}"
+    );
+    let summary = stderr
+        .lines()
+        .filter(|l| l.starts_with(target))
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!(
+        "{target} on two nodes in {:.1?}: {summary}",
+        began.elapsed()
+    );
+}
+
+#[test]
+fn the_kill9_suite_and_the_model_pass_on_two_nodes() {
+    let Some(t) = Setup::new("suites") else {
+        return;
+    };
+    let folder = t.a.path(&t.folder);
+    let kills = if long_form() { "200" } else { "25" };
+    run_suite_on_the_mount(
+        &t,
+        "kill9",
+        "kill9_writers_lose_and_duplicate_nothing",
+        &[
+            ("SPATIALZARR_KILL_DIR", s(&folder).to_owned()),
+            ("SPATIALZARR_KILLS", kills.to_owned()),
+            ("SPATIALZARR_KILL_PAUSE_MS", "1500".to_owned()),
+        ],
+    );
+    let cases = if long_form() { "12" } else { "2" };
+    run_suite_on_the_mount(
+        &t,
+        "model",
+        "processes_agree_with_the_model_in_commit_order",
+        &[
+            ("SPATIALZARR_MODEL_DIR", s(&folder).to_owned()),
+            ("SPATIALZARR_MODEL_CASES", cases.to_owned()),
+        ],
+    );
 }
