@@ -14,7 +14,10 @@
 #                                                  (default 2) mounts DIR/mnt/n1..nN;
 #                                                  with --owner, everything is torn down
 #                                                  when process PID ends
-#   scripts/multinode.sh mount DIR NAME            one more client mount, DIR/mnt/NAME
+#   scripts/multinode.sh mount DIR NAME [cached]   one more client mount, DIR/mnt/NAME;
+#                                                  `cached`: of a second volume that
+#                                                  keeps GlusterFS's default caches
+#                                                  (and the kernel's default timeouts)
 #   scripts/multinode.sh unmount DIR NAME          lazily unmounts it and ends its client
 #   scripts/multinode.sh down DIR                  tears everything down (by pid)
 #   scripts/multinode.sh run [NODES] -- COMMAND... up in a scratch folder, runs COMMAND
@@ -114,7 +117,7 @@ teardown() {
         [[ -e "$pidfile" ]] || continue
         name="$(basename "$pidfile" .pid)"
         case "$name" in
-            glusterd | brick) ;;
+            glusterd | brick | brick-cached) ;;
             *)
                 if grep -qF " $dir/mnt/$name " /proc/self/mountinfo 2>/dev/null; then
                     umount -l "$dir/mnt/$name" 2>/dev/null || true
@@ -127,14 +130,15 @@ teardown() {
     local volume
     volume="$(cat "$dir/volume" 2>/dev/null || true)"
     if [[ -n "$volume" ]]; then
-        rm -rf "/var/run/gluster/vols/$volume"
+        rm -rf "/var/run/gluster/vols/$volume" "/var/run/gluster/vols/${volume}c"
     fi
-    if [[ -s "$dir/brick-dir" ]]; then
-        local brick
-        brick="$(cat "$dir/brick-dir")"
+    local brick_file brick
+    for brick_file in "$dir/brick-dir" "$dir/brick-dir-cached"; do
+        [[ -s "$brick_file" ]] || continue
+        brick="$(cat "$brick_file")"
         rm -f /var/log/glusterfs/bricks/"$(echo "${brick#/}" | tr / -)".log
         rm -rf "$brick"
-    fi
+    done
     rm -rf "$dir/run" "$dir/glusterd" "$dir/brick"
     rm -f "$REGISTRY/$(echo "$dir" | tr / _)"
 }
@@ -151,14 +155,17 @@ wait_for() {
 }
 
 mount_node() {
-    local dir=$1 name=$2
-    local volume host
+    local dir=$1 name=$2 kind=${3:-}
+    local volume host timeouts=(--entry-timeout=0 --attribute-timeout=0 --negative-timeout=0)
     volume="$(cat "$dir/volume")"
+    if [[ "$kind" == cached ]]; then
+        volume="${volume}c"
+        timeouts=()
+    fi
     host="$(hostname)"
     mkdir -p "$dir/mnt/$name" "$dir/run"
     glusterfs --process-name fuse --volfile-server="$host" --volfile-id="$volume" \
-        --entry-timeout=0 --attribute-timeout=0 --negative-timeout=0 \
-        -p "$dir/run/$name.pid" -l "$dir/run/$name.log" "$dir/mnt/$name"
+        "${timeouts[@]}" -p "$dir/run/$name.pid" -l "$dir/run/$name.log" "$dir/mnt/$name"
     wait_for "mount $dir/mnt/$name" 100 grep -qF " $dir/mnt/$name " /proc/self/mountinfo
     # The first operations on a fresh mount can fail until the client has connected to
     # the brick.
@@ -168,20 +175,23 @@ mount_node() {
 
 start_cluster() {
     local dir=$1 nodes=$2
-    local host volume brick
+    local host volume brick cached_brick
     host="$(hostname)"
     volume="sz$$"
     echo "$volume" >"$dir/volume"
     mkdir -p "$dir/run" "$dir/glusterd"
-    # The brick lives in memory when /dev/shm exists (bricks need extended attributes,
+    # The bricks live in memory when /dev/shm exists (bricks need extended attributes,
     # which tmpfs has for root); else under DIR.
     if [[ -d /dev/shm && -w /dev/shm ]]; then
         brick="$(mktemp -d /dev/shm/spatialzarr-brick.XXXXXX)"
+        cached_brick="$(mktemp -d /dev/shm/spatialzarr-brick.XXXXXX)"
     else
-        brick="$dir/brick"
-        mkdir -p "$brick"
+        brick="$dir/brick/plain"
+        cached_brick="$dir/brick/cached"
+        mkdir -p "$brick" "$cached_brick"
     fi
     echo "$brick" >"$dir/brick-dir"
+    echo "$cached_brick" >"$dir/brick-dir-cached"
     sed -e "s#option working-directory .*#option working-directory $dir/glusterd#" \
         /etc/glusterfs/glusterd.vol >"$dir/glusterd.vol"
     glusterd -f "$dir/glusterd.vol" -p "$dir/run/glusterd.pid" -l "$dir/run/glusterd.log"
@@ -192,10 +202,19 @@ start_cluster() {
         "${g[@]}" volume set "$volume" "performance.$cache" off >/dev/null
     done
     "${g[@]}" volume start "$volume" >/dev/null
-    local brick_pidfile
-    brick_pidfile="$(ls /var/run/gluster/vols/"$volume"/*.pid 2>/dev/null | head -n 1)"
-    [[ -n "$brick_pidfile" ]] || die "the brick of volume $volume did not start (see $dir/run/glusterd.log)"
-    cp "$brick_pidfile" "$dir/run/brick.pid"
+    # A second volume keeps the default caches (the tests show what they do).
+    "${g[@]}" volume create "${volume}c" "$host:$cached_brick" force >/dev/null
+    "${g[@]}" volume start "${volume}c" >/dev/null
+    local brick_pidfile v
+    for v in "$volume" "${volume}c"; do
+        brick_pidfile="$(ls /var/run/gluster/vols/"$v"/*.pid 2>/dev/null | head -n 1)"
+        [[ -n "$brick_pidfile" ]] || die "the brick of volume $v did not start (see $dir/run/glusterd.log)"
+        if [[ "$v" == "$volume" ]]; then
+            cp "$brick_pidfile" "$dir/run/brick.pid"
+        else
+            cp "$brick_pidfile" "$dir/run/brick-cached.pid"
+        fi
+    done
     for n in $(seq "$nodes"); do
         mount_node "$dir" "n$n"
     done
@@ -307,7 +326,7 @@ case "$command" in
     up) up "$@" ;;
     keep) keep "$@" ;;
     start) start_cluster "$@" ;;
-    mount) mount_node "$(cd "$1" && pwd)" "$2" ;;
+    mount) mount_node "$(cd "$1" && pwd)" "$2" "${3:-}" ;;
     unmount) unmount_node "$(cd "$1" && pwd)" "$2" ;;
     down) down "$@" ;;
     run) run "$@" ;;

@@ -1120,3 +1120,46 @@ fn the_kill9_suite_and_the_model_pass_on_two_nodes() {
         ],
     );
 }
+
+// ---------------------------------------------------------------------------------
+// ESTALE.
+
+/// On a volume with GlusterFS's default client caches, a node's cache still maps
+/// `manifest.json` to the file another node's commit replaced, and the next open or
+/// stat there answers ESTALE for up to about a second. The store opens again (bounded,
+/// `util::retry_stale`) instead of failing, and never reports it as "not found" or as
+/// corruption. (Appends are not safe with these caches: docs/cluster.md.)
+#[test]
+fn stale_handles_after_another_nodes_commit_are_retried_not_reported() {
+    let Some(cluster) = cluster::cluster("stale_handles") else {
+        return;
+    };
+    let _turn = cluster::serial();
+    let a = cluster.cached_node("ca");
+    let b = cluster.cached_node("cb");
+    let local = common::tempdir();
+    let array = npy(local.path(), "x.npy", &labels(5, 4, 4));
+    let (on_a, on_b) = (a.path("stale.zarr"), b.path("stale.zarr"));
+    common::sz_ok(&["init", s(&on_a)]);
+    let rounds = if long_form() { 40 } else { 12 };
+    // Each node commits right after the other, so every commit opens files the other
+    // node has just replaced.
+    for i in 0..rounds {
+        let (path, node) = if i % 2 == 0 {
+            (&on_a, "a")
+        } else {
+            (&on_b, "b")
+        };
+        let out = common::sz(&["add-labels", s(path), &format!("l{i}"), "--npy", s(&array)]);
+        assert!(
+            out.status.success(),
+            "commit {i} on node {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for path in [&on_a, &on_b] {
+        let listed = common::sz_ok(&["ls", s(path)]);
+        assert_eq!(listed.lines().count(), rounds, "{listed}");
+        common::sz_ok(&["check", "--deep", s(path)]);
+    }
+}

@@ -103,13 +103,25 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 impl Cluster {
-    /// Mounts the volume once more: a new node. `label` names it in paths.
+    /// Mounts the volume once more: a new node. `label` names it in paths. Its
+    /// client caches are off (the setup `docs/cluster.md` asks for).
     pub fn node(&'static self, label: &str) -> Node {
+        self.new_node(label, false)
+    }
+
+    /// A node of the second volume, which keeps GlusterFS's default client caches
+    /// and the kernel's default FUSE timeouts.
+    pub fn cached_node(&'static self, label: &str) -> Node {
+        self.new_node(label, true)
+    }
+
+    fn new_node(&'static self, label: &str, cached: bool) -> Node {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let name = format!("{label}{}", COUNTER.fetch_add(1, Ordering::SeqCst));
         let node = Node {
             cluster: self,
             name,
+            cached,
         };
         node.mount();
         node
@@ -121,6 +133,7 @@ impl Cluster {
 pub struct Node {
     cluster: &'static Cluster,
     name: String,
+    cached: bool,
 }
 
 impl Node {
@@ -139,7 +152,8 @@ impl Node {
     }
 
     fn mount(&self) {
-        run_script(&["mount", self.dir(), &self.name]).unwrap_or_else(|e| panic!("{e}"));
+        let kind = if self.cached { "cached" } else { "" };
+        run_script(&["mount", self.dir(), &self.name, kind]).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The pid of this node's FUSE client.

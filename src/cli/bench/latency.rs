@@ -88,7 +88,7 @@ pub fn commit_latency(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure
         .map(|w| {
             vec![
                 "commit".into(),
-                arg(&path),
+                arg(&super::through_peer(&path, w % 2 == 1)),
                 w.to_string(),
                 per_writer.to_string(),
             ]
@@ -213,7 +213,11 @@ pub fn dance(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
 fn handoff_run(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let helper = Command::new(exe)
-        .args(["bench-worker", "handoff", &arg(dir)])
+        .args([
+            "bench-worker",
+            "handoff",
+            &arg(&super::through_peer(dir, true)),
+        ])
         .arg(if raw { "raw" } else { "ours" })
         .arg(rounds.to_string())
         .stdin(Stdio::null())
