@@ -1163,3 +1163,146 @@ fn stale_handles_after_another_nodes_commit_are_retried_not_reported() {
         common::sz_ok(&["check", "--deep", s(path)]);
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The SLURM job-array example (examples/slurm/), without SLURM.
+
+/// Image `i` of the job: `i % 3 + 1` bright 4x4 squares on a dim background.
+fn job_image(i: usize) -> (ndarray::Array3<u16>, usize) {
+    let blobs = i % 3 + 1;
+    let mut image = ndarray::Array3::<u16>::from_elem((1, 48, 48), 100);
+    for b in 0..blobs {
+        let (y, x) = (4 + 12 * b, 6 + 9 * b);
+        image
+            .slice_mut(ndarray::s![0, y..y + 4, x..x + 4])
+            .fill(5000);
+    }
+    (image, blobs)
+}
+
+/// Runs array task `task` of `examples/slurm/segment_array.sbatch` on `dataset`.
+fn array_task(dataset: &Path, task: usize, worker: &Path) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg(common::repo().join("examples/slurm/segment_array.sbatch"))
+        .arg(dataset)
+        .env("SLURM_ARRAY_TASK_ID", task.to_string())
+        .env("SEGMENTATION_WORKER", worker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
+#[test]
+fn the_slurm_array_resubmitted_after_failures_segments_every_image_once() {
+    let Some(t) = Setup::new("slurm") else { return };
+    let worker = std::env::current_exe()
+        .expect("test binary")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target folder")
+        .join("examples/segmentation_worker");
+    if !worker.is_file() {
+        let why = format!(
+            "{} is not built (run `cargo test --all-targets`)",
+            worker.display()
+        );
+        assert!(!cluster::under_ci(), "{why}");
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIP slurm: {why}\n").as_bytes(),
+        );
+        return;
+    }
+    let (a, b) = t.paths();
+    let raw = t.local.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    let tasks = if long_form() { 12 } else { 4 };
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..tasks {
+        let (image, blobs) = job_image(i);
+        ndarray_npy::write_npy(raw.join(format!("{i:02}.npy")), &image).expect("write npy");
+        expected.insert(format!("image_{i:03}_labels"), blobs);
+    }
+    let out = Command::new("bash")
+        .arg(common::repo().join("examples/slurm/prepare.sh"))
+        .args([&a, &raw])
+        .env("SPATIALZARR", common::cli())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run prepare.sh");
+    assert!(
+        out.status.success(),
+        "prepare.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The first submission: every task at once, on both nodes; two of them are killed
+    // (SIGKILL of the task's process group) at once or a moment later.
+    let mut first: Vec<_> = (0..tasks)
+        .map(|i| {
+            let mut command = array_task(if i % 2 == 0 { &a } else { &b }, i, &worker);
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            command.spawn().expect("start a task")
+        })
+        .collect();
+    for (task, delay_ms) in [(1, 0), (3, 400)] {
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let group = rustix::process::Pid::from_raw(first[task].id() as i32).unwrap();
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
+    for child in &mut first {
+        child.wait().expect("wait for a task");
+    }
+    // The resubmission: every task again, each must succeed.
+    let second: Vec<_> = (0..tasks)
+        .map(|i| {
+            array_task(if i % 2 == 0 { &b } else { &a }, i, &worker)
+                .spawn()
+                .expect("start a task")
+        })
+        .collect();
+    for (i, child) in second.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait for a task");
+        assert!(
+            out.status.success(),
+            "resubmitted task {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ds = Dataset::open(&b, DatasetOptions::default()).expect("open");
+    let list = ds.list().expect("list");
+    let labels: Vec<&String> = expected.keys().collect();
+    assert_eq!(list.labels.iter().collect::<Vec<_>>(), labels);
+    let total: usize = expected.values().sum();
+    let info = ds.table_info("cells").expect("cells");
+    assert_eq!(
+        info.n_obs, total as u64,
+        "cells rows (no image counted twice)"
+    );
+    let rows = ds.read_rows("cells", 0..info.n_obs).expect("read cells");
+    let regions = common::strings(rows.column_by_name("region").unwrap());
+    let ids = rows
+        .column_by_name("instance_id")
+        .unwrap()
+        .as_primitive::<Int64Type>();
+    let mut seen = std::collections::BTreeSet::new();
+    for (r, region) in regions.iter().enumerate() {
+        assert!(
+            seen.insert((region.clone(), ids.value(r))),
+            "row {r} duplicated: {region} {}",
+            ids.value(r)
+        );
+    }
+    for (region, blobs) in &expected {
+        for id in 1..=*blobs as i64 {
+            assert!(
+                seen.contains(&(region.clone(), id)),
+                "{region} cell {id} missing"
+            );
+        }
+    }
+    for path in [&a, &b] {
+        common::sz_ok(&["check", "--deep", s(path)]);
+    }
+}
