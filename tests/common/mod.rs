@@ -367,3 +367,22 @@ pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
 pub fn still_running(pid: u32, start: &str) -> bool {
     proc_stat(pid).is_some_and(|stat| stat[19] == start && stat[0] != "Z")
 }
+
+/// Environment variable listing the mount roots of several nodes that see one shared
+/// filesystem, separated by `:` (set by `tests/multinode.rs`).
+pub const NODE_ROOTS_ENV: &str = "SPATIALZARR_NODE_ROOTS";
+
+/// `path` as worker `worker` reaches it: through node `worker % n`'s mount when
+/// [`NODE_ROOTS_ENV`] lists `n` mount roots and `path` is under one of them, so that
+/// workers alternate between the nodes; else `path` itself.
+pub fn node_path(path: &Path, worker: usize) -> PathBuf {
+    let Ok(roots) = std::env::var(NODE_ROOTS_ENV) else {
+        return path.to_path_buf();
+    };
+    let roots: Vec<&Path> = roots.split(':').map(Path::new).collect();
+    roots
+        .iter()
+        .find_map(|root| path.strip_prefix(root).ok())
+        .map(|relative| roots[worker % roots.len()].join(relative))
+        .unwrap_or_else(|| path.to_path_buf())
+}

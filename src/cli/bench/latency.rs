@@ -88,7 +88,7 @@ pub fn commit_latency(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure
         .map(|w| {
             vec![
                 "commit".into(),
-                arg(&path),
+                arg(&super::through_peer(&path, w % 2 == 1)),
                 w.to_string(),
                 per_writer.to_string(),
             ]
@@ -213,7 +213,7 @@ pub fn dance(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
 fn handoff_run(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
     let mut command = crate::cli::workers::command("bench-worker")?;
     command
-        .args(["handoff", &arg(dir)])
+        .args(["handoff", &arg(&super::through_peer(dir, true))])
         .arg(if raw { "raw" } else { "ours" })
         .arg(rounds.to_string())
         .stdin(Stdio::null())

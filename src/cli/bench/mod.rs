@@ -62,6 +62,26 @@ pub struct BenchArgs {
     /// the end). Put it on the filesystem you want to measure.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// The folder given to --dir as another node sees it (another mount of the same
+    /// shared filesystem): the `lock_handoff` helper and every second writer of
+    /// `commit_latency` work through it, so the lock is handed from node to node.
+    #[arg(long, value_name = "DIR", requires = "dir")]
+    peer_dir: Option<PathBuf>,
+}
+
+/// `(dir, peer_dir)` of this run, when --peer-dir is given.
+static PEER: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+
+/// `path` (under --dir) as the other node reaches it when `peer` and --peer-dir is
+/// given; else `path` itself.
+fn through_peer(path: &Path, peer: bool) -> PathBuf {
+    match PEER.get() {
+        Some((dir, peer_dir)) if peer => match path.strip_prefix(dir) {
+            Ok(relative) => peer_dir.join(relative),
+            Err(_) => path.to_path_buf(),
+        },
+        _ => path.to_path_buf(),
+    }
 }
 
 /// One measured line of the report.
@@ -132,6 +152,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot make {}", dir.display()))?;
+            if let Some(peer_dir) = &args.peer_dir {
+                if !peer_dir.is_dir() {
+                    bail!(
+                        "--peer-dir {} is not a folder: give the --dir folder as another mount sees it",
+                        peer_dir.display()
+                    );
+                }
+                let _ = PEER.set((dir.clone(), peer_dir.clone()));
+            }
             dir.clone()
         }
         None => {
