@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# The test modules import their helpers (this file, workers, segmentation) by name.
+sys.path.insert(0, str(Path(__file__).parent))
 
 LONG = os.environ.get("SPATIALZARR_PY_LONG") == "1"
 
