@@ -5,6 +5,7 @@
 //! dataset is cached in the handle, so a handle opened before another process
 //! committed sees that commit on its next call.
 
+pub mod blockwise;
 mod check;
 mod consolidated;
 pub mod layout;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use ndarray::{ArrayD, ArrayViewD};
 use serde_json::{Value, json};
 
+pub use blockwise::RasterBlockWriter;
 pub use check::CheckReport;
 pub use layout::ElementSet;
 pub use staging::StagedElement;
@@ -425,14 +427,7 @@ impl Dataset {
         data: ArrayViewD<'_, T>,
         options: &RasterOptions,
     ) -> Result<StagedElement> {
-        self.ensure_writable()?;
-        if !matches!(kind, ElementKind::Images | ElementKind::Labels) {
-            return Err(Error::InvalidInput(format!(
-                "{} elements are not rasters",
-                kind.group()
-            )));
-        }
-        let name = ElementName::new(name)?;
+        let name = self.raster_name(kind, name)?;
         let publisher = Arc::new(Publisher::new());
         let staged = StagedElement::create(&self.inner.layout, &publisher, kind, name)?;
         raster::write_raster(
