@@ -239,7 +239,8 @@ keep() {
     echo "$dir" >"$REGISTRY/$(echo "$dir" | tr / _)"
     trap 'teardown "$dir"; exit 0' TERM INT HUP
     # A process of its own, so that `set -e` stops it at the first failure.
-    if ! bash "$SCRIPT" start "$dir" "$nodes" >>"$dir/keeper.log" 2>&1; then
+    # Without the machine lock's descriptor: the daemons it starts must not hold it.
+    if ! bash "$SCRIPT" start "$dir" "$nodes" >>"$dir/keeper.log" 2>&1 9>&-; then
         tail -n 5 "$dir/keeper.log" >"$dir/failed"
         teardown "$dir"
         exit 1
