@@ -114,7 +114,9 @@ def test_mixed_writers_spatialdata_under_the_lock_and_spatialzarr(tmp_path):
 
     path = tmp_path / "mixed.zarr"
     SpatialData().write(path)
-    with ProcessPoolExecutor(max_workers=4) as pool:
+    # spawn: a forked child of this process would inherit dask's thread pool without
+    # its threads (spatialdata computes through dask), a hang unrelated to the store.
+    with ProcessPoolExecutor(max_workers=4, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = []
         for i in range(6):
             futures.append(pool.submit(workers.spatialdata_writer, str(path), i))
