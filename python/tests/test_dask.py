@@ -95,7 +95,7 @@ def test_a_dask_array_round_trips(dataset_path):
 def test_a_distributed_cluster_with_a_worker_killed_mid_run(tmp_path):
     from distributed import Client, LocalCluster, wait
 
-    n_images = 16
+    n_images = 64 if LONG else 16
     path = tmp_path / "cluster.zarr"
     sz.open(path)
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=2, dashboard_address=None) as cluster:
