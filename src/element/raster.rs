@@ -350,6 +350,12 @@ impl RasterPlan {
                     ome["omero"] = json!({
                         "channels": names.iter().map(|n| json!({"label": n})).collect::<Vec<_>>()
                     });
+                } else if levels > 1 {
+                    // spatialdata 0.8 reads a multiscale image only with channel
+                    // labels; it numbers unnamed channels 0, 1, ... itself.
+                    ome["omero"] = json!({
+                        "channels": (0..self.shape[0]).map(|i| json!({"label": i})).collect::<Vec<_>>()
+                    });
                 }
             }
         }
