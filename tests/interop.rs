@@ -235,10 +235,7 @@ fn spatialdata_reads_every_raster_we_write() {
 fn store_extends_the_spatialdata_fixture_and_keeps_consolidated_metadata_current() {
     let dir = common::tempdir();
     let path = dir.path().join("fixture.zarr");
-    copy_tree(
-        &common::fixture("v3"),
-        &path,
-    );
+    copy_tree(&common::fixture("v3"), &path);
     let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
     let list = ds.list().unwrap();
     assert_eq!(list.images, vec!["img"]);
@@ -333,10 +330,7 @@ fn store_extends_the_spatialdata_fixture_and_keeps_consolidated_metadata_current
 fn store_reads_the_container_0_1_fixture_but_refuses_to_write_it() {
     let dir = common::tempdir();
     let path = dir.path().join("v2.zarr");
-    copy_tree(
-        &common::fixture("v2"),
-        &path,
-    );
+    copy_tree(&common::fixture("v2"), &path);
     let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
     assert_eq!(ds.list().unwrap().labels, vec!["cells_labels"]);
     let img = ds.read_raster::<u8>("img", 0).unwrap();
@@ -453,10 +447,7 @@ mod tables {
     fn spatialdata_reads_the_fixture_table_after_appends() {
         let dir = common::tempdir();
         let path = dir.path().join("fixture.zarr");
-        copy_tree(
-            &common::fixture("v3"),
-            &path,
-        );
+        copy_tree(&common::fixture("v3"), &path);
         let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
         let info = ds.table_info("table").unwrap();
         assert_eq!((info.n_obs, info.n_vars), (2, 3));
@@ -535,10 +526,7 @@ fn fixture_int8_codes_are_widened_when_categories_outgrow_them() {
     use std::sync::Arc;
     let dir = common::tempdir();
     let path = dir.path().join("fixture.zarr");
-    copy_tree(
-        &common::fixture("v3"),
-        &path,
-    );
+    copy_tree(&common::fixture("v3"), &path);
     let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
     let n = 200;
     let celltypes: Vec<String> = (0..n).map(|i| format!("type{i}")).collect();
@@ -602,10 +590,7 @@ fn read_json_file(path: &Path) -> Value {
 fn consolidated_metadata_can_be_dropped() {
     let dir = common::tempdir();
     let path = dir.path().join("fixture.zarr");
-    copy_tree(
-        &common::fixture("v3"),
-        &path,
-    );
+    copy_tree(&common::fixture("v3"), &path);
     let root_doc = || -> Value {
         serde_json::from_slice(&std::fs::read(path.join("zarr.json")).unwrap()).unwrap()
     };

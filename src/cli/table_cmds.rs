@@ -21,7 +21,7 @@ use spatialzarr::table::{Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
 use spatialzarr::{Dataset, ElementName, Error};
 
 use super::Globals;
-use super::csv_input::{Forced, read_csv};
+use super::csv_input::{Forced, read_csv_rows};
 use super::npy::{self, NpyArray};
 
 /// The region key of a new table when `--region-key` is not given.
@@ -59,7 +59,9 @@ pub struct AppendRowsArgs {
     #[arg(long, value_name = "COLUMN")]
     instance_key: Option<String>,
     /// Idempotency key: an append carrying a key already committed to this table
-    /// changes nothing and reports the first append's rows.
+    /// with the same rows changes nothing and reports the first append's rows; with
+    /// other rows it is refused (exit status 1). A CSV of a header row only records
+    /// the key and appends nothing.
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
     /// Print the outcome as one JSON object.
@@ -133,7 +135,7 @@ pub fn append_rows(args: AppendRowsArgs, globals: &Globals) -> anyhow::Result<Ex
     // replaced meanwhile, the library refuses rows that do not fit it.)
     let existing = table_info(&dataset, &args.table)?;
     let types = column_types(existing.as_ref(), &spec);
-    let mut obs = read_csv(&args.csv, &types)?;
+    let mut obs = read_csv_rows(&args.csv, &types)?;
     check_rows(&args, &obs, x.as_ref(), existing.as_ref(), &spec)?;
 
     let mut txn = dataset.write()?;
@@ -142,7 +144,7 @@ pub fn append_rows(args: AppendRowsArgs, globals: &Globals) -> anyhow::Result<Ex
     {
         let types_now = column_types(Some(&created), &spec);
         if types_now != types {
-            obs = read_csv(&args.csv, &types_now)?;
+            obs = read_csv_rows(&args.csv, &types_now)?;
         }
         check_rows(&args, &obs, x.as_ref(), Some(&created), &spec)?;
     }

@@ -19,7 +19,7 @@ use spatialzarr::element::shapes::{Shapes, parse_geojson};
 use spatialzarr::{Dataset, ElementInfo, ElementName, Error};
 
 use super::Globals;
-use super::csv_input::{Forced, forced_for, read_csv};
+use super::csv_input::{Forced, forced_for, read_csv, read_csv_rows};
 
 /// Arguments of `spatialzarr add-points`.
 #[derive(Debug, clap::Args)]
@@ -54,7 +54,9 @@ pub struct AppendPointsArgs {
     #[arg(long, value_name = "FILE")]
     csv: PathBuf,
     /// Idempotency key: an append carrying a key already committed to this element
-    /// changes nothing and reports the first append's points.
+    /// with the same points changes nothing and reports the first append's points;
+    /// with other points it is refused (exit status 1). A CSV of a header row only
+    /// records the key and appends nothing.
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
     /// Print the outcome as one JSON object
@@ -162,7 +164,7 @@ pub fn append_points(args: AppendPointsArgs, globals: &Globals) -> anyhow::Resul
         .zip(&info.column_types)
         .filter_map(|(name, stored)| Some((name.clone(), forced_for(stored)?)))
         .collect();
-    let batch = read_csv(&args.csv, &types)?;
+    let batch = read_csv_rows(&args.csv, &types)?;
     let outcome = dataset
         .append_points(&args.name, &batch, args.key.as_deref())
         .with_context(|| {
