@@ -1,14 +1,17 @@
 //! Command-line parsing and dispatch. Errors print as one line on stderr; exit status
 //! 2 for usage errors (clap's), 1 for every other failure.
 
+mod apply_cmd;
 mod bench;
 mod csv_input;
 mod demo;
 mod inspect_cmds;
 mod lock_cmd;
 mod npy;
+mod plan;
 mod store_cmds;
 mod table_cmds;
+mod transform_input;
 mod vector_cmds;
 
 use std::process::ExitCode;
@@ -67,6 +70,12 @@ enum Command {
     AddLabels(store_cmds::AddArgs),
     /// Remove an element.
     Rm(store_cmds::RmArgs),
+    /// Replace the coordinate transformations of an image, labels, points or shapes
+    /// element.
+    SetTransformations(store_cmds::SetTransformationsArgs),
+    /// Apply the operations of a JSON plan (adds, appends, removals,
+    /// transformations) in one commit: all of them, or none.
+    Apply(apply_cmd::ApplyArgs),
     /// List the elements, one `KIND<TAB>NAME` line each.
     Ls(inspect_cmds::LsArgs),
     /// Describe an element.
@@ -124,6 +133,8 @@ pub fn run() -> ExitCode {
         Command::AddImage(args) => store_cmds::add(ElementKind::Images, args, globals),
         Command::AddLabels(args) => store_cmds::add(ElementKind::Labels, args, globals),
         Command::Rm(args) => store_cmds::rm(args, globals),
+        Command::SetTransformations(args) => store_cmds::set_transformations(args, globals),
+        Command::Apply(args) => apply_cmd::apply(args, globals),
         Command::Ls(args) => inspect_cmds::ls(args, globals),
         Command::Info(args) => inspect_cmds::info(args, globals),
         Command::Check(args) => inspect_cmds::check(args, globals),
@@ -213,20 +224,28 @@ fn print_append_outcome(
 ) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(outcome)?);
-    } else if outcome.applied {
-        println!(
+    } else {
+        println!("{}", append_phrase(outcome, noun));
+    }
+    Ok(())
+}
+
+/// What an append did, in words: `appended rows 0..12 to cells`, or `key K already
+/// appended as rows 0..12 (nothing changed)`.
+fn append_phrase(outcome: &spatialzarr::table::AppendOutcome, noun: &str) -> String {
+    if outcome.applied {
+        format!(
             "appended {noun} {}..{} to {}",
             outcome.start, outcome.end, outcome.table
-        );
+        )
     } else {
-        println!(
+        format!(
             "key {} already appended as {noun} {}..{} (nothing changed)",
             outcome.key.as_deref().unwrap_or_default(),
             outcome.start,
             outcome.end
-        );
+        )
     }
-    Ok(())
 }
 
 /// The error and its causes as one line: `error: cause: cause`, leaving out a cause

@@ -5,16 +5,20 @@
 //! spatialzarr add-image  DATASET NAME --npy FILE [--dims c,y,x] [--overwrite]
 //! spatialzarr add-labels DATASET NAME --npy FILE [--dims y,x] [--overwrite]
 //! spatialzarr rm DATASET NAME
+//! spatialzarr set-transformations DATASET NAME --transformations FILE [--json]
 //! ```
 //!
-//! Each prints nothing on success.
+//! `init`, `add-*` and `rm` print nothing on success; `set-transformations` prints
+//! one line, or with `--json` one object.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions};
+use anyhow::Context;
+use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions, Transformations};
 
-use super::{Globals, npy};
+use super::apply_cmd::PendingOp;
+use super::{Globals, npy, transform_input};
 
 /// Arguments of `spatialzarr init`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +46,25 @@ pub struct AddArgs {
     overwrite: bool,
 }
 
+/// Arguments of `spatialzarr set-transformations`.
+#[derive(Debug, clap::Args)]
+pub struct SetTransformationsArgs {
+    /// The dataset.
+    dataset: PathBuf,
+    /// The image, labels, points or shapes element.
+    name: String,
+    /// The element's new transformations: a JSON object mapping each coordinate
+    /// system to a transformation over the element's spatial axes, in the element's
+    /// order: `{"global": {"type": "scale", "scale": [0.5, 0.5]}, "aligned":
+    /// {"type": "translation", "translation": [10, 20]}, "raw": {"type":
+    /// "identity"}}` (other NGFF transformation objects are stored as given).
+    #[arg(long, value_name = "FILE")]
+    transformations: PathBuf,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
 /// Arguments of `spatialzarr rm`.
 #[derive(Debug, clap::Args)]
 pub struct RmArgs {
@@ -61,16 +84,90 @@ pub fn init(args: InitArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
 /// `kind`. Nothing changes in the dataset unless the whole element is committed.
 pub fn add(kind: ElementKind, args: AddArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+    let (array, options) = read_raster(&args)?;
+    array.add_to(&dataset, kind, &args.name, &options, args.overwrite)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The pixels and options of `add-image` / `add-labels`, the name checked first.
+fn read_raster(args: &AddArgs) -> anyhow::Result<(npy::NpyArray, RasterOptions)> {
     // Refuse a bad name before reading a possibly large file.
     ElementName::new(&args.name)?;
     let array = npy::read(&args.npy)?;
     let options = RasterOptions {
         dims: args
             .dims
+            .as_ref()
             .map(|dims| dims.iter().map(|d| d.trim().to_owned()).collect()),
         ..RasterOptions::default()
     };
-    array.add_to(&dataset, kind, &args.name, &options, args.overwrite)?;
+    Ok((array, options))
+}
+
+/// `add-image` / `add-labels` as an operation of a plan: the element is staged now,
+/// without the lock.
+pub(super) fn prepare_add(
+    kind: ElementKind,
+    args: AddArgs,
+    dataset: &Dataset,
+) -> anyhow::Result<PendingOp> {
+    let (array, options) = read_raster(&args)?;
+    let staged = array.stage(dataset, kind, &args.name, &options)?;
+    Ok(PendingOp::Add {
+        kind,
+        name: args.name,
+        staged,
+        overwrite: args.overwrite,
+    })
+}
+
+/// `rm` as an operation of a plan.
+pub(super) fn prepare_rm(args: RmArgs) -> anyhow::Result<PendingOp> {
+    ElementName::new(&args.name)?;
+    Ok(PendingOp::Remove { name: args.name })
+}
+
+/// `set-transformations` as an operation of a plan: the file is read now.
+pub(super) fn prepare_set_transformations(
+    args: SetTransformationsArgs,
+) -> anyhow::Result<PendingOp> {
+    let transformations = read_transformations(&args)?;
+    Ok(PendingOp::SetTransformations {
+        name: args.name,
+        transformations,
+    })
+}
+
+/// The transformations of `set-transformations`, the name checked first.
+fn read_transformations(args: &SetTransformationsArgs) -> anyhow::Result<Transformations> {
+    ElementName::new(&args.name)?;
+    transform_input::read(&args.transformations)
+}
+
+/// `set-transformations`: replaces an element's coordinate transformations in one
+/// commit.
+pub fn set_transformations(
+    args: SetTransformationsArgs,
+    globals: &Globals,
+) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+    let transformations = read_transformations(&args)?;
+    let (name, json) = (args.name, args.json);
+    let commit = dataset
+        .set_transformations(&name, &transformations)
+        .with_context(|| format!("cannot set the transformations of {name}"))?;
+    if json {
+        let systems: Vec<&String> = transformations.0.keys().collect();
+        println!(
+            "{}",
+            serde_json::json!({"name": name, "coordinate_systems": systems, "generation": commit.generation})
+        );
+    } else {
+        println!(
+            "set the transformations of {name} (generation {})",
+            commit.generation
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

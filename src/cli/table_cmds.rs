@@ -17,10 +17,11 @@ use anyhow::{Context, bail};
 use arrow_array::RecordBatch;
 use arrow_schema::DataType;
 use ndarray::ArrayD;
-use spatialzarr::table::{Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
-use spatialzarr::{Dataset, ElementName, Error};
+use spatialzarr::table::{AppendOutcome, Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
+use spatialzarr::{Dataset, ElementName, Error, WriteTxn};
 
 use super::Globals;
+use super::apply_cmd::PendingOp;
 use super::csv_input::{Forced, read_csv_rows};
 use super::npy::{self, NpyArray};
 
@@ -89,6 +90,41 @@ pub fn append_rows(args: AppendRowsArgs, globals: &Globals) -> anyhow::Result<Ex
         );
     }
     let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+    let input = read_rows(&args, &dataset)?;
+    let mut txn = dataset.write()?;
+    let outcome = append_in(&mut txn, &dataset, &args, input)?;
+    txn.commit()?;
+
+    super::print_append_outcome(&outcome, "rows", args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The rows of an append, read and checked before the write lock is taken.
+pub(super) struct RowsInput {
+    obs: RecordBatch,
+    x: Option<XMatrix>,
+    spec: TableSpec,
+    /// The table as it was when the CSV was read (`None`: it did not exist).
+    existing: Option<TableInfo>,
+    /// The column types the CSV was read with.
+    types: BTreeMap<String, Forced>,
+}
+
+/// `append-rows` as an operation of a plan: the CSV and X are read now.
+pub(super) fn prepare_append_rows(
+    args: AppendRowsArgs,
+    dataset: &Dataset,
+) -> anyhow::Result<PendingOp> {
+    let input = read_rows(&args, dataset)?;
+    Ok(PendingOp::AppendRows {
+        args,
+        input: Box::new(input),
+    })
+}
+
+/// Reads and checks the rows of `append-rows`, with the column types of the table as
+/// it is now, without the write lock.
+fn read_rows(args: &AppendRowsArgs, dataset: &Dataset) -> anyhow::Result<RowsInput> {
     ElementName::new(&args.table)?;
     if args.var_names.is_some() && args.x_npy.is_none() {
         bail!("--var-names names the columns of X: it needs --x-npy");
@@ -133,38 +169,58 @@ pub fn append_rows(args: AppendRowsArgs, globals: &Globals) -> anyhow::Result<Ex
     // another process: look again under the lock, and read the CSV again if the
     // table's types differ. (An existing table's types do not change; should it be
     // replaced meanwhile, the library refuses rows that do not fit it.)
-    let existing = table_info(&dataset, &args.table)?;
+    let existing = table_info(dataset, &args.table)?;
     let types = column_types(existing.as_ref(), &spec);
-    let mut obs = read_csv_rows(&args.csv, &types)?;
-    check_rows(&args, &obs, x.as_ref(), existing.as_ref(), &spec)?;
+    let obs = read_csv_rows(&args.csv, &types)?;
+    check_rows(args, &obs, x.as_ref(), existing.as_ref(), &spec)?;
+    Ok(RowsInput {
+        obs,
+        x,
+        spec,
+        existing,
+        types,
+    })
+}
 
-    let mut txn = dataset.write()?;
+/// Under the write lock of `txn`: appends the rows read by [`read_rows`]. A table
+/// that did not exist may have been created meanwhile by another process: it is
+/// looked at again, and the CSV read again if the table's types differ. (An existing
+/// table's types do not change; should it be replaced meanwhile, the library refuses
+/// rows that do not fit it.)
+pub(super) fn append_in(
+    txn: &mut WriteTxn<'_>,
+    dataset: &Dataset,
+    args: &AppendRowsArgs,
+    input: RowsInput,
+) -> anyhow::Result<AppendOutcome> {
+    let RowsInput {
+        mut obs,
+        x,
+        spec,
+        existing,
+        types,
+    } = input;
     if existing.is_none()
-        && let Some(created) = table_info(&dataset, &args.table)?
+        && let Some(created) = table_info(dataset, &args.table)?
     {
         let types_now = column_types(Some(&created), &spec);
         if types_now != types {
             obs = read_csv_rows(&args.csv, &types_now)?;
         }
-        check_rows(&args, &obs, x.as_ref(), Some(&created), &spec)?;
+        check_rows(args, &obs, x.as_ref(), Some(&created), &spec)?;
     }
     let rows = RowBatch {
         obs,
         x: x.map(|x| XRows::Dense(x.values)),
     };
-    let outcome = txn
-        .append_rows(&args.table, &rows, Some(&spec), args.key.as_deref())
+    txn.append_rows(&args.table, &rows, Some(&spec), args.key.as_deref())
         .with_context(|| {
             format!(
                 "cannot append the rows of {} to table {}",
                 args.csv.display(),
                 args.table
             )
-        })?;
-    txn.commit()?;
-
-    super::print_append_outcome(&outcome, "rows", args.json)?;
-    Ok(ExitCode::SUCCESS)
+        })
 }
 
 /// `n` and the noun, plural unless `n` is 1.

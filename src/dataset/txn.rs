@@ -172,6 +172,12 @@ impl<'a> WriteTxn<'a> {
         Ok(set)
     }
 
+    /// The kind of the element `name` as this transaction would leave the dataset
+    /// (the committed state plus the pending changes), or `None` when there is none.
+    pub fn kind_of(&self, name: &str) -> Result<Option<ElementKind>> {
+        Ok(self.simulated()?.kind_of(name))
+    }
+
     /// Adds an element staged by [`Dataset::stage_raster`]. The name is checked now
     /// against the committed state and the pending changes, and again at commit.
     pub fn add_staged(&mut self, staged: StagedElement, overwrite: bool) -> Result<()> {
