@@ -343,6 +343,23 @@ pub enum TreeEntry {
     Other { inode: u64 },
 }
 
+impl TreeEntry {
+    /// A short description for messages: kind, inode, length, start of the hash.
+    fn describe(&self) -> String {
+        match self {
+            TreeEntry::Dir { inode } => format!("folder (inode {inode})"),
+            TreeEntry::File { inode, len, sha256 } => {
+                let hex: String = sha256.iter().take(6).map(|b| format!("{b:02x}")).collect();
+                format!("file (inode {inode}, {len} bytes, sha256 {hex}...)")
+            }
+            TreeEntry::Link { inode, target } => {
+                format!("link (inode {inode}) to {}", target.display())
+            }
+            TreeEntry::Other { inode } => format!("special file (inode {inode})"),
+        }
+    }
+}
+
 /// Every entry under a folder with its inode, length and content hash: a refused
 /// call must leave each one as it was, the same bytes in the same file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,9 +437,12 @@ impl TreeSnapshot {
         for (path, entry) in &self.entries {
             match other.entries.get(path) {
                 None => out.push(format!("deleted {}", path.display())),
-                Some(now) if now != entry => {
-                    out.push(format!("changed {}: {entry:?} -> {now:?}", path.display()))
-                }
+                Some(now) if now != entry => out.push(format!(
+                    "changed {}: {} -> {}",
+                    path.display(),
+                    entry.describe(),
+                    now.describe()
+                )),
                 _ => {}
             }
         }
