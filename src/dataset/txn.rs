@@ -417,16 +417,25 @@ impl<'a> WriteTxn<'a> {
                         Op::TableAppend { name: n, patch, .. } if *n == name => Some(patch.clone()),
                         _ => None,
                     });
-                    let mut patch = match latest {
-                        Some(patch) => *patch,
+                    let (mut patch, widened) = match latest {
+                        Some(patch) => (*patch, Vec::new()),
                         None => {
                             let state = table::TableState::load(&root.join(&rel), &arrays)?;
-                            let state = self.widen_codes(&rel, state, rows, &arrays)?;
-                            TablePatch::new(rel.clone(), state)
+                            let (state, widened) = self.widen_codes(&rel, state, rows)?;
+                            let mut patch = TablePatch::new(rel.clone(), state);
+                            for op in &widened {
+                                if let Op::ReplaceNode { staged, target } = op {
+                                    let copy = relative(&root, &staged.element_dir());
+                                    patch.redirects.insert(target.clone(), copy);
+                                }
+                            }
+                            (patch, widened)
                         }
                     };
                     let planned = table::append::plan(&arrays, &mut patch, rows)?;
                     if !planned.writes.is_empty() {
+                        // The wider codes are swapped in before the table grows.
+                        self.frame.borrow_mut().extend(widened);
                         self.frame.borrow_mut().push(Op::TableAppend {
                             name: name.clone(),
                             patch: Box::new(patch),
@@ -448,37 +457,25 @@ impl<'a> WriteTxn<'a> {
         Ok(outcome(range.start, range.end, true))
     }
 
-    /// Rewrites, in a commit of its own, every categorical codes array of the table at
-    /// `rel` that is too narrow for the categories `rows` bring (a table written by
-    /// spatialdata stores `int8` codes), and returns the table's state after it. The
-    /// values do not change, only their type, so committing this ahead of the
-    /// transaction is invisible to readers. The rows are checked first (as if the
-    /// codes were wide already): rows that will be refused widen nothing.
+    /// Stages a wider copy of every categorical codes array of the table at `rel`
+    /// that is too narrow for the categories `rows` bring (a table written by
+    /// spatialdata stores `int8` codes): same values, wider type. Returns the table's
+    /// state with those columns' codes wide, and the operations that swap the copies
+    /// in when the transaction commits (the rows' codes are written into the copies).
     fn widen_codes(
         &self,
         rel: &str,
-        state: table::TableState,
+        mut state: table::TableState,
         rows: &RowBatch,
-        arrays: &table::arrays::Arrays,
-    ) -> Result<table::TableState> {
+    ) -> Result<(table::TableState, Vec<Op>)> {
         let columns = table::append::codes_to_widen(&state, rows)?;
         if columns.is_empty() {
-            return Ok(state);
+            return Ok((state, Vec::new()));
         }
-        let mut widened = state.clone();
-        for (name, kind) in &mut widened.columns {
-            if let (Some((_, prim)), table::ColumnKind::Categorical { codes, .. }) =
-                (columns.iter().find(|(c, _)| c == name), kind)
-            {
-                *codes = *prim;
-            }
-        }
-        table::append::plan(arrays, &mut TablePatch::new(rel.to_owned(), widened), rows)?;
-        let state = &state;
         let root = self.dataset.root();
         let table_name = ElementName::new(rel.rsplit('/').next().unwrap_or(rel))?;
         let mut ops = Vec::new();
-        for (column, prim) in columns {
+        for (column, prim) in columns.iter().cloned() {
             let target = format!("{rel}/obs/{column}/codes");
             let old = read_json(&root.join(&target).join("zarr.json"))?;
             let old_prim = old
@@ -490,8 +487,9 @@ impl<'a> WriteTxn<'a> {
                     reason: "codes of an unsupported type".into(),
                 })?;
             let arrays = table::arrays_at(root, &Arc::new(Publisher::new()))?;
+            let n_obs = state.n_obs;
             let codes: Vec<i64> = table::append::with_prim!(old_prim, T => {
-                let values: Vec<T> = arrays.read(&target, 0..state.n_obs)?;
+                let values: Vec<T> = arrays.read(&target, 0..n_obs)?;
                 #[allow(clippy::unnecessary_cast)]
                 values.into_iter().map(|v| v as i64).collect()
             });
@@ -509,25 +507,24 @@ impl<'a> WriteTxn<'a> {
                 table::Prim::I32 => staged_arrays.create::<i32>(
                     "",
                     "int32",
-                    vec![state.n_obs],
+                    vec![n_obs],
                     chunks,
                     attrs,
                     codes.iter().map(|&c| c as i32).collect(),
                 )?,
-                _ => staged_arrays.create::<i64>(
-                    "",
-                    "int64",
-                    vec![state.n_obs],
-                    chunks,
-                    attrs,
-                    codes,
-                )?,
+                _ => staged_arrays.create::<i64>("", "int64", vec![n_obs], chunks, attrs, codes)?,
             }
             publisher.sync()?;
             ops.push(Op::ReplaceNode { staged, target });
         }
-        commit_ops(self.dataset, &self.guard, ops)?;
-        table::TableState::load(&root.join(rel), arrays)
+        for (name, kind) in &mut state.columns {
+            if let (Some((_, prim)), table::ColumnKind::Categorical { codes, .. }) =
+                (columns.iter().find(|(c, _)| c == name), kind)
+            {
+                *codes = *prim;
+            }
+        }
+        Ok((state, ops))
     }
 
     /// Appends `batch` to the points element `name` as one new part file (spatialdata

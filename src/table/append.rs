@@ -28,6 +28,9 @@ pub struct TablePatch {
     pub keys: BTreeMap<String, (u64, u64)>,
     /// Whether the region node must be replaced by a 1-d list (it was a 0-d scalar).
     pub region_becomes_list: bool,
+    /// Arrays replaced by the commit with a staged copy (wider categorical codes):
+    /// by array path, the copy's path. Rows for them are written into the copy.
+    pub redirects: BTreeMap<String, String>,
 }
 
 impl TablePatch {
@@ -39,6 +42,7 @@ impl TablePatch {
             docs: BTreeMap::new(),
             keys: BTreeMap::new(),
             region_becomes_list: false,
+            redirects: BTreeMap::new(),
         }
     }
 }
@@ -462,8 +466,14 @@ pub fn plan(arrays: &Arrays, patch: &mut TablePatch, rows: &RowBatch) -> Result<
             region_becomes_list = true;
         }
     }
-    for write in &writes {
-        docs.insert(write.path.clone(), arrays.grown(&write.path, write.end())?);
+    for write in &mut writes {
+        let end = write.end();
+        let node = write.path.clone();
+        if let Some(copy) = patch.redirects.get(&node) {
+            write.path = copy.clone();
+        }
+        // The document of the node as the commit leaves it (the copy's, once swapped in).
+        docs.insert(node, arrays.grown(&write.path, end)?);
     }
     state.n_obs = end;
     patch.state = state;
