@@ -139,6 +139,13 @@ fn a_plan_commits_all_its_operations_together() {
         Some(&Transform::Scale(vec![0.5, 0.25]))
     );
     sz_ok(&["check", s(&ds), "--deep"]);
+    // spatialdata reads what the plans committed.
+    let seen = common::spatialdata_reads(&ds);
+    common::find(&seen["labels"], "t7_labels");
+    common::find(&seen["images"], "t7");
+    common::find(&seen["points"], "spots");
+    common::find(&seen["shapes"], "circles");
+    assert_eq!(common::find(&seen["tables"], "cells")["n_obs"], 5);
 }
 
 #[test]
