@@ -397,3 +397,78 @@ fn apply_killed_at_any_moment_leaves_the_old_state_or_the_new() {
     assert_eq!(open(&ds).table_info("cells").unwrap().n_obs, n as u64);
     sz_ok(&["check", s(&ds), "--deep"]);
 }
+
+#[test]
+fn set_transformations_alone_replaces_them_or_changes_nothing() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let ds = new_dataset(d);
+    sz_ok(&["apply", s(&ds), s(&tile_files(d, "t1", 8, 2))]);
+    let file = write_file(
+        d,
+        "t.json",
+        r#"{"global": {"type": "translation", "translation": [10, 20]}, "aligned": {"type": "identity"}}"#,
+    );
+    let out: Value = serde_json::from_str(&sz_ok(&[
+        "set-transformations",
+        s(&ds),
+        "t1_labels",
+        "--transformations",
+        s(&file),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        out,
+        json!({"name": "t1_labels", "coordinate_systems": ["aligned", "global"], "generation": 2})
+    );
+    let ElementInfo::Raster(info) = open(&ds).info("t1_labels").unwrap() else {
+        panic!("not a raster");
+    };
+    assert_eq!(
+        info.transformations.0.get("global"),
+        Some(&Transform::Translation(vec![10.0, 20.0]))
+    );
+    assert_eq!(
+        info.transformations.0.get("aligned"),
+        Some(&Transform::Identity)
+    );
+
+    let tree = TreeSnapshot::take(&ds);
+    let bad = [
+        ("[1]", "JSON object"),
+        ("{}", "no coordinate system"),
+        (r#"{"global": {"type": "scale"}}"#, "\"scale\""),
+        (r#"{"global": {"type": "scale", "scale": [1]}}"#, "1 values"),
+        (r#"{"global": 3}"#, "\"type\""),
+    ];
+    for (text, word) in bad {
+        let file = write_file(d, "bad.json", text);
+        let args = [
+            "set-transformations",
+            s(&ds),
+            "t1_labels",
+            "--transformations",
+            s(&file),
+        ];
+        assert_fails(&sz(&args), 1, &[word]);
+        tree.assert_unchanged(text);
+    }
+    let args = [
+        "set-transformations",
+        s(&ds),
+        "cells",
+        "--transformations",
+        s(&file),
+    ];
+    assert_fails(&sz(&args), 1, &["cells", "table"]);
+    let args = [
+        "set-transformations",
+        s(&ds),
+        "nothere",
+        "--transformations",
+        s(&file),
+    ];
+    assert_fails(&sz(&args), 1, &["nothere"]);
+    tree.assert_unchanged("set-transformations of a table or a missing element");
+}

@@ -56,26 +56,39 @@ pub struct ApplyArgs {
 pub(super) enum PendingOp {
     /// Add (or replace) a staged element.
     Add {
+        /// The element's kind.
         kind: ElementKind,
+        /// Its name.
         name: String,
+        /// Its files, written without the lock.
         staged: StagedElement,
+        /// Whether it may replace an element of the same kind and name.
         overwrite: bool,
     },
     /// Remove an element.
-    Remove { name: String },
+    Remove {
+        /// The element.
+        name: String,
+    },
     /// Replace an element's transformations.
     SetTransformations {
+        /// The element.
         name: String,
+        /// Its new transformations.
         transformations: Transformations,
     },
     /// Append table rows.
     AppendRows {
+        /// The operation's arguments.
         args: table_cmds::AppendRowsArgs,
+        /// The rows, read and checked.
         input: Box<table_cmds::RowsInput>,
     },
     /// Append points.
     AppendPoints {
+        /// The operation's arguments.
         args: vector_cmds::AppendPointsArgs,
+        /// The points, read with the element's column types.
         batch: RecordBatch,
     },
 }
