@@ -204,7 +204,7 @@ fn a_refused_plan_changes_nothing() {
         ),
         (
             json!({"op": "add-labels", "name": "t3", "npy": "missing.npy"}),
-            vec!["ops[3]", "missing.npy"],
+            vec!["ops[3]", "\"npy\"", "missing.npy", "does not exist"],
         ),
         (
             json!({"op": "add-labels", "name": "t3"}),

@@ -167,7 +167,14 @@ fn command_line(
             .is_some_and(|names| names.iter().any(|n| n.as_str() == "FILE"));
         let mut option = OsString::from(format!("--{key}="));
         if is_file {
-            option.push(base.join(&text));
+            let path = base.join(&text);
+            if !path.exists() {
+                bail!(
+                    "{at} ({name}): {key:?} names {}, which does not exist (paths are relative to the plan's folder)",
+                    path.display()
+                );
+            }
+            option.push(path);
         } else {
             option.push(&text);
         }
