@@ -8,3 +8,4 @@ export SPATIALZARR_INTEROP_PYTHON
 cargo test --all-targets
 # --all-targets leaves out the documentation examples.
 cargo test --doc
+bash scripts/test_python.sh

@@ -32,7 +32,7 @@ mod util;
 
 pub use dataset::{
     CheckReport, CommitInfo, ConsolidatedMetadata, Container, Dataset, DatasetOptions, ElementInfo,
-    ElementList, RecoveryReport, StagedElement, WriteTxn,
+    ElementList, RasterBlockWriter, RecoveryReport, StagedElement, WriteTxn,
 };
 pub use element::{
     DType, ElementKind, ElementName, Pixel, RasterInfo, RasterOptions, Transform, Transformations,

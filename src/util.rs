@@ -3,22 +3,35 @@
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::{Error, Result, io_err};
+use crate::error::{Error, Result};
 
-/// Reads a whole file, refusing one larger than `max` bytes without reading it.
+/// Reads a whole file, refusing one larger than `max` bytes without reading it. An
+/// open, stat or read failing with ESTALE is tried again from the open (see
+/// [`retry_stale`]).
 pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(io_err("open", path))?;
-    let len = file.metadata().map_err(io_err("stat", path))?.len();
-    if len > max {
-        return Err(Error::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("{len} bytes is larger than the {max} bytes allowed for this file"),
-        });
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_err("read", path))?;
+    let mut failed = "open";
+    let read = retry_stale(|| {
+        failed = "open";
+        let file = std::fs::File::open(path)?;
+        failed = "stat";
+        let len = file.metadata()?.len();
+        if len > max {
+            return Ok(Err(len));
+        }
+        failed = "read";
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(max + 1).read_to_end(&mut bytes)?;
+        Ok(Ok(bytes))
+    })
+    .map_err(|source| Error::Io {
+        op: failed,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = read.map_err(|len| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!("{len} bytes is larger than the {max} bytes allowed for this file"),
+    })?;
     if bytes.len() as u64 > max {
         return Err(Error::Corrupt {
             path: path.to_path_buf(),
@@ -83,6 +96,38 @@ pub fn memory_limit() -> u64 {
             })
             .unwrap_or(64 << 30)
     })
+}
+
+/// Attempts of an operation failing with ESTALE before the error is reported.
+const STALE_ATTEMPTS: u32 = 12;
+/// The longest pause between two attempts.
+const STALE_PAUSE_MAX_MS: u64 = 500;
+
+/// Runs `op` again while it fails with ESTALE: at most [`STALE_ATTEMPTS`] times in
+/// all, pausing 2, 4, 8 ... ms (at most [`STALE_PAUSE_MAX_MS`]) between tries, about
+/// 2 s in all. Network filesystems answer ESTALE when this node's cache still maps a
+/// path to a file another node has since replaced by a rename (every commit replaces
+/// the manifest that way) until the cache expires (GlusterFS's default caches: about
+/// 1 s); opening the path again then finds the new file. Under the dataset lock
+/// nothing is being replaced, so a retry finds the committed file; a persistent ESTALE
+/// is reported as itself, never as "not found" or as corruption.
+pub fn retry_stale<T>(mut op: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    let mut attempt = 1;
+    loop {
+        match op() {
+            Err(e) if attempt < STALE_ATTEMPTS && is_stale(&e) => {
+                let pause = (1u64 << attempt).min(STALE_PAUSE_MAX_MS);
+                std::thread::sleep(std::time::Duration::from_millis(pause));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether `error` is ESTALE (a stale network file handle).
+pub fn is_stale(error: &std::io::Error) -> bool {
+    errno_is(error, &[rustix::io::Errno::STALE])
 }
 
 /// Whether the operating system's error `error` is one of `errnos`.

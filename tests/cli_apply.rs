@@ -125,7 +125,11 @@ fn a_plan_commits_all_its_operations_together() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(text.starts_with("applied 7 operations (generation 2): replaced labels t7_labels; key t7 already appended as rows 0..5 (nothing changed); added points spots; added shapes circles; set the transformations of t7; removed labels t7_labels; added labels t7_labels"), "{text}");
+    // What changed, then the generation, as every changing command prints it.
+    assert_eq!(
+        text,
+        "applied 7 operations: replaced labels t7_labels; key t7 already appended as rows 0..5 to cells; nothing changed; added points spots; added shapes circles; set the transformations of t7; removed labels t7_labels; added labels t7_labels (generation 2)\n"
+    );
     let dataset = open(&ds);
     assert_eq!(dataset.generation().unwrap(), 2);
     assert_eq!(tile_state(&dataset, "t7"), (true, true, 5));
@@ -238,6 +242,19 @@ fn a_refused_plan_changes_nothing() {
             json!({"op": "set-transformations", "name": "t2", "transformations": "bad_scale.json"}),
             vec!["ops[3]", "t2"],
         ),
+        // The lock and the commit are the whole plan's: options of `apply`.
+        (
+            json!({"op": "rm", "name": "t1", "lock-timeout": "5"}),
+            vec!["ops[3]", "\"lock-timeout\"", "spatialzarr apply"],
+        ),
+        (
+            json!({"op": "add-labels", "name": "t3", "npy": "t2.npy", "drop-consolidated-metadata": true}),
+            vec![
+                "ops[3]",
+                "\"drop-consolidated-metadata\"",
+                "spatialzarr apply",
+            ],
+        ),
     ];
     let tree = TreeSnapshot::take(&ds);
     for (i, (last, words)) in cases.into_iter().enumerate() {
@@ -276,10 +293,52 @@ fn a_refused_plan_changes_nothing() {
     let dataset = open(&ds);
     assert_eq!(tile_state(&dataset, "t2"), (false, false, 0));
     assert_eq!(dataset.generation().unwrap(), 1);
-    // The same plan without its bad operation goes through.
+    // The same plan without its bad operation goes through, with `apply`'s own
+    // options (a negative timeout is a usage error that changes nothing).
     let plan = write_file(d, "good2.json", &json!({ "ops": good_ops() }).to_string());
-    sz_ok(&["apply", s(&ds), s(&plan)]);
+    assert_fails(
+        &sz(&["apply", s(&ds), s(&plan), "--lock-timeout", "-1"]),
+        2,
+        &["'-1'", "--lock-timeout", ">= 0"],
+    );
+    tree.assert_unchanged("apply with a negative lock timeout");
+    sz_ok(&["apply", s(&ds), s(&plan), "--lock-timeout", "30"]);
     assert_eq!(tile_state(&open(&ds), "t2"), (true, true, 4));
+}
+
+/// `apply --drop-consolidated-metadata` drops zarr-python's consolidated metadata at
+/// the plan's commit; without it the metadata stays.
+#[test]
+fn apply_drops_consolidated_metadata_when_asked() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let ds = d.join("fixture.zarr");
+    common::copy_tree(&common::fixture("v3"), &ds);
+    let root_doc = || -> Value {
+        serde_json::from_slice(&std::fs::read(ds.join("zarr.json")).unwrap()).unwrap()
+    };
+    assert!(root_doc().get("consolidated_metadata").is_some());
+    tile_files(d, "t1", 8, 3);
+    for (name, drop) in [("kept", false), ("after_drop", true)] {
+        let op = json!({"op": "add-labels", "name": name, "npy": "t1.npy"});
+        let plan = write_file(
+            d,
+            &format!("{name}.json"),
+            &json!({ "ops": [op] }).to_string(),
+        );
+        let mut args = vec!["apply", s(&ds), s(&plan)];
+        if drop {
+            args.push("--drop-consolidated-metadata");
+        }
+        sz_ok(&args);
+        assert_eq!(
+            root_doc().get("consolidated_metadata").is_some(),
+            !drop,
+            "{}",
+            root_doc()
+        );
+    }
+    sz_ok(&["check", s(&ds)]);
 }
 
 #[test]

@@ -55,3 +55,53 @@ fn an_unknown_scenario_is_named() {
         &["append_rowz", "add_labels", "lock_handoff"],
     );
 }
+
+/// SIGINT or SIGTERM to the bench stop its worker processes before it exits (status
+/// 128 + the signal's number), and none goes on writing.
+#[test]
+fn an_interrupted_bench_stops_its_workers_before_it_exits() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    for (signal, name, number) in [
+        (rustix::process::Signal::INT, "SIGINT", 2),
+        (rustix::process::Signal::TERM, "SIGTERM", 15),
+    ] {
+        let dir = common::tempdir();
+        let mut bench = Command::new(common::cli())
+            .args([
+                "bench",
+                "--only",
+                "add_labels",
+                "--dir",
+                dir.path().to_str().unwrap(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start bench");
+        let workers = loop {
+            assert!(bench.try_wait().unwrap().is_none(), "the bench ended first");
+            let workers = common::workers_of(bench.id(), "bench-worker");
+            if workers.len() >= 2 {
+                break workers;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let pid = rustix::process::Pid::from_raw(bench.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+        let out = bench.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + number), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("bench stopped by {name} (")),
+            "{stderr}"
+        );
+        for (worker, start) in &workers {
+            assert!(
+                !common::still_running(*worker, start),
+                "{name}: bench worker {worker} outlived the bench"
+            );
+        }
+    }
+}

@@ -214,7 +214,7 @@ fn huge_timeouts_mean_waiting_without_limit() {
         );
     }
     let dataset = dir.path().join("ds.zarr");
-    common::sz_ok(&["--lock-timeout", "1e19", "init", dataset.to_str().unwrap()]);
+    common::sz_ok(&["init", "--lock-timeout", "1e19", dataset.to_str().unwrap()]);
 }
 
 /// Python's `subprocess` closes inherited descriptors by default, so a `spatialzarr`

@@ -41,7 +41,10 @@ fn init_add_ls_info_check_rm() {
     let file = npy_file(dir.path(), "cells.npy", &cells);
     assert_eq!(
         sz_ok(&["add-labels", s(&ds), "cells", "--npy", s(&file)]),
-        ""
+        format!(
+            "added labels cells: 5 x 6 uint32 (generation {})\n",
+            open(&ds).generation().unwrap()
+        )
     );
     assert_eq!(
         sz_ok(&["ls", s(&ds), "--json"]).trim_end(),
@@ -50,7 +53,7 @@ fn init_add_ls_info_check_rm() {
     assert_eq!(sz_ok(&["ls", s(&ds)]), "labels\tcells\n");
     assert_eq!(
         sz_ok(&["info", s(&ds), "cells", "--json"]).trim_end(),
-        r#"{"type":"labels","shape":[5,6],"dtype":"uint32","dims":["y","x"],"levels":1}"#
+        r#"{"type":"labels","shape":[5,6],"dtype":"uint32","dims":["y","x"],"levels":1,"channels":null,"coordinate_systems":["global"]}"#
     );
     let text = sz_ok(&["info", s(&ds), "cells"]);
     for line in ["type: labels", "dtype: uint32", "dims: y,x", "levels: 1"] {
@@ -58,16 +61,16 @@ fn init_add_ls_info_check_rm() {
     }
     assert_eq!(open(&ds).read_raster::<u32>("cells", 0).unwrap(), cells);
 
-    // An image with explicit dims, under the global --lock-timeout option.
+    // An image with explicit dims, under the --lock-timeout option.
     let rgb =
         ArrayD::<u8>::from_shape_fn(IxDyn(&[3, 4, 5]), |i| (i[0] * 20 + i[1] * 5 + i[2]) as u8);
     let file = npy_file(dir.path(), "rgb.npy", &rgb);
     sz_ok(&[
-        "--lock-timeout",
-        "30",
         "add-image",
         s(&ds),
         "rgb",
+        "--lock-timeout",
+        "30",
         "--npy",
         s(&file),
         "--dims",
@@ -75,7 +78,7 @@ fn init_add_ls_info_check_rm() {
     ]);
     assert_eq!(
         sz_ok(&["info", s(&ds), "rgb", "--json"]).trim_end(),
-        r#"{"type":"image","shape":[3,4,5],"dtype":"uint8","dims":["c","y","x"],"levels":1}"#
+        r#"{"type":"image","shape":[3,4,5],"dtype":"uint8","dims":["c","y","x"],"levels":1,"channels":null,"coordinate_systems":["global"]}"#
     );
     assert_eq!(sz_ok(&["ls", s(&ds)]), "image\trgb\nlabels\tcells\n");
     assert_eq!(open(&ds).read_raster::<u8>("rgb", 0).unwrap(), rgb);
@@ -88,8 +91,21 @@ fn init_add_ls_info_check_rm() {
     assert_eq!(report["problems"], serde_json::json!([]));
     assert_eq!(report["generation"], open(&ds).generation().unwrap());
 
-    sz_ok(&["rm", s(&ds), "cells"]);
-    sz_ok(&["rm", s(&ds), "rgb"]);
+    let removed = sz_ok(&["rm", s(&ds), "cells"]);
+    assert_eq!(
+        removed,
+        format!(
+            "removed labels cells (generation {})\n",
+            open(&ds).generation().unwrap()
+        )
+    );
+    let removed: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["rm", s(&ds), "rgb", "--json"])).unwrap();
+    assert_eq!(
+        removed,
+        serde_json::json!({"removed": "rgb", "type": "image",
+            "generation": open(&ds).generation().unwrap()})
+    );
     assert_eq!(sz_ok(&["ls", s(&ds), "--json"]).trim_end(), empty);
     assert_eq!(sz_ok(&["ls", s(&ds)]), "");
     sz_ok(&["check", s(&ds)]);
@@ -147,7 +163,7 @@ fn sixteen_concurrent_cli_writers_lose_nothing() {
             let script: Vec<String> = (0..EACH)
                 .map(|i| {
                     format!(
-                        "'{}' --lock-timeout 120 add-labels '{}' {} --npy '{}'",
+                        "'{}' add-labels --lock-timeout 120 '{}' {} --npy '{}'",
                         s(&cli()),
                         s(&ds),
                         name(w, i),
@@ -280,7 +296,7 @@ fn bad_inputs_change_nothing() {
         (vec!["add-image", s(&ds), "a", "--npy"], vec!["--npy"]),
         (vec!["ls"], vec!["<DATASET>", "ls --help"]),
         (vec!["ls", s(&ds), "--jsn"], vec!["--jsn", "--json"]),
-        (vec!["--lock-timeout", "soon", "ls", s(&ds)], vec!["soon"]),
+        (vec!["ls", s(&ds), "--lock-timeout", "soon"], vec!["soon"]),
         (vec!["info", s(&ds), "a", "b"], vec!["'b'"]),
         (vec!["frobnicate"], vec!["frobnicate", "spatialzarr --help"]),
         (vec![], vec!["no command", "spatialzarr --help"]),
@@ -319,7 +335,7 @@ fn overwrite_replaces_the_pixels() {
     assert_eq!(open(&ds).read_raster::<u32>("seg", 0).unwrap(), second);
     assert_eq!(
         sz_ok(&["info", s(&ds), "seg", "--json"]).trim_end(),
-        r#"{"type":"labels","shape":[3,9],"dtype":"uint32","dims":["y","x"],"levels":1}"#
+        r#"{"type":"labels","shape":[3,9],"dtype":"uint32","dims":["y","x"],"levels":1,"channels":null,"coordinate_systems":["global"]}"#
     );
     // Overwriting with another pixel type works too.
     let small = ArrayD::<u16>::from_shape_fn(IxDyn(&[2, 2]), |i| (i[0] * 2 + i[1]) as u16);
@@ -374,4 +390,73 @@ fn recover_reports_and_removes_leftovers() {
     assert_eq!(report["removed_temp_files"].as_array().unwrap().len(), 1);
     assert_eq!(report["finished_commit"], serde_json::Value::Null);
     assert!(!ds.join(".sz-tmp-left-by-a-crash").exists());
+}
+
+/// `check` warns about what interrupted writers left (an interrupted commit, the
+/// staging folder of a writer that is gone), naming `recover`, and still exits 0;
+/// after `recover`, no warning is left.
+#[test]
+fn check_warns_about_leftovers_that_recover_removes() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let file = npy_file(dir.path(), "cells.npy", &labels(1, 4, 4));
+    sz_ok(&["add-labels", s(&ds), "cells", "--npy", s(&file)]);
+    assert_eq!(sz_ok(&["check", s(&ds)]), "");
+
+    // A writer killed while staging: its folder, its owner file unlocked.
+    let staged = ds.join(".spatialzarr/staging/4242-1-1");
+    std::fs::create_dir_all(staged.join("element")).unwrap();
+    std::fs::write(staged.join("owner"), "").unwrap();
+    // A commit interrupted after its journal was written (nothing applied yet).
+    let next = open(&ds).generation().unwrap() + 1;
+    let journal = format!(r#"{{"version":2,"generation":{next},"steps":[],"cleanup":[]}}"#);
+    std::fs::write(ds.join(".spatialzarr/journal.json"), journal).unwrap();
+
+    let text = sz_ok(&["check", s(&ds)]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "warning: an interrupted commit (generation {next})"
+        )) && lines[0].contains("spatialzarr recover"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("warning: abandoned staging folder .spatialzarr/staging/4242-1-1")
+            && lines[1].contains("spatialzarr recover"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["check", s(&ds), "--json"])).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 2, "{report}");
+    // The check itself changed nothing.
+    assert!(staged.exists() && ds.join(".spatialzarr/journal.json").exists());
+
+    let recovered: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["recover", s(&ds), "--json"])).unwrap();
+    assert_eq!(recovered["finished_commit"], next, "{recovered}");
+    assert_eq!(recovered["removed_staging"].as_array().unwrap().len(), 1);
+    assert_eq!(sz_ok(&["check", s(&ds)]), "");
+    let report: serde_json::Value =
+        serde_json::from_str(&sz_ok(&["check", s(&ds), "--json"])).unwrap();
+    assert_eq!(report["warnings"], serde_json::json!([]));
+}
+
+/// `rm` removes an element whose metadata is broken, and says what it removed.
+#[test]
+fn rm_removes_a_broken_element() {
+    let dir = common::tempdir();
+    let ds = new_dataset(dir.path());
+    let file = npy_file(dir.path(), "cells.npy", &labels(1, 4, 4));
+    sz_ok(&["add-labels", s(&ds), "cells", "--npy", s(&file)]);
+    std::fs::write(ds.join("labels/cells/zarr.json"), "{ not json").unwrap();
+    assert_eq!(
+        sz_ok(&["rm", s(&ds), "cells"]),
+        format!(
+            "removed labels cells (generation {})\n",
+            open(&ds).generation().unwrap()
+        )
+    );
+    assert!(open(&ds).list().unwrap().labels.is_empty());
 }

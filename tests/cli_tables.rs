@@ -13,7 +13,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use common::{assert_fails, cli, new_dataset, s, spatialdata_reads, sz, sz_ok, write_file};
+use common::{
+    assert_fails, cli, generation, new_dataset, s, spatialdata_reads, sz, sz_ok, write_file,
+};
 use ndarray::Array2;
 use ndarray_npy::write_npy;
 use serde_json::{Value, json};
@@ -105,7 +107,10 @@ fn append_rows_creates_then_appends_once_per_key() {
             "--var-names",
             "g1,g2",
         ]),
-        "appended rows 0..3 to obs\n"
+        format!(
+            "appended rows 0..3 to obs (generation {})\n",
+            generation(&ds)
+        )
     );
 
     // Second append: the float column holds integers, the string column holds
@@ -124,9 +129,9 @@ fn append_rows_creates_then_appends_once_per_key() {
     );
     let appended = |csv: &Path, npy: &Path, extra: &[&str]| -> String {
         let mut args = vec![
+            "append-rows",
             "--lock-timeout",
             "60",
-            "append-rows",
             s(&ds),
             "obs",
             "--csv",
@@ -139,22 +144,26 @@ fn append_rows_creates_then_appends_once_per_key() {
     };
     assert_eq!(
         appended(&second, &x_second, &["--json"]),
-        "{\"table\":\"obs\",\"start\":3,\"end\":5,\"key\":null,\"applied\":true}\n"
+        format!(
+            "{{\"table\":\"obs\",\"start\":3,\"stop\":5,\"key\":null,\"applied\":true,\"generation\":{}}}\n",
+            generation(&ds)
+        )
     );
 
     assert_eq!(
         sz_ok(&["info", s(&ds), "obs", "--json"]),
         "{\"type\":\"table\",\"n_obs\":5,\"n_vars\":2,\"regions\":[\"42\",\"cells\"],\
          \"region_key\":\"region\",\"instance_key\":\"instance_id\",\
-         \"columns\":[\"region\",\"instance_id\",\"area\",\"code\",\"flag\",\"note\"]}\n"
+         \"columns\":[\"region\",\"instance_id\",\"area\",\"code\",\"flag\",\"note\"],\
+         \"column_kinds\":[\"categorical\",\"int64\",\"float64\",\"nullable string\",\"bool\",\"nullable string\"]}\n"
     );
     let text = sz_ok(&["info", s(&ds), "obs"]);
-    assert!(
-        text.lines().any(|l| l
-            == "columns: region (categorical), instance_id (int64), area (float64), \
-                code (nullable string), flag (bool), note (nullable string)"),
-        "{text}"
-    );
+    for line in [
+        "columns: region, instance_id, area, code, flag, note",
+        "column kinds: categorical, int64, float64, nullable string, bool, nullable string",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} not in {text}");
+    }
 
     // Keyed appends: each repeated three times, counted once.
     let third = write_file(
@@ -164,24 +173,35 @@ fn append_rows_creates_then_appends_once_per_key() {
     );
     let x_third = npy_file(d, "third.npy", &Array2::from_elem((2, 2), 0.25f32));
     for attempt in 0..3 {
-        let expected =
-            json!({"table": "obs", "start": 5, "end": 7, "key": "k1", "applied": attempt == 0});
         let out = appended(&third, &x_third, &["--json", "--key", "k1"]);
+        let expected = json!({"table": "obs", "start": 5, "stop": 7, "key": "k1",
+            "applied": attempt == 0, "generation": generation(&ds)});
         assert_eq!(out.lines().count(), 1, "{out}");
         assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), expected);
         // Key order is fixed: other tools parse it by position too.
         assert!(
-            out.starts_with("{\"table\":\"obs\",\"start\":5,\"end\":7,\"key\":\"k1\",\"applied\":")
+            out.starts_with(
+                "{\"table\":\"obs\",\"start\":5,\"stop\":7,\"key\":\"k1\",\"applied\":"
+            )
         );
     }
     for attempt in 0..3 {
         let out = appended(&third, &x_third, &["--key", "k2"]);
         if attempt == 0 {
-            assert_eq!(out, "appended rows 7..9 to obs\n");
+            assert_eq!(
+                out,
+                format!(
+                    "appended rows 7..9 to obs (generation {})\n",
+                    generation(&ds)
+                )
+            );
         } else {
             assert_eq!(
                 out,
-                "key k2 already appended as rows 7..9 (nothing changed)\n"
+                format!(
+                    "key k2 already appended as rows 7..9 to obs; nothing changed (generation {})\n",
+                    generation(&ds)
+                )
             );
         }
     }
@@ -273,7 +293,8 @@ fn append_rows_creates_then_appends_once_per_key() {
     assert_eq!(
         sz_ok(&["info", s(&ds), "counts", "--json"]),
         "{\"type\":\"table\",\"n_obs\":6,\"n_vars\":0,\"regions\":[\"img\"],\
-         \"region_key\":\"roi\",\"instance_key\":\"cell\",\"columns\":[\"roi\",\"cell\",\"count\"]}\n"
+         \"region_key\":\"roi\",\"instance_key\":\"cell\",\"columns\":[\"roi\",\"cell\",\"count\"],\
+         \"column_kinds\":[\"categorical\",\"int64\",\"nullable int64\"]}\n"
     );
     let rows = open(&ds).read_rows("counts", 0..6).unwrap();
     assert_eq!(
@@ -418,7 +439,7 @@ fn sixteen_concurrent_cli_appenders_lose_nothing() {
             let script: Vec<String> = (0..EACH)
                 .map(|i| {
                     format!(
-                        "'{}' --lock-timeout 300 append-rows '{}' cells --csv '{}' --x-npy '{}' --json --key w{w}-{i}",
+                        "'{}' append-rows --lock-timeout 300 '{}' cells --csv '{}' --x-npy '{}' --json --key w{w}-{i}",
                         s(&cli()),
                         s(&ds),
                         s(&file(w, i, "csv")),
@@ -455,7 +476,7 @@ fn sixteen_concurrent_cli_appenders_lose_nothing() {
             assert_eq!(outcome["key"], format!("w{w}-{i}"), "{line}");
             assert_eq!(outcome["applied"], true, "{line}");
             let start = outcome["start"].as_u64().unwrap();
-            let end = outcome["end"].as_u64().unwrap();
+            let end = outcome["stop"].as_u64().unwrap();
             assert_eq!(end - start, ROWS as u64, "{line}");
             assert!(
                 i == 0 || start >= previous_end,
@@ -491,6 +512,8 @@ fn sixteen_concurrent_cli_appenders_lose_nothing() {
             "type": "table", "n_obs": total, "n_vars": X_WIDTH, "regions": regions,
             "region_key": "region", "instance_key": "instance_id",
             "columns": ["region", "instance_id", "area", "score", "flag", "name", "note"],
+            "column_kinds": ["categorical", "int64", "float64", "nullable int64", "bool",
+                "nullable string", "nullable string"],
         })
     );
     sz_ok(&["check", s(&ds)]);
@@ -753,16 +776,18 @@ fn bad_inputs_change_nothing() {
             "--x-npy",
             s(&x2)
         ]),
-        "appended rows 2..4 to t\n"
+        format!(
+            "appended rows 2..4 to t (generation {})\n",
+            common::generation(&ds)
+        )
     );
 }
 
 /// The row range of an append's `--json` outcome.
 fn json_range(outcome: &Value) -> (u64, u64) {
-    let stop = outcome.get("stop").or_else(|| outcome.get("end"));
     (
         outcome["start"].as_u64().expect("start"),
-        stop.and_then(Value::as_u64).expect("stop"),
+        outcome["stop"].as_u64().expect("stop"),
     )
 }
 

@@ -54,7 +54,7 @@ fn points_and_shapes_from_csv_and_geojson_read_back_everywhere() {
         "gene",
     ]);
     assert!(
-        out.starts_with("added points transcripts (3 points"),
+        out.starts_with("added points transcripts: 3 points (generation "),
         "{out}"
     );
     // An existing name needs --overwrite.
@@ -79,13 +79,19 @@ fn points_and_shapes_from_csv_and_geojson_read_back_everywhere() {
             "tile-1",
             "--json",
         ]);
-        let expected = json!({"table": "transcripts", "start": 3, "end": 5, "key": "tile-1",
+        let mut outcome = serde_json::from_str::<Value>(&out).unwrap();
+        assert!(outcome["generation"].is_u64(), "{outcome}");
+        outcome.as_object_mut().unwrap().remove("generation");
+        let expected = json!({"table": "transcripts", "start": 3, "stop": 5, "key": "tile-1",
             "applied": attempt == 0});
-        assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), expected);
+        assert_eq!(outcome, expected);
     }
     assert_eq!(
         sz_ok(&["append-points", s(&ds), "transcripts", "--csv", s(&second)]),
-        "appended points 5..7 to transcripts\n"
+        format!(
+            "appended points 5..7 to transcripts (generation {})\n",
+            common::generation(&ds)
+        )
     );
     let info: Value =
         serde_json::from_str(&sz_ok(&["info", s(&ds), "transcripts", "--json"])).unwrap();
@@ -109,7 +115,10 @@ fn points_and_shapes_from_csv_and_geojson_read_back_everywhere() {
         "x,y,radius,kind\n10,20,1.5,a\n30,40,2,b\n",
     );
     let out = sz_ok(&["add-shapes", s(&ds), "spots", "--csv", s(&circles)]);
-    assert!(out.starts_with("added shapes spots (2 circles"), "{out}");
+    assert!(
+        out.starts_with("added shapes spots: 2 circles (generation "),
+        "{out}"
+    );
     let geojson = write_file(
         d,
         "cells.geojson",
@@ -123,11 +132,11 @@ fn points_and_shapes_from_csv_and_geojson_read_back_everywhere() {
     sz_ok(&["add-shapes", s(&ds), "cells", "--geojson", s(&geojson)]);
     assert_eq!(
         sz_ok(&["info", s(&ds), "spots", "--json"]).trim_end(),
-        r#"{"type":"shapes","n":2,"geometry":"circle"}"#
+        r#"{"type":"shapes","n":2,"geometry":"circle","columns":["geometry","radius","kind"],"coordinate_systems":["global"]}"#
     );
     assert_eq!(
         sz_ok(&["info", s(&ds), "cells", "--json"]).trim_end(),
-        r#"{"type":"shapes","n":2,"geometry":"mixed"}"#
+        r#"{"type":"shapes","n":2,"geometry":"mixed","columns":["geometry"],"coordinate_systems":["global"]}"#
     );
     // Replacing needs --overwrite, and then replaces.
     let tree = common::TreeSnapshot::take(&ds);
@@ -240,7 +249,7 @@ fn eight_concurrent_cli_point_appenders_lose_nothing() {
         .map(|w| {
             let script = format!(
                 "for i in $(seq 0 {last}); do for attempt in 1 2; do \
-                   \"$SZ\" --lock-timeout 120 append-points \"$DS\" pts \
+                   \"$SZ\" append-points --lock-timeout 120 \"$DS\" pts \
                      --csv \"$DIR/w{w}_$i.csv\" --key \"w{w}-$i\" --json || exit 1; \
                  done; done",
                 last = APPENDS - 1
@@ -275,11 +284,11 @@ fn eight_concurrent_cli_point_appenders_lose_nothing() {
             assert_eq!(pair[0]["applied"], true, "{pair:?}");
             assert_eq!(pair[1]["applied"], false, "{pair:?}");
             assert_eq!(
-                (&pair[0]["start"], &pair[0]["end"]),
-                (&pair[1]["start"], &pair[1]["end"])
+                (&pair[0]["start"], &pair[0]["stop"]),
+                (&pair[1]["start"], &pair[1]["stop"])
             );
             let start = pair[0]["start"].as_u64().unwrap();
-            assert_eq!(pair[0]["end"].as_u64().unwrap(), start + 10);
+            assert_eq!(pair[0]["stop"].as_u64().unwrap(), start + 10);
             ranges.push((start, w, pair[0]["key"].as_str().unwrap().to_owned()));
         }
     }

@@ -321,3 +321,145 @@ fn a_failing_worker_is_reported_in_one_line_with_exit_status_1() {
         .expect("run demo");
     assert_eq!(usage.status.code(), Some(2));
 }
+
+/// Starts a demo long enough to be interrupted, waits until its workers run and
+/// have committed at least one image; returns it and its workers.
+fn demo_at_work(path: &Path) -> (std::process::Child, Vec<(u32, String)>) {
+    let mut child = Command::new(cli())
+        .arg("demo")
+        .arg(path)
+        .args(["--workers", "2", "--images", "64", "--size", "128"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start demo");
+    loop {
+        if let Some(status) = child.try_wait().expect("wait demo") {
+            let mut stderr = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+            panic!("the demo ended ({status}) before it could be interrupted: {stderr}");
+        }
+        let workers = common::workers_of(child.id(), "demo-worker");
+        if workers.len() == 2 && count(path, true) >= 1 {
+            return (child, workers);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// After an interruption: `recover` cleans what the killed workers left, the check
+/// is clean, every labels element has its rows, and the demo resumes to the end.
+fn assert_recovers_and_resumes(path: &Path) {
+    let ds = Dataset::open(path, DatasetOptions::default()).expect("open dataset");
+    ds.recover().expect("recover");
+    let report = ds.check(true).expect("check");
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_rows_match_labels(&contents(path));
+    let out = Command::new(cli())
+        .arg("demo")
+        .arg(path)
+        .args([
+            "--workers",
+            "2",
+            "--images",
+            "64",
+            "--size",
+            "128",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run demo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
+    assert_eq!(summary["labels"], 64, "{summary}");
+    assert_eq!(summary["check_ok"], true, "{summary}");
+}
+
+#[test]
+fn sigint_or_sigterm_stops_the_workers_before_the_demo_exits() {
+    let dir = common::tempdir();
+    for (signal, name, number) in [
+        (rustix::process::Signal::INT, "SIGINT", 2),
+        (rustix::process::Signal::TERM, "SIGTERM", 15),
+    ] {
+        let path = dir.path().join(format!("{name}.zarr"));
+        let (mut child, workers) = demo_at_work(&path);
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("positive pid");
+        // The demo alone, as `kill -INT PID` does, not its process group.
+        rustix::process::kill_process(pid, signal).expect("signal the demo");
+        let status = child.wait().expect("wait demo");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(
+            status.code(),
+            Some(128 + number),
+            "{name}: {status}, {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("demo stopped by {name} (2 workers stopped)")),
+            "{stderr}"
+        );
+        // Stopped and reaped before the demo exited.
+        for (worker, start) in &workers {
+            assert!(
+                !common::still_running(*worker, start),
+                "{name}: worker {worker} outlived the demo"
+            );
+        }
+        assert_recovers_and_resumes(&path);
+    }
+}
+
+#[test]
+fn workers_die_with_a_demo_killed_by_sigkill() {
+    let dir = common::tempdir();
+    let path = dir.path().join("orphans.zarr");
+    let (mut child, workers) = demo_at_work(&path);
+    child.kill().expect("SIGKILL the demo alone");
+    child.wait().expect("wait demo");
+    // The kernel kills them as their parent dies; give it a moment to deliver.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while workers
+        .iter()
+        .any(|(pid, start)| common::still_running(*pid, start))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a worker outlived the killed demo"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let labels_now = count(&path, true);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count(&path, true), labels_now, "something still writes");
+    assert_recovers_and_resumes(&path);
+}
+
+#[test]
+fn a_worker_started_by_hand_refuses_to_run() {
+    let dir = common::tempdir();
+    let path = dir.path().join("hand.zarr");
+    Dataset::create(&path, DatasetOptions::default()).unwrap();
+    let out = Command::new(cli())
+        .args(["demo-worker", path.to_str().unwrap()])
+        .args(["--index", "0", "--workers", "1", "--images", "1"])
+        .env_remove("SPATIALZARR_WORKER_PARENT_PID")
+        .output()
+        .expect("run demo-worker");
+    common::assert_fails(&out, 1, &["started by spatialzarr itself"]);
+    let out = Command::new(cli())
+        .args(["demo-worker", path.to_str().unwrap()])
+        .args(["--index", "0", "--workers", "1", "--images", "1"])
+        .env("SPATIALZARR_WORKER_PARENT_PID", "1")
+        .output()
+        .expect("run demo-worker");
+    common::assert_fails(&out, 1, &["has exited"]);
+}

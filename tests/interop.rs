@@ -620,8 +620,8 @@ fn consolidated_metadata_can_be_dropped() {
     ]);
     assert!(root_doc().get("consolidated_metadata").is_some());
     common::sz_ok(&[
-        "--drop-consolidated-metadata",
         "add-labels",
+        "--drop-consolidated-metadata",
         common::s(&path),
         "after_drop",
         "--npy",
@@ -646,4 +646,154 @@ fn consolidated_metadata_can_be_dropped() {
         find(&seen["labels"], "after_drop")["sum"],
         json!(labels.iter().map(|&v| u64::from(v)).sum::<u64>())
     );
+}
+
+/// Runs `tests/interop/quiet_readers.py PATH OPTIONS...` (zarr-python and spatialdata
+/// reading with every UserWarning an error).
+fn quiet_readers(path: &Path, options: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::python())
+        .arg(common::repo().join("tests/interop/quiet_readers.py"))
+        .arg(path)
+        .args(options)
+        .output()
+        .expect("run quiet_readers.py")
+}
+
+/// [`quiet_readers`], asserting no warning and no failure; returns its summary.
+fn quiet_summary(path: &Path, options: &[&str]) -> Value {
+    let out = quiet_readers(path, options);
+    assert!(
+        out.status.success(),
+        "a reader warned or failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("summary JSON")
+}
+
+/// Node paths of a summary's `key` (a map of members, or a list).
+fn node_paths(summary: &Value, key: &str) -> Vec<String> {
+    match &summary[key] {
+        Value::Object(map) => map.keys().cloned().collect(),
+        Value::Array(list) => list
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect(),
+        other => panic!("{key} is {other}"),
+    }
+}
+
+#[test]
+fn zarr_and_spatialdata_read_without_a_warning_and_never_see_the_hidden_folder() {
+    use common::{s, sz_ok, write_file};
+    let dir = common::tempdir();
+    let d = dir.path();
+    let path = d.join("quiet.zarr");
+    sz_ok(&["init", s(&path)]);
+    let pixels = d.join("img.npy");
+    ndarray_npy::write_npy(&pixels, &ArrayD::<u16>::zeros(IxDyn(&[1, 8, 8]))).unwrap();
+    let labels = d.join("lab.npy");
+    ndarray_npy::write_npy(&labels, &ArrayD::<u32>::ones(IxDyn(&[8, 8]))).unwrap();
+    sz_ok(&["add-image", s(&path), "img", "--npy", s(&pixels)]);
+    sz_ok(&["add-labels", s(&path), "lab", "--npy", s(&labels)]);
+    let points = write_file(d, "pts.csv", "x,y,gene\n1,2,a\n3,4,b\n");
+    sz_ok(&[
+        "add-points",
+        s(&path),
+        "pts",
+        "--csv",
+        s(&points),
+        "--feature-key",
+        "gene",
+    ]);
+    let circles = write_file(d, "c.csv", "x,y,radius\n1,1,2\n");
+    sz_ok(&["add-shapes", s(&path), "circ", "--csv", s(&circles)]);
+    let rows = write_file(d, "rows.csv", "region,instance_id,area\nlab,1,64\n");
+    sz_ok(&["append-rows", s(&path), "cells", "--csv", s(&rows)]);
+
+    // What a writer killed mid-way leaves in the hidden folder: a staged element (a
+    // complete labels element, documents and all) and a trashed one.
+    let hidden = path.join(".spatialzarr");
+    for left in ["staging/1-1-1/element", "trash/2-2-2"] {
+        copy_tree(&path.join("labels/lab"), &hidden.join(left));
+    }
+    std::fs::write(hidden.join("staging/1-1-1/owner"), "").unwrap();
+
+    let node = read_json_file(&hidden.join("zarr.json"));
+    assert_eq!(
+        (node["node_type"].as_str(), &node["shape"]),
+        (Some("array"), &json!([0]))
+    );
+    let summary = quiet_summary(&path, &[]);
+    let members = node_paths(&summary, "members");
+    assert_eq!(summary["members"][".spatialzarr"], "array [0]", "{summary}");
+    assert!(
+        members.iter().all(|m| !m.starts_with(".spatialzarr/")),
+        "a traversal entered the hidden folder: {members:?}"
+    );
+    assert_eq!(
+        summary["elements"],
+        json!([
+            "images/img",
+            "labels/lab",
+            "points/pts",
+            "shapes/circ",
+            "tables/cells"
+        ])
+    );
+
+    // A dataset made before the hidden folder was a node: readers warn (as errors
+    // here, so the check above can fail), and the next open of the store mends it.
+    std::fs::remove_file(hidden.join("zarr.json")).unwrap();
+    let out = quiet_readers(&path, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "no warning without the node document"
+    );
+    assert!(
+        stderr.contains("Object at .spatialzarr is not recognized as a component"),
+        "{stderr}"
+    );
+    sz_ok(&["ls", s(&path)]);
+    assert_eq!(read_json_file(&hidden.join("zarr.json")), node);
+    quiet_summary(&path, &[]);
+
+    // spatialdata writing an element and consolidating, then zarr consolidating:
+    // nothing of the hidden folder is consolidated, and the store's check agrees.
+    let written = quiet_summary(&path, &["--write"]);
+    let consolidated = node_paths(&written, "consolidated");
+    assert!(
+        consolidated.contains(&"labels/lab_copy".to_owned()),
+        "{consolidated:?}"
+    );
+    assert!(
+        consolidated.iter().all(|k| !k.starts_with(".spatialzarr/")),
+        "consolidated from the hidden folder: {consolidated:?}"
+    );
+    let after = node_paths(&written, "members_after_write");
+    assert!(
+        after.iter().all(|m| !m.starts_with(".spatialzarr/")),
+        "{after:?}"
+    );
+    sz_ok(&["check", s(&path)]);
+    let list = Dataset::open(&path, DatasetOptions::default())
+        .unwrap()
+        .list()
+        .unwrap();
+    assert_eq!(list.labels, vec!["lab", "lab_copy"]);
+}
+
+#[test]
+fn a_zarr_v2_dataset_gets_a_v2_node_document() {
+    let dir = common::tempdir();
+    let path = dir.path().join("v2.zarr");
+    copy_tree(&common::fixture("v2"), &path);
+    Dataset::open(&path, DatasetOptions::default()).unwrap();
+    let node = read_json_file(&path.join(".spatialzarr/.zarray"));
+    assert_eq!(
+        (node["zarr_format"].as_u64(), &node["shape"]),
+        (Some(2), &json!([0]))
+    );
+    assert!(!path.join(".spatialzarr/zarr.json").exists());
 }

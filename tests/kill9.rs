@@ -30,7 +30,9 @@
 //!
 //! `SPATIALZARR_KILL_SEED=N` replays another operation sequence and kill schedule.
 //! The dataset lives in `/dev/shm` when it exists (see [`scratch_dir`]);
-//! `SPATIALZARR_KILL_DIR=/some/folder` puts it elsewhere (e.g. on a disk).
+//! `SPATIALZARR_KILL_DIR=/some/folder` puts it elsewhere (e.g. on a disk);
+//! `tests/multinode.rs` puts it on a shared mount and sets `SPATIALZARR_NODE_ROOTS` so
+//! that the workers alternate between two nodes' mounts.
 
 mod common;
 
@@ -56,7 +58,8 @@ const WORKERS: usize = 8;
 const DEFAULT_KILLS: u64 = 300;
 /// The default seed of the operation sequences and the kill schedule.
 const DEFAULT_SEED: u64 = 0x5EED_0000_C0DE_0009;
-/// Longest random pause between two kills.
+/// Longest random pause between two kills (`SPATIALZARR_KILL_PAUSE_MS` changes it:
+/// on a network filesystem an operation takes longer).
 const MAX_PAUSE_MS: u64 = 80;
 /// How long the workers may go without any acknowledgement before the test calls it a hang.
 const STALL: Duration = Duration::from_secs(60);
@@ -413,7 +416,7 @@ impl Driver {
     fn start(&mut self, w: usize) {
         assert!(self.running[w].is_none());
         let args = [
-            self.path.display().to_string(),
+            common::node_path(&self.path, w).display().to_string(),
             w.to_string(),
             self.acked[w].to_string(),
             self.seed.to_string(),
@@ -844,6 +847,7 @@ fn kill9_writers_lose_and_duplicate_nothing() {
     let total_kills = env_u64("SPATIALZARR_KILLS").unwrap_or(DEFAULT_KILLS);
     let seed = env_u64("SPATIALZARR_KILL_SEED").unwrap_or(DEFAULT_SEED);
     let per_round = if total_kills >= 500 { 100 } else { 50 };
+    let max_pause = env_u64("SPATIALZARR_KILL_PAUSE_MS").unwrap_or(MAX_PAUSE_MS);
     let began = Instant::now();
     let dir = scratch_dir();
     let path = dir.path().join("sd.zarr");
@@ -854,7 +858,7 @@ fn kill9_writers_lose_and_duplicate_nothing() {
     let mut driver = Driver::new(&path, seed);
     driver.start_all();
     while driver.stats.kills < total_kills {
-        std::thread::sleep(Duration::from_millis(rng.below(MAX_PAUSE_MS + 1)));
+        std::thread::sleep(Duration::from_millis(rng.below(max_pause + 1)));
         driver.drain();
         assert!(
             driver.last_ack.elapsed() < STALL,

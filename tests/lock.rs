@@ -402,7 +402,7 @@ fn lock_files_follow_group_permissions_and_are_never_world_writable() {
     assert_eq!(mode(".spatialzarr/lock") & 0o777, 0o664);
     assert_eq!(mode(".spatialzarr/gate") & 0o777, 0o664);
     assert_eq!(mode(".spatialzarr") & 0o7777, 0o2775);
-    // Nothing but the lock files is left in the hidden folder or the dataset.
+    // Nothing but the lock files is left in the hidden folder or the dataset
     let names = |d: &Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(d)
             .unwrap()
@@ -411,7 +411,12 @@ fn lock_files_follow_group_permissions_and_are_never_world_writable() {
         v.sort();
         v
     };
-    assert_eq!(names(&dataset.join(".spatialzarr")), vec!["gate", "lock"]);
+    // (and the document declaring the folder a zero-size Zarr array, spec/format.md).
+    assert_eq!(mode(".spatialzarr/zarr.json") & 0o777, 0o664);
+    assert_eq!(
+        names(&dataset.join(".spatialzarr")),
+        vec!["gate", "lock", "zarr.json"]
+    );
     assert_eq!(names(&dataset), vec![".spatialzarr"]);
     // A creator whose umask shuts out group and others still leaves the group in.
     let strict = dir.path().join("strict");
@@ -430,7 +435,11 @@ fn lock_files_follow_group_permissions_and_are_never_world_writable() {
     let strict_mode = |p: &str| mode_of(&strict.join(p));
     assert_eq!(strict_mode(".spatialzarr") & 0o7777, 0o2770);
     assert_eq!(strict_mode(".spatialzarr/lock") & 0o777, 0o660);
-    assert_eq!(names(&strict.join(".spatialzarr")), vec!["gate", "lock"]);
+    assert_eq!(strict_mode(".spatialzarr/zarr.json") & 0o777, 0o660);
+    assert_eq!(
+        names(&strict.join(".spatialzarr")),
+        vec!["gate", "lock", "zarr.json"]
+    );
 
     // A group-only dataset (setgid, group `users`), used by another member of that
     // group: the lock files belong to the group, and the other user takes the lock.

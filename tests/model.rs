@@ -8,6 +8,9 @@
 //! Failing cases shrink (proptest); their seeds are kept in
 //! `tests/model.proptest-regressions` and rerun first. CI runs 12 cases; run more with
 //! `SPATIALZARR_MODEL_CASES=500 cargo test --release --test model`.
+//! `SPATIALZARR_MODEL_DIR` puts the datasets in another folder; `tests/multinode.rs`
+//! puts them on a shared mount, with `SPATIALZARR_NODE_ROOTS` so that the processes
+//! alternate between two nodes' mounts.
 
 mod common;
 
@@ -401,7 +404,10 @@ proptest! {
 
     #[test]
     fn processes_agree_with_the_model_in_commit_order(programs in programs()) {
-        let dir = common::tempdir();
+        let dir = match std::env::var_os("SPATIALZARR_MODEL_DIR") {
+            Some(base) => tempfile::tempdir_in(base).unwrap(),
+            None => common::tempdir(),
+        };
         let path = dir.path().join("model.zarr");
         let ds = Dataset::create(&path, DatasetOptions::default()).unwrap();
         let base = ds.generation().unwrap();
@@ -412,7 +418,7 @@ proptest! {
                 common::worker(
                     "program",
                     &[
-                        path.display().to_string(),
+                        common::node_path(&path, p).display().to_string(),
                         p.to_string(),
                         serde_json::to_string(program).unwrap(),
                     ],

@@ -5,6 +5,7 @@
 //! transaction, in order, and committed together. Any refusal leaves the dataset as
 //! it was.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +16,9 @@ use spatialzarr::table::AppendOutcome;
 use spatialzarr::{Dataset, ElementKind, StagedElement, Transformations, WriteTxn};
 
 use super::plan::{self, PlannedOp};
-use super::{Command, Globals, store_cmds, table_cmds, vector_cmds};
+use super::{
+    Command, WriteOptions, print_change, print_lines, store_cmds, table_cmds, vector_cmds,
+};
 
 /// The plan format, shown by `spatialzarr apply --help`.
 const PLAN_HELP: &str = "\
@@ -25,7 +28,9 @@ append-points, rm, set-transformations); \"name\" (\"table\" for append-rows) is
 element it works on; every other key is one of that subcommand's long options
 without the dashes (see `spatialzarr SUBCOMMAND --help`), with a string value (a
 comma-separated option may also take a list of strings), or true/false for a flag.
-File paths are relative to the plan's folder. Example:
+File paths are relative to the plan's folder. --lock-timeout and
+--drop-consolidated-metadata are options of apply, for the whole plan, not of
+its operations. Example:
 
   {\"ops\": [
     {\"op\": \"add-labels\", \"name\": \"t7_labels\", \"npy\": \"t7.npy\", \"dims\": \"y,x\"},
@@ -49,6 +54,8 @@ pub struct ApplyArgs {
     /// Print the outcome as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// One operation of a plan, its input read (and its element staged), waiting for
@@ -100,8 +107,8 @@ struct Done {
 }
 
 /// `apply`: reads the plan, prepares every operation, then commits them together.
-pub fn apply(args: ApplyArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = vector_cmds::open_existing(&args.dataset, globals)?;
+pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
+    let dataset = vector_cmds::open_existing(&args.dataset, &args.options)?;
     let planned = plan::read(&args.plan, &args.dataset)?;
     let mut pending = Vec::with_capacity(planned.len());
     for PlannedOp { label, command } in planned {
@@ -116,16 +123,16 @@ pub fn apply(args: ApplyArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     let commit = txn.commit()?;
     if args.json {
         let ops: Vec<&Value> = done.iter().map(|d| &d.json).collect();
-        println!("{}", json!({"generation": commit.generation, "ops": ops}));
+        let object = json!({"generation": commit.generation, "ops": ops});
+        print_lines(|out| writeln!(out, "{object}"))?;
     } else {
         let phrases: Vec<&str> = done.iter().map(|d| d.text.as_str()).collect();
-        println!(
-            "applied {} operation{} (generation {}): {}",
-            done.len(),
-            if done.len() == 1 { "" } else { "s" },
-            commit.generation,
+        let line = format!(
+            "applied {}: {}",
+            super::counted(done.len(), "operation"),
             phrases.join("; ")
         );
+        print_change(false, &line, commit.generation, &())?;
     }
     Ok(ExitCode::SUCCESS)
 }

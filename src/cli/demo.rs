@@ -9,21 +9,23 @@
 //! processes (this binary, `spatialzarr demo-worker`, hidden) that segment them in
 //! parallel: each image's labels `<image>_labels` and its rows of the `cells` table
 //! are committed in one transaction. Finally checks the dataset and prints a summary
-//! (`key: value` lines, or with `--json` one object
-//! `{"images":M,"labels":L,"cells":C,"segmented":K,"seconds":T,"images_per_second":R,"check_ok":true}`
+//! (one line, or with `--json` one object
+//! `{"images":M,"labels":L,"cells":C,"segmented":K,"seconds":T,"images_per_second":R,"check_ok":true,"generation":G}`
 //! where K counts the images segmented by this run, and R is K per second).
 //!
-//! Interrupting the demo at any moment, even with SIGKILL to every process, loses
-//! nothing: running the same command again adds only the missing images, segments
+//! SIGINT, SIGTERM or SIGHUP stop the workers before the demo exits (status 128 +
+//! the signal's number); a worker whose parent dies, even by SIGKILL, is killed by
+//! the kernel (see `workers`). Interrupting the demo at any moment, even with
+//! SIGKILL to every process, loses nothing: running the same command again adds only the missing images, segments
 //! only the images without labels, and never appends an image's rows twice.
 
 mod segment;
 mod synth;
 mod worker;
 
-use std::io::{IsTerminal, Read};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::process::{Child, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,8 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use spatialzarr::{Dataset, Error, RasterOptions};
 
-use super::Globals;
+use super::WriteOptions;
+use super::workers::{self, StopSignals};
 use synth::{image_name, labels_name};
 pub use worker::{WorkerArgs, run as worker};
 
@@ -47,20 +50,22 @@ pub struct DemoArgs {
     /// The dataset (created if it does not exist).
     dataset: PathBuf,
     /// Worker processes segmenting the images in parallel.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 2, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=256))]
     workers: u16,
     /// Synthetic images to segment (`image_000` ...).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     images: u32,
     /// Width and height of each image, in pixels.
-    #[arg(long, value_name = "PX", default_value_t = 256, value_parser = clap::value_parser!(u32).range(16..=16_384))]
+    #[arg(long, value_name = "PX", default_value_t = 256, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(16..=16_384))]
     size: u32,
     /// Seed of the synthetic images (same seed, same pixels).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = super::parse_whole_number)]
     seed: u64,
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// What the demo prints at the end.
@@ -80,14 +85,16 @@ struct Summary {
     images_per_second: f64,
     /// Whether the dataset check found nothing wrong.
     check_ok: bool,
+    /// The dataset's generation at the end.
+    generation: u64,
 }
 
 /// `demo`: adds the images, runs the workers, checks, and prints the summary.
-pub fn run(args: DemoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let images = args.images as usize;
     let workers = usize::from(args.workers);
-    let ds = Dataset::open_or_create(&args.dataset, globals.dataset_options())?;
+    let ds = Dataset::open_or_create(&args.dataset, args.options.dataset_options())?;
     add_missing_images(&ds, &args)?;
 
     let done_before = labels_done(&ds, images)?;
@@ -104,11 +111,29 @@ pub fn run(args: DemoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
     );
     progress.set_position(done_before as u64);
 
+    // From here on a stop signal stops the workers before the demo exits.
+    let signals = StopSignals::catch()?;
     let mut children = Vec::with_capacity(workers);
     for index in 0..workers {
-        children.push(spawn_worker(&args, index, globals)?);
+        match spawn_worker(&args, index) {
+            Ok(child) => children.push(child),
+            Err(e) => {
+                workers::stop_all(&mut children);
+                return Err(e);
+            }
+        }
     }
-    let failures = watch(&ds, images, children, &progress)?;
+    let failures = match watch(&ds, images, children, &progress, &signals)? {
+        Watched::Exited(failures) => failures,
+        Watched::Stopped { signal, workers } => {
+            progress.finish_and_clear();
+            eprintln!(
+                "spatialzarr: demo stopped by {} ({workers} workers stopped); every image committed so far is kept: run the same command again to resume",
+                signal.1
+            );
+            return Ok(ExitCode::from(128 + signal.0 as u8));
+        }
+    };
     progress.finish_and_clear();
     if let Some((index, status, stderr)) = failures.into_iter().next() {
         let stderr = stderr.trim().replace(['\n', '\r'], " ");
@@ -138,18 +163,24 @@ pub fn run(args: DemoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
         seconds,
         images_per_second: segmented as f64 / seconds.max(1e-9),
         check_ok: report.is_ok(),
+        generation: ds.generation()?,
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+    let line = if args.json {
+        serde_json::to_string(&summary)?
     } else {
-        println!("images: {}", summary.images);
-        println!("labels: {}", summary.labels);
-        println!("cells: {}", summary.cells);
-        println!("segmented now: {}", summary.segmented);
-        println!("seconds: {:.2}", summary.seconds);
-        println!("images per second: {:.2}", summary.images_per_second);
-        println!("check: {}", if summary.check_ok { "ok" } else { "FAILED" });
-    }
+        format!(
+            "segmented {} images in {:.2} s ({:.2} images/s); the dataset has {} images, {} labels, {} cells; check {} (generation {})",
+            summary.segmented,
+            summary.seconds,
+            summary.images_per_second,
+            summary.images,
+            summary.labels,
+            summary.cells,
+            if summary.check_ok { "ok" } else { "FAILED" },
+            summary.generation
+        )
+    };
+    super::print_lines(|out| writeln!(out, "{line}"))?;
     if !report.is_ok() {
         bail!(
             "the dataset check found {} problem(s), the first: {}",
@@ -205,21 +236,14 @@ fn labels_done(ds: &Dataset, images: usize) -> anyhow::Result<usize> {
 }
 
 /// Starts worker `index`: this binary in its hidden `demo-worker` mode.
-fn spawn_worker(args: &DemoArgs, index: usize, globals: &Globals) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let mut command = Command::new(exe);
+fn spawn_worker(args: &DemoArgs, index: usize) -> anyhow::Result<Child> {
+    let mut command = workers::command("demo-worker")?;
     command
-        .arg("demo-worker")
         .arg(&args.dataset)
         .args(["--index", &index.to_string()])
         .args(["--workers", &args.workers.to_string()])
         .args(["--images", &args.images.to_string()]);
-    if let Some(timeout) = globals.lock_timeout {
-        command.args(["--lock-timeout", &timeout.as_secs_f64().to_string()]);
-    }
-    if globals.drop_consolidated_metadata {
-        command.arg("--drop-consolidated-metadata");
-    }
+    command.args(args.options.to_args());
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -228,14 +252,29 @@ fn spawn_worker(args: &DemoArgs, index: usize, globals: &Globals) -> anyhow::Res
         .with_context(|| format!("cannot start demo worker {index}"))
 }
 
-/// Waits for every worker, moving the progress bar as labels appear. Returns the
-/// failed workers: index, exit status and what they printed on stderr.
+/// How the workers ended.
+enum Watched {
+    /// All exited by themselves; the failed ones: index, exit status and what they
+    /// printed on stderr.
+    Exited(Vec<(usize, ExitStatus, String)>),
+    /// A stop signal came first: every worker was stopped.
+    Stopped {
+        /// The signal's number and name.
+        signal: (i32, &'static str),
+        /// How many workers were still running.
+        workers: usize,
+    },
+}
+
+/// Waits for every worker, moving the progress bar as labels appear, or stops them
+/// all when a stop signal arrives.
 fn watch(
     ds: &Dataset,
     images: usize,
     mut children: Vec<Child>,
     progress: &indicatif::ProgressBar,
-) -> anyhow::Result<Vec<(usize, ExitStatus, String)>> {
+    signals: &StopSignals,
+) -> anyhow::Result<Watched> {
     // Drain each worker's stderr on its own thread, so a chatty worker never blocks.
     let readers: Vec<_> = children
         .iter_mut()
@@ -250,13 +289,33 @@ fn watch(
         .collect();
     let mut statuses: Vec<Option<ExitStatus>> = vec![None; children.len()];
     while statuses.iter().any(Option::is_none) {
+        if let Some(signal) = signals.received() {
+            let running = statuses.iter().filter(|s| s.is_none()).count();
+            workers::stop_all(&mut children);
+            return Ok(Watched::Stopped {
+                signal,
+                workers: running,
+            });
+        }
         for (child, status) in children.iter_mut().zip(statuses.iter_mut()) {
             if status.is_none() {
-                *status = child.try_wait().context("cannot wait for a demo worker")?;
+                match child.try_wait() {
+                    Ok(exited) => *status = exited,
+                    Err(e) => {
+                        workers::stop_all(&mut children);
+                        return Err(e).context("cannot wait for a demo worker");
+                    }
+                }
             }
         }
         if !progress.is_hidden() {
-            progress.set_position(labels_done(ds, images)? as u64);
+            match labels_done(ds, images) {
+                Ok(done) => progress.set_position(done as u64),
+                Err(e) => {
+                    workers::stop_all(&mut children);
+                    return Err(e);
+                }
+            }
         }
         if statuses.iter().any(Option::is_none) {
             std::thread::sleep(POLL);
@@ -270,5 +329,5 @@ fn watch(
             failures.push((index, status, stderr));
         }
     }
-    Ok(failures)
+    Ok(Watched::Exited(failures))
 }

@@ -5,15 +5,22 @@
 //! spatialzarr info  DATASET NAME [--json]
 //! spatialzarr check DATASET [--json] [--deep]
 //! ```
+//!
+//! `info` prints one `label: value` line per fact, or with `--json` one object holding
+//! the same facts (both rendered from one list, [`Facts`]). `check` prints a
+//! `warning: ...` line for each leftover `recover` removes and one line per problem.
+//! These commands write several lines, and stop quietly when the reader goes away.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
 use serde::Serialize;
+use serde_json::Value;
 use spatialzarr::{CheckReport, Dataset, ElementInfo, ElementKind};
 
-use super::Globals;
+use super::{ReadOptions, print_lines};
 
 /// Arguments of `spatialzarr ls`.
 #[derive(Debug, clap::Args)]
@@ -24,6 +31,8 @@ pub struct LsArgs {
     /// instead of one `KIND<TAB>NAME` line per element.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: ReadOptions,
 }
 
 /// Arguments of `spatialzarr info`.
@@ -36,6 +45,8 @@ pub struct InfoArgs {
     /// Print one JSON object instead of `key: value` lines.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: ReadOptions,
 }
 
 /// Arguments of `spatialzarr check`.
@@ -43,124 +54,172 @@ pub struct InfoArgs {
 pub struct CheckArgs {
     /// The dataset.
     dataset: PathBuf,
-    /// Print the report as one JSON object instead of one line per problem.
+    /// Print the report as one JSON object instead of one line per warning
+    /// (`warning: ...`, what `recover` finishes or removes) and per problem.
     #[arg(long)]
     json: bool,
     /// Also decode every chunk of every raster (slower).
     #[arg(long)]
     deep: bool,
+    #[command(flatten)]
+    options: ReadOptions,
 }
 
 /// `ls`: lists the elements, sorted by kind then name.
-pub fn ls(args: LsArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let list = dataset.list()?;
-    if args.json {
-        println!("{}", serde_json::to_string(&list)?);
-    } else {
+    let json = serde_json::to_string(&list)?;
+    print_lines(|out| {
+        if args.json {
+            return writeln!(out, "{json}");
+        }
         for kind in ElementKind::ALL {
             for name in list.of(kind) {
-                println!("{}\t{name}", kind.singular());
+                writeln!(out, "{}\t{name}", kind.singular())?;
             }
         }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `info --json` prints about an image or labels element.
-#[derive(Debug, Serialize)]
-struct RasterJson<'a> {
-    /// "image" or "labels".
-    #[serde(rename = "type")]
-    kind: &'static str,
-    /// Shape of the full-resolution level.
-    shape: &'a [u64],
-    /// Pixel type, numpy's name.
-    dtype: &'static str,
-    /// Dimension names.
-    dims: &'a [String],
-    /// Number of pyramid levels.
-    levels: usize,
+/// One fact `info` prints: a `label: value` line, or a `"key": value` member with
+/// `--json`. Both come from this one value, so the two outputs hold the same facts.
+struct Fact {
+    /// The text output's name.
+    label: &'static str,
+    /// The JSON output's name.
+    key: &'static str,
+    /// The value (null: left out of the text, `null` in the JSON).
+    value: Value,
+    /// What separates the items of a list in the text.
+    separator: &'static str,
+}
+
+/// A fact named `key` in both outputs, whose list items are separated by `", "` in
+/// the text.
+fn fact(key: &'static str, value: impl Serialize) -> Fact {
+    Fact {
+        label: key,
+        key,
+        value: serde_json::to_value(value).unwrap_or(Value::Null),
+        separator: ", ",
+    }
+}
+
+/// The facts of an element, in the order they print.
+struct Facts(Vec<Fact>);
+
+impl Serialize for Facts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for fact in &self.0 {
+            map.serialize_entry(fact.key, &fact.value)?;
+        }
+        map.end()
+    }
+}
+
+impl Facts {
+    /// The text output: one `label: value` line per fact that has a value.
+    fn text(&self) -> String {
+        fn item(value: &Value) -> String {
+            match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }
+        }
+        let mut out = String::new();
+        for fact in &self.0 {
+            let value = match &fact.value {
+                Value::Null => continue,
+                Value::Array(items) => items
+                    .iter()
+                    .map(item)
+                    .collect::<Vec<_>>()
+                    .join(fact.separator),
+                other => item(other),
+            };
+            out.push_str(&format!(
+                "{}: {}\n",
+                fact.label,
+                value.replace(['\n', '\r'], " ")
+            ));
+        }
+        out
+    }
+}
+
+/// The names of the coordinate systems of `transformations`.
+fn coordinate_systems(transformations: &spatialzarr::Transformations) -> Fact {
+    let names: Vec<&str> = transformations.0.keys().map(String::as_str).collect();
+    Fact {
+        label: "coordinate systems",
+        ..fact("coordinate_systems", names)
+    }
+}
+
+/// What `info` says about an element.
+fn facts(info: &ElementInfo) -> Facts {
+    Facts(match info {
+        ElementInfo::Raster(r) => vec![
+            fact("type", r.kind.singular()),
+            Fact {
+                separator: " x ",
+                ..fact("shape", &r.shape)
+            },
+            fact("dtype", r.dtype.name()),
+            Fact {
+                separator: ",",
+                ..fact("dims", &r.dims)
+            },
+            fact("levels", r.levels),
+            fact("channels", &r.channel_names),
+            coordinate_systems(&r.transformations),
+        ],
+        ElementInfo::Points(p) => vec![
+            fact("type", "points"),
+            fact("n", p.n),
+            fact("columns", &p.columns),
+            fact("axes", &p.axes),
+            fact("parts", p.parts),
+            fact("feature_key", &p.feature_key),
+            coordinate_systems(&p.transformations),
+        ],
+        ElementInfo::Shapes(sh) => vec![
+            fact("type", "shapes"),
+            fact("n", sh.n),
+            fact("geometry", &sh.geometry),
+            fact("columns", &sh.columns),
+            coordinate_systems(&sh.transformations),
+        ],
+        ElementInfo::Table(t) => vec![
+            fact("type", "table"),
+            fact("n_obs", t.n_obs),
+            fact("n_vars", t.n_vars),
+            fact("regions", &t.regions),
+            fact("region_key", &t.region_key),
+            fact("instance_key", &t.instance_key),
+            fact("columns", &t.columns),
+            Fact {
+                label: "column kinds",
+                ..fact("column_kinds", &t.column_kinds)
+            },
+        ],
+    })
 }
 
 /// `info`: describes one element.
-pub fn info(args: InfoArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
-    let info = dataset.info(&args.name)?;
-    match (&info, args.json) {
-        (ElementInfo::Raster(r), true) => {
-            let json = RasterJson {
-                kind: r.kind.singular(),
-                shape: &r.shape,
-                dtype: r.dtype.name(),
-                dims: &r.dims,
-                levels: r.levels,
-            };
-            println!("{}", serde_json::to_string(&json)?);
-        }
-        (ElementInfo::Raster(r), false) => {
-            let shape: Vec<String> = r.shape.iter().map(u64::to_string).collect();
-            println!("type: {}", r.kind.singular());
-            println!("shape: {}", shape.join(" x "));
-            println!("dtype: {}", r.dtype);
-            println!("dims: {}", r.dims.join(","));
-            println!("levels: {}", r.levels);
-            if let Some(channels) = &r.channel_names {
-                println!("channels: {}", channels.join(", "));
-            }
-            let systems: Vec<&str> = r.transformations.0.keys().map(String::as_str).collect();
-            println!("coordinate systems: {}", systems.join(", "));
-        }
-        (ElementInfo::Points(p), true) => {
-            let json = serde_json::json!({"type": "points", "n": p.n, "columns": p.columns});
-            println!("{json}");
-        }
-        (ElementInfo::Points(p), false) => {
-            println!("type: points");
-            println!("n: {}", p.n);
-            println!("columns: {}", p.columns.join(", "));
-            println!("parts: {}", p.parts);
-            if let Some(key) = &p.feature_key {
-                println!("feature_key: {key}");
-            }
-        }
-        (ElementInfo::Shapes(sh), true) => {
-            let json = serde_json::json!({"type": "shapes", "n": sh.n, "geometry": sh.geometry});
-            println!("{json}");
-        }
-        (ElementInfo::Shapes(sh), false) => {
-            println!("type: shapes");
-            println!("n: {}", sh.n);
-            println!("geometry: {}", sh.geometry);
-            println!("columns: {}", sh.columns.join(", "));
-        }
-        (ElementInfo::Table(t), true) => {
-            let json = serde_json::json!({
-                "type": "table",
-                "n_obs": t.n_obs,
-                "n_vars": t.n_vars,
-                "regions": t.regions,
-                "region_key": t.region_key,
-                "instance_key": t.instance_key,
-                "columns": t.columns,
-            });
-            println!("{json}");
-        }
-        (ElementInfo::Table(t), false) => {
-            println!("type: table");
-            println!("n_obs: {}", t.n_obs);
-            println!("n_vars: {}", t.n_vars);
-            println!("regions: {}", t.regions.join(", "));
-            println!("region_key: {}", t.region_key);
-            println!("instance_key: {}", t.instance_key);
-            let columns: Vec<String> = t
-                .columns
-                .iter()
-                .zip(&t.column_kinds)
-                .map(|(c, k)| format!("{c} ({k})"))
-                .collect();
-            println!("columns: {}", columns.join(", "));
-        }
+pub fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
+    let facts = facts(&dataset.info(&args.name)?);
+    if args.json {
+        let json = serde_json::to_string(&facts)?;
+        print_lines(|out| writeln!(out, "{json}"))?;
+    } else {
+        print_lines(|out| out.write_all(facts.text().as_bytes()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -177,20 +236,27 @@ struct CheckJson<'a> {
 
 /// `check`: exit status 0 when the dataset is consistent; otherwise prints each
 /// problem (one line each, or the JSON report) and fails with exit status 1.
-pub fn check(args: CheckArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let report = dataset.check(args.deep)?;
     if args.json {
         let json = CheckJson {
             ok: report.is_ok(),
             report: &report,
         };
-        println!("{}", serde_json::to_string(&json)?);
+        let json = serde_json::to_string(&json)?;
+        print_lines(|out| writeln!(out, "{json}"))?;
     } else {
-        for problem in &report.problems {
-            // One line per problem, whatever the message holds.
-            println!("{}", problem.replace(['\n', '\r'], " "));
-        }
+        // One line per warning and per problem, whatever the message holds.
+        print_lines(|out| {
+            for warning in &report.warnings {
+                writeln!(out, "warning: {}", warning.replace(['\n', '\r'], " "))?;
+            }
+            for problem in &report.problems {
+                writeln!(out, "{}", problem.replace(['\n', '\r'], " "))?;
+            }
+            Ok(())
+        })?;
     }
     if report.is_ok() {
         return Ok(ExitCode::SUCCESS);

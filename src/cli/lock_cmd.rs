@@ -3,7 +3,6 @@
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use spatialzarr::lock::{DatasetLock, LockOptions, inherit::HELD_LOCK_ENV};
@@ -17,7 +16,7 @@ pub struct LockArgs {
     #[arg(long)]
     shared: bool,
     /// Give up after this many seconds without running COMMAND (exit status 1).
-    #[arg(long, value_name = "SECONDS", value_parser = super::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = super::parse_seconds, allow_negative_numbers = true)]
     timeout: Option<std::time::Duration>,
     /// The command to run, and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -26,8 +25,8 @@ pub struct LockArgs {
 
 /// Runs the command under the lock and returns its exit status (128 + signal number
 /// when a signal ended it).
-pub fn run(args: LockArgs, global_timeout: Option<Duration>) -> anyhow::Result<ExitCode> {
-    let timeout = args.timeout.or(global_timeout);
+pub fn run(args: LockArgs) -> anyhow::Result<ExitCode> {
+    let timeout = args.timeout;
     let lock = DatasetLock::open(&args.dir, LockOptions::default())?;
     let mut command = std::process::Command::new(&args.command[0]);
     command.args(&args.command[1..]);

@@ -1,4 +1,6 @@
-//! Command-line parsing and dispatch. Errors print as one line on stderr; exit status
+//! Command-line parsing and dispatch. A command that changes the dataset prints one
+//! line on success (what changed, then the generation), or with `--json` one JSON
+//! object holding `"generation"`. Errors print as one line on stderr; exit status
 //! 2 for usage errors (clap's), 1 for every other failure.
 
 mod apply_cmd;
@@ -13,7 +15,9 @@ mod store_cmds;
 mod table_cmds;
 mod transform_input;
 mod vector_cmds;
+mod workers;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -23,38 +27,66 @@ use spatialzarr::{ConsolidatedMetadata, DatasetOptions, ElementKind};
 #[derive(Debug, Parser)]
 #[command(name = "spatialzarr", version, about)]
 struct Cli {
-    #[command(flatten)]
-    globals: Globals,
-
     #[command(subcommand)]
     command: Command,
 }
 
-/// Options of every command that opens a dataset.
+/// The options of every command that reads a dataset.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Globals {
+pub struct ReadOptions {
     /// Give up waiting for a dataset lock after this many seconds (default: wait forever).
-    #[arg(long, global = true, value_name = "SECONDS", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, allow_negative_numbers = true)]
     lock_timeout: Option<std::time::Duration>,
-
-    /// Remove zarr-python's consolidated metadata from the root `zarr.json` at the
-    /// next commit instead of keeping it current (readers then list the hierarchy).
-    #[arg(long, global = true)]
-    drop_consolidated_metadata: bool,
 }
 
-impl Globals {
-    /// The options of every dataset handle the commands open.
+impl ReadOptions {
+    /// The options of the dataset handles a reading command opens.
     fn dataset_options(&self) -> DatasetOptions {
         DatasetOptions {
             lock_timeout: self.lock_timeout,
+            ..Default::default()
+        }
+    }
+}
+
+/// The options of every command that changes a dataset.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WriteOptions {
+    #[command(flatten)]
+    read: ReadOptions,
+
+    /// Remove zarr-python's consolidated metadata from the root `zarr.json` at this
+    /// commit instead of keeping it current (readers then list the hierarchy).
+    #[arg(long)]
+    drop_consolidated_metadata: bool,
+}
+
+impl WriteOptions {
+    /// The options of the dataset handles a changing command opens.
+    fn dataset_options(&self) -> DatasetOptions {
+        DatasetOptions {
             consolidated: if self.drop_consolidated_metadata {
                 ConsolidatedMetadata::Drop
             } else {
                 ConsolidatedMetadata::KeepCurrent
             },
-            ..Default::default()
+            ..self.read.dataset_options()
         }
+    }
+
+    /// These options as command-line arguments, for a worker process.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(timeout) = self.read.lock_timeout {
+            args.extend([
+                "--lock-timeout".to_string(),
+                timeout.as_secs_f64().to_string(),
+            ]);
+        }
+        if self.drop_consolidated_metadata {
+            args.push("--drop-consolidated-metadata".to_string());
+        }
+        args
     }
 }
 
@@ -120,33 +152,43 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::try_from_secs_f64(value).unwrap_or(std::time::Duration::MAX))
 }
 
+/// Parses a whole number >= 0 from the command line (a usage error otherwise).
+fn parse_whole_number(text: &str) -> Result<u64, String> {
+    text.parse().map_err(|_| {
+        if text.starts_with('-') {
+            format!("`{text}` is negative: give a whole number >= 0")
+        } else {
+            format!("`{text}` is not a whole number >= 0 (at most {})", u64::MAX)
+        }
+    })
+}
+
 /// Parses the command line, runs the command and returns its exit status.
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
-    let globals = &cli.globals;
     let result = match cli.command {
-        Command::Lock(args) => lock_cmd::run(args, globals.lock_timeout),
-        Command::Init(args) => store_cmds::init(args, globals),
-        Command::AddImage(args) => store_cmds::add(ElementKind::Images, args, globals),
-        Command::AddLabels(args) => store_cmds::add(ElementKind::Labels, args, globals),
-        Command::Rm(args) => store_cmds::rm(args, globals),
-        Command::SetTransformations(args) => store_cmds::set_transformations(args, globals),
-        Command::Apply(args) => apply_cmd::apply(args, globals),
-        Command::Ls(args) => inspect_cmds::ls(args, globals),
-        Command::Info(args) => inspect_cmds::info(args, globals),
-        Command::Check(args) => inspect_cmds::check(args, globals),
-        Command::Recover(args) => store_cmds::recover(args, globals),
-        Command::AppendRows(args) => table_cmds::append_rows(args, globals),
-        Command::AddPoints(args) => vector_cmds::add_points(args, globals),
-        Command::AppendPoints(args) => vector_cmds::append_points(args, globals),
-        Command::AddShapes(args) => vector_cmds::add_shapes(args, globals),
+        Command::Lock(args) => lock_cmd::run(args),
+        Command::Init(args) => store_cmds::init(args),
+        Command::AddImage(args) => store_cmds::add(ElementKind::Images, args),
+        Command::AddLabels(args) => store_cmds::add(ElementKind::Labels, args),
+        Command::Rm(args) => store_cmds::rm(args),
+        Command::SetTransformations(args) => store_cmds::set_transformations(args),
+        Command::Apply(args) => apply_cmd::apply(args),
+        Command::Ls(args) => inspect_cmds::ls(args),
+        Command::Info(args) => inspect_cmds::info(args),
+        Command::Check(args) => inspect_cmds::check(args),
+        Command::Recover(args) => store_cmds::recover(args),
+        Command::AppendRows(args) => table_cmds::append_rows(args),
+        Command::AddPoints(args) => vector_cmds::add_points(args),
+        Command::AppendPoints(args) => vector_cmds::append_points(args),
+        Command::AddShapes(args) => vector_cmds::add_shapes(args),
         Command::Bench(args) => bench::run(args),
         Command::BenchWorker(args) => bench::worker(args),
-        Command::Demo(args) => demo::run(args, globals),
-        Command::DemoWorker(args) => demo::worker(args, globals),
+        Command::Demo(args) => demo::run(args),
+        Command::DemoWorker(args) => demo::worker(args),
     };
     match result {
         Ok(code) => code,
@@ -215,23 +257,84 @@ fn usage_line(rendered: &str) -> String {
     }
 }
 
+/// Writes lines to stdout; a reader that went away before the end
+/// (`spatialzarr ls DS | head -1`) is not an error.
+pub fn print_lines(
+    write: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// `n` and the noun, plural unless `n` is 1.
+fn counted(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// Prints the one line of a command that changed the dataset: `line` then the
+/// dataset's generation, or with `json` the object `fields` (a struct or a JSON
+/// object, its members in their order) followed by `"generation"`.
+fn print_change(
+    json: bool,
+    line: &str,
+    generation: u64,
+    fields: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    /// The outcome's members, then the generation.
+    #[derive(serde::Serialize)]
+    struct WithGeneration<'a, T: serde::Serialize> {
+        #[serde(flatten)]
+        fields: &'a T,
+        generation: u64,
+    }
+    if json {
+        let object = WithGeneration { fields, generation };
+        let json = serde_json::to_string(&object)?;
+        print_lines(|out| writeln!(out, "{json}"))
+    } else {
+        print_lines(|out| writeln!(out, "{line} (generation {generation})"))
+    }
+}
+
+/// What an append prints with `--json`, before the generation.
+#[derive(serde::Serialize)]
+struct AppendJson<'a> {
+    /// The table or points element.
+    table: &'a str,
+    /// First row (or point) of the append.
+    start: u64,
+    /// One past its last row.
+    stop: u64,
+    /// Its idempotency key.
+    key: Option<&'a str>,
+    /// False when the key was already committed and nothing changed.
+    applied: bool,
+}
+
 /// Prints what an append did: one line naming the `noun` ("rows", "points") appended
-/// or already appended under the key, or with `json` the outcome as one JSON object.
+/// or already appended under the key, or with `json` the object
+/// `{"table","start","stop","key","applied","generation"}`.
 fn print_append_outcome(
     outcome: &spatialzarr::table::AppendOutcome,
     noun: &str,
+    generation: u64,
     json: bool,
 ) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(outcome)?);
-    } else {
-        println!("{}", append_phrase(outcome, noun));
-    }
-    Ok(())
+    let fields = AppendJson {
+        table: &outcome.table,
+        start: outcome.start,
+        stop: outcome.end,
+        key: outcome.key.as_deref(),
+        applied: outcome.applied,
+    };
+    print_change(json, &append_phrase(outcome, noun), generation, &fields)
 }
 
 /// What an append did, in words: `appended rows 0..12 to cells`, or `key K already
-/// appended as rows 0..12 (nothing changed)`.
+/// appended as rows 0..12 to cells; nothing changed`.
 fn append_phrase(outcome: &spatialzarr::table::AppendOutcome, noun: &str) -> String {
     if outcome.applied {
         format!(
@@ -240,10 +343,11 @@ fn append_phrase(outcome: &spatialzarr::table::AppendOutcome, noun: &str) -> Str
         )
     } else {
         format!(
-            "key {} already appended as {noun} {}..{} (nothing changed)",
+            "key {} already appended as {noun} {}..{} to {}; nothing changed",
             outcome.key.as_deref().unwrap_or_default(),
             outcome.start,
-            outcome.end
+            outcome.end,
+            outcome.table
         )
     }
 }

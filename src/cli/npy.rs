@@ -80,7 +80,6 @@ macro_rules! with_array {
 
 impl NpyArray {
     /// The pixel type.
-    #[cfg(test)]
     pub fn dtype(&self) -> DType {
         fn of<T: Pixel>(_: &ArrayD<T>) -> DType {
             T::DTYPE
@@ -89,7 +88,6 @@ impl NpyArray {
     }
 
     /// The array's shape.
-    #[cfg(test)]
     pub fn shape(&self) -> &[usize] {
         with_array!(self, a => a.shape())
     }

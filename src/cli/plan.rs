@@ -28,6 +28,10 @@ pub(super) const PLAN_OPS: [&str; 8] = [
 /// prints the outcome, and the dataset is the plan's.
 const NOT_IN_PLANS: [&str; 3] = ["json", "help", "version"];
 
+/// Options of the subcommands that `apply` takes for the whole plan: the plan opens
+/// the dataset once, under one lock, and commits once.
+const PLAN_WIDE: [&str; 2] = ["lock-timeout", "drop-consolidated-metadata"];
+
 /// One operation of a plan, parsed.
 pub(super) struct PlannedOp {
     /// Where it is in the plan, for messages: `PLAN: ops[3] (append-rows cells)`.
@@ -112,7 +116,10 @@ fn command_line(
         .expect("every plan op names its element");
     let options: Vec<&clap::Arg> = sub
         .get_arguments()
-        .filter(|a| a.get_long().is_some_and(|l| !NOT_IN_PLANS.contains(&l)))
+        .filter(|a| {
+            a.get_long()
+                .is_some_and(|l| !NOT_IN_PLANS.contains(&l) && !PLAN_WIDE.contains(&l))
+        })
         .collect();
     let known = || {
         std::iter::once(target_key.to_owned())
@@ -136,6 +143,11 @@ fn command_line(
             };
             target = Some(text.to_owned());
             continue;
+        }
+        if PLAN_WIDE.contains(&key.as_str()) {
+            bail!(
+                "{at} ({name}): {key:?} is an option of the whole plan, not of one operation: give `--{key}` to `spatialzarr apply`"
+            );
         }
         let Some(arg) = options.iter().find(|a| a.get_long() == Some(key.as_str())) else {
             bail!(

@@ -1,30 +1,40 @@
 //! The commands that change a dataset:
 //!
 //! ```text
-//! spatialzarr init DATASET
-//! spatialzarr add-image  DATASET NAME --npy FILE [--dims c,y,x] [--overwrite]
-//! spatialzarr add-labels DATASET NAME --npy FILE [--dims y,x] [--overwrite]
-//! spatialzarr rm DATASET NAME
+//! spatialzarr init DATASET [--json]
+//! spatialzarr add-image  DATASET NAME --npy FILE [--dims c,y,x] [--overwrite] [--json]
+//! spatialzarr add-labels DATASET NAME --npy FILE [--dims y,x] [--overwrite] [--json]
+//! spatialzarr rm DATASET NAME [--json]
 //! spatialzarr set-transformations DATASET NAME --transformations FILE [--json]
+//! spatialzarr recover DATASET [--json]
 //! ```
 //!
-//! `init`, `add-*` and `rm` print nothing on success; `set-transformations` prints
-//! one line, or with `--json` one object.
+//! Each prints one line on success (what changed and the generation), or with
+//! `--json` one object: `{"created":PATH,"generation":G}`,
+//! `{"added":NAME,"type":"image"|"labels","shape":[..],"dtype":D,"generation":G}`,
+//! `{"removed":NAME,"type":T,"generation":G}`,
+//! `{"name":NAME,"coordinate_systems":[..],"generation":G}`, or recovery's report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use serde_json::json;
 use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions, Transformations};
 
 use super::apply_cmd::PendingOp;
-use super::{Globals, npy, transform_input};
+use super::{ReadOptions, WriteOptions, npy, print_change, transform_input};
 
 /// Arguments of `spatialzarr init`.
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
     /// The folder of the new dataset (it must not exist, or be empty).
     dataset: PathBuf,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// Arguments of `spatialzarr add-image` and `spatialzarr add-labels`.
@@ -44,6 +54,11 @@ pub struct AddArgs {
     /// Replace an element of the same type and name.
     #[arg(long)]
     overwrite: bool,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// Arguments of `spatialzarr set-transformations`.
@@ -63,6 +78,8 @@ pub struct SetTransformationsArgs {
     /// Print the outcome as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// Arguments of `spatialzarr rm`.
@@ -72,20 +89,47 @@ pub struct RmArgs {
     dataset: PathBuf,
     /// The element to remove.
     name: String,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// `init`: creates an empty dataset; fails if one is already there.
-pub fn init(args: InitArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    Dataset::create(&args.dataset, globals.dataset_options())?;
+pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::create(&args.dataset, args.options.dataset_options())?;
+    let shown = args.dataset.display().to_string();
+    print_change(
+        args.json,
+        &format!("created dataset {shown}"),
+        dataset.generation()?,
+        &json!({ "created": shown }),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `add-image` / `add-labels`: adds the array of a `.npy` file as an element of
 /// `kind`. Nothing changes in the dataset unless the whole element is committed.
-pub fn add(kind: ElementKind, args: AddArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+pub fn add(kind: ElementKind, args: AddArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let (array, options) = read_raster(&args)?;
-    array.add_to(&dataset, kind, &args.name, &options, args.overwrite)?;
+    let commit = array.add_to(&dataset, kind, &args.name, &options, args.overwrite)?;
+    let shape: Vec<String> = array.shape().iter().map(usize::to_string).collect();
+    let line = format!(
+        "added {} {}: {} {}",
+        kind.singular(),
+        args.name,
+        shape.join(" x "),
+        array.dtype().name()
+    );
+    let fields = json!({
+        "added": args.name,
+        "type": kind.singular(),
+        "shape": array.shape(),
+        "dtype": array.dtype().name(),
+    });
+    print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,35 +190,36 @@ fn read_transformations(args: &SetTransformationsArgs) -> anyhow::Result<Transfo
 
 /// `set-transformations`: replaces an element's coordinate transformations in one
 /// commit.
-pub fn set_transformations(
-    args: SetTransformationsArgs,
-    globals: &Globals,
-) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+pub fn set_transformations(args: SetTransformationsArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let transformations = read_transformations(&args)?;
-    let (name, json) = (args.name, args.json);
+    let name = &args.name;
     let commit = dataset
-        .set_transformations(&name, &transformations)
+        .set_transformations(name, &transformations)
         .with_context(|| format!("cannot set the transformations of {name}"))?;
-    if json {
-        let systems: Vec<&String> = transformations.0.keys().collect();
-        println!(
-            "{}",
-            serde_json::json!({"name": name, "coordinate_systems": systems, "generation": commit.generation})
-        );
-    } else {
-        println!(
-            "set the transformations of {name} (generation {})",
-            commit.generation
-        );
-    }
+    let systems: Vec<&String> = transformations.0.keys().collect();
+    let line = format!("set the transformations of {name}");
+    let fields = json!({ "name": name, "coordinate_systems": systems });
+    print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `rm`: removes an element.
-pub fn rm(args: RmArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
-    dataset.remove(&args.name)?;
+pub fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
+    let mut txn = dataset.write()?;
+    // Under the write lock: the kind of the element removed, from the listing (not
+    // the element's metadata, so that a broken element can be removed too).
+    let list = dataset.list()?;
+    let kind = ElementKind::ALL
+        .into_iter()
+        .find(|kind| list.of(*kind).contains(&args.name))
+        .map_or("element", ElementKind::singular);
+    txn.remove(&args.name)?;
+    let commit = txn.commit()?;
+    let line = format!("removed {kind} {}", args.name);
+    let fields = json!({ "removed": args.name, "type": kind });
+    print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -186,28 +231,25 @@ pub struct RecoverArgs {
     /// Print what was done as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: ReadOptions,
 }
 
 /// `recover`: under the write lock, finishes an interrupted commit and removes what
 /// dead writers left behind (staging folders, trash, temporary files).
-pub fn recover(args: RecoverArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+pub fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let report = dataset.recover()?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        match report.finished_commit {
-            Some(generation) => {
-                println!("finished the interrupted commit of generation {generation}")
-            }
-            None => println!("no interrupted commit"),
-        }
-        println!(
-            "removed {} abandoned staging folders, {} trash folders, {} temporary files",
-            report.removed_staging.len(),
-            report.removed_trash.len(),
-            report.removed_temp_files.len()
-        );
-    }
+    let finished = match report.finished_commit {
+        Some(generation) => format!("finished the interrupted commit of generation {generation}"),
+        None => "no interrupted commit".to_string(),
+    };
+    let line = format!(
+        "recovered: {finished}; removed {} abandoned staging folders, {} trash folders, {} temporary files",
+        report.removed_staging.len(),
+        report.removed_trash.len(),
+        report.removed_temp_files.len()
+    );
+    print_change(args.json, &line, dataset.generation()?, &report)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@
 //!
 //! Appends the rows of a CSV file (with a header row) to a table in one commit,
 //! creating the table on the first append. Prints one line, or with `--json`
-//! `{"table":T,"start":S,"end":E,"key":K|null,"applied":true|false}`.
+//! `{"table":T,"start":S,"stop":E,"key":K|null,"applied":true|false,"generation":G}`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,10 +20,10 @@ use ndarray::ArrayD;
 use spatialzarr::table::{AppendOutcome, Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
 use spatialzarr::{Dataset, ElementName, Error, WriteTxn};
 
-use super::Globals;
 use super::apply_cmd::PendingOp;
 use super::csv_input::{Forced, read_csv_rows};
 use super::npy::{self, NpyArray};
+use super::{WriteOptions, counted};
 
 /// The region key of a new table when `--region-key` is not given.
 const DEFAULT_REGION_KEY: &str = "region";
@@ -68,6 +68,8 @@ pub struct AppendRowsArgs {
     /// Print the outcome as one JSON object.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// A dense X read from a `.npy` file.
@@ -81,7 +83,7 @@ struct XMatrix {
 }
 
 /// `append-rows`: appends the CSV's rows (and X rows) to the table in one commit.
-pub fn append_rows(args: AppendRowsArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+pub fn append_rows(args: AppendRowsArgs) -> anyhow::Result<ExitCode> {
     if !args.dataset.exists() {
         bail!(
             "dataset {} does not exist: append-rows adds to an existing dataset; create it first with `spatialzarr init {}`",
@@ -89,13 +91,13 @@ pub fn append_rows(args: AppendRowsArgs, globals: &Globals) -> anyhow::Result<Ex
             args.dataset.display()
         );
     }
-    let dataset = Dataset::open(&args.dataset, globals.dataset_options())?;
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let input = read_rows(&args, &dataset)?;
     let mut txn = dataset.write()?;
     let outcome = append_in(&mut txn, &dataset, &args, input)?;
-    txn.commit()?;
+    let commit = txn.commit()?;
 
-    super::print_append_outcome(&outcome, "rows", args.json)?;
+    super::print_append_outcome(&outcome, "rows", commit.generation, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -223,11 +225,6 @@ pub(super) fn append_in(
         })
 }
 
-/// `n` and the noun, plural unless `n` is 1.
-fn count(n: usize, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
-}
-
 fn shown(path: Option<&Path>) -> String {
     path.map_or_else(String::new, |p| p.display().to_string())
 }
@@ -312,8 +309,8 @@ fn check_rows(
         if x.rows != obs.num_rows() {
             bail!(
                 "{npy_file} has {}, but {csv} has {}: X needs one row per CSV row",
-                count(x.rows, "row"),
-                count(obs.num_rows(), "row")
+                counted(x.rows, "row"),
+                counted(obs.num_rows(), "row")
             );
         }
         if let Some(info) = existing
@@ -322,9 +319,9 @@ fn check_rows(
         {
             bail!(
                 "{npy_file} has {}, but table {} has {}",
-                count(x.cols, "column"),
+                counted(x.cols, "column"),
                 args.table,
-                count(info.n_vars as usize, "variable")
+                counted(info.n_vars as usize, "variable")
             );
         }
     }

@@ -1,10 +1,15 @@
 //! The points and shapes commands:
 //!
 //! ```text
-//! spatialzarr add-points    DATASET NAME --csv FILE [--feature-key gene] [--overwrite]
+//! spatialzarr add-points    DATASET NAME --csv FILE [--feature-key gene] [--overwrite] [--json]
 //! spatialzarr append-points DATASET NAME --csv FILE [--key IDEMPOTENCY_KEY] [--json]
-//! spatialzarr add-shapes    DATASET NAME (--csv FILE | --geojson FILE) [--overwrite]
+//! spatialzarr add-shapes    DATASET NAME (--csv FILE | --geojson FILE) [--overwrite] [--json]
 //! ```
+//!
+//! Each prints one line with the generation, or with `--json` one object:
+//! `{"added":NAME,"type":"points","n":N,"generation":G}`,
+//! `{"added":NAME,"type":"shapes","n":N,"geometry":"circle"|..,"generation":G}`, or
+//! `{"table":NAME,"start":S,"stop":E,"key":K|null,"applied":B,"generation":G}`.
 //!
 //! Every input is read and checked in full before anything is written; a refused
 //! input leaves the dataset as it was.
@@ -19,9 +24,11 @@ use arrow_schema::DataType;
 use spatialzarr::element::shapes::{Shapes, parse_geojson};
 use spatialzarr::{Dataset, ElementInfo, ElementKind, ElementName, Error, Transformations};
 
-use super::Globals;
+use serde_json::json;
+
 use super::apply_cmd::PendingOp;
 use super::csv_input::{Forced, forced_for, read_csv, read_csv_rows};
+use super::{WriteOptions, counted, print_change};
 
 /// Arguments of `spatialzarr add-points`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +49,11 @@ pub struct AddPointsArgs {
     /// Replace an element of the same name.
     #[arg(long)]
     overwrite: bool,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// Arguments of `spatialzarr append-points`.
@@ -62,9 +74,11 @@ pub struct AppendPointsArgs {
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
     /// Print the outcome as one JSON object
-    /// `{"table":NAME,"start":S,"end":E,"key":K|null,"applied":true|false}`.
+    /// `{"table":NAME,"start":S,"stop":E,"key":K|null,"applied":true|false,"generation":G}`.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// Arguments of `spatialzarr add-shapes`.
@@ -86,10 +100,15 @@ pub struct AddShapesArgs {
     /// Replace an element of the same name.
     #[arg(long)]
     overwrite: bool,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// Opens the existing dataset at `path`, with a hint when there is none.
-pub(super) fn open_existing(path: &Path, globals: &Globals) -> anyhow::Result<Dataset> {
+pub(super) fn open_existing(path: &Path, options: &WriteOptions) -> anyhow::Result<Dataset> {
     if !path.exists() {
         bail!(
             "dataset {} does not exist; create it first with `spatialzarr init {}`",
@@ -97,12 +116,12 @@ pub(super) fn open_existing(path: &Path, globals: &Globals) -> anyhow::Result<Da
             path.display()
         );
     }
-    Ok(Dataset::open(path, globals.dataset_options())?)
+    Ok(Dataset::open(path, options.dataset_options())?)
 }
 
 /// `add-points`: adds (or replaces) a points element from a CSV file.
-pub fn add_points(args: AddPointsArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = open_existing(&args.dataset, globals)?;
+pub fn add_points(args: AddPointsArgs) -> anyhow::Result<ExitCode> {
+    let dataset = open_existing(&args.dataset, &args.options)?;
     let batch = read_points(&args)?;
     let commit = dataset
         .add_points(
@@ -112,12 +131,13 @@ pub fn add_points(args: AddPointsArgs, globals: &Globals) -> anyhow::Result<Exit
             args.overwrite,
         )
         .with_context(|| add_points_context(&args))?;
-    println!(
-        "added points {} ({} points, generation {})",
+    let line = format!(
+        "added points {}: {}",
         args.name,
-        batch.num_rows(),
-        commit.generation
+        counted(batch.num_rows(), "point")
     );
+    let fields = json!({"added": args.name, "type": "points", "n": batch.num_rows()});
+    print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -174,13 +194,15 @@ pub(super) fn prepare_add_points(
 
 /// `append-points`: appends the CSV's points to an existing points element as one
 /// new part, in one commit.
-pub fn append_points(args: AppendPointsArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = open_existing(&args.dataset, globals)?;
+pub fn append_points(args: AppendPointsArgs) -> anyhow::Result<ExitCode> {
+    let dataset = open_existing(&args.dataset, &args.options)?;
     let batch = read_new_points(&args, &dataset)?;
-    let outcome = dataset
+    let mut txn = dataset.write()?;
+    let outcome = txn
         .append_points(&args.name, &batch, args.key.as_deref())
         .with_context(|| append_context(&args))?;
-    super::print_append_outcome(&outcome, "points", args.json)?;
+    let commit = txn.commit()?;
+    super::print_append_outcome(&outcome, "points", commit.generation, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -236,19 +258,24 @@ fn read_new_points(args: &AppendPointsArgs, dataset: &Dataset) -> anyhow::Result
 
 /// `add-shapes`: adds (or replaces) a shapes element of circles from a CSV file or
 /// of polygons from a GeoJSON file.
-pub fn add_shapes(args: AddShapesArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
-    let dataset = open_existing(&args.dataset, globals)?;
+pub fn add_shapes(args: AddShapesArgs) -> anyhow::Result<ExitCode> {
+    let dataset = open_existing(&args.dataset, &args.options)?;
     let (source, shapes, columns) = read_shapes(&args)?;
     let commit = dataset
         .add_shapes(&args.name, &shapes, columns.as_ref(), args.overwrite)
         .with_context(|| format!("cannot add shapes {} from {}", args.name, source.display()))?;
-    println!(
-        "added shapes {} ({} {}s, generation {})",
+    let line = format!(
+        "added shapes {}: {}",
         args.name,
-        shapes.len(),
-        shapes.geometry(),
-        commit.generation
+        counted(shapes.len(), shapes.geometry())
     );
+    let fields = json!({
+        "added": args.name,
+        "type": "shapes",
+        "n": shapes.len(),
+        "geometry": shapes.geometry().to_string(),
+    });
+    print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
 

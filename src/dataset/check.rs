@@ -18,6 +18,10 @@ pub struct CheckReport {
     pub elements_checked: usize,
     /// Every inconsistency, one sentence each. Empty when the dataset is consistent.
     pub problems: Vec<String>,
+    /// What is not wrong with the committed state but left by interrupted writers (an
+    /// interrupted commit, abandoned staging folders), one sentence each naming
+    /// `spatialzarr recover` ([`Dataset::recover`]), which finishes or removes them.
+    pub warnings: Vec<String>,
 }
 
 impl CheckReport {
@@ -32,10 +36,15 @@ impl Dataset {
     /// arrays are readable and agree with each other, the manifest names only
     /// elements that exist, and consolidated metadata (when present) matches every
     /// node. With `deep`, also decodes every level of every raster.
+    ///
+    /// Unlike other reads, the check does not finish an interrupted commit first: it
+    /// reports it, and the staging folders of writers that are gone, as warnings
+    /// (problems found beside an interrupted commit may be the ones it would mend).
     pub fn check(&self, deep: bool) -> Result<CheckReport> {
-        let _guard = self.read_guard()?;
+        let _guard = self.inner.lock.read(self.inner.options.lock_timeout)?;
         let root = self.root();
         let mut report = CheckReport::default();
+        leftovers(self, &mut report)?;
         let manifest = match Manifest::load(&self.layout().hidden) {
             Ok(m) => m,
             Err(e) => {
@@ -108,6 +117,32 @@ impl Dataset {
         }
         Ok(report)
     }
+}
+
+/// What interrupted writers left: a pending journal and abandoned staging folders
+/// become warnings; a journal that cannot be replayed is a problem (every later
+/// commit and read refuses until it is mended).
+fn leftovers(dataset: &Dataset, report: &mut CheckReport) -> Result<()> {
+    const RECOVER: &str = "`spatialzarr recover` (Dataset::recover)";
+    match dataset.pending_journal() {
+        Ok(Some(journal)) => report.warnings.push(format!(
+            "an interrupted commit (generation {}) is waiting in .spatialzarr/journal.json: {RECOVER} finishes it",
+            journal.generation
+        )),
+        Ok(None) => {}
+        Err(e) => report.problems.push(format!(
+            "the journal of an interrupted commit cannot be replayed: {e}"
+        )),
+    }
+    let layout = dataset.layout();
+    for dir in super::staging::abandoned(layout)? {
+        let shown = dir.strip_prefix(&layout.root).unwrap_or(&dir);
+        report.warnings.push(format!(
+            "abandoned staging folder {} (its writer is gone): {RECOVER} removes it",
+            shown.display()
+        ));
+    }
+    Ok(())
 }
 
 fn check_element(dir: &std::path::Path, kind: ElementKind, deep: bool) -> Result<(), String> {
@@ -187,7 +222,12 @@ fn check_consolidated(
         let path = root.join(rel).join("zarr.json");
         match read_json(&path) {
             Ok(on_disk) => {
-                if on_disk.get("attributes") != entry.get("attributes")
+                // zarr-python writes `"attributes": {}` where a document has none.
+                let attributes = |doc: &Value| match doc.get("attributes") {
+                    None | Some(Value::Null) => Value::Object(Default::default()),
+                    Some(attributes) => attributes.clone(),
+                };
+                if attributes(&on_disk) != attributes(entry)
                     || on_disk.get("shape") != entry.get("shape")
                 {
                     problems.push(format!(

@@ -5,6 +5,7 @@
 //! dataset is cached in the handle, so a handle opened before another process
 //! committed sees that commit on its next call.
 
+pub mod blockwise;
 mod check;
 mod consolidated;
 pub mod layout;
@@ -13,6 +14,7 @@ mod tables;
 mod txn;
 mod vectors;
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use ndarray::{ArrayD, ArrayViewD};
 use serde_json::{Value, json};
 
+pub use blockwise::RasterBlockWriter;
 pub use check::CheckReport;
 pub use layout::ElementSet;
 pub use staging::StagedElement;
@@ -155,8 +158,19 @@ fn container_of(root: &Path) -> Result<Container> {
         path: root.to_path_buf(),
         reason,
     };
+    // Only "not found" means absent: any other failure (a dead network mount answers
+    // ENOTCONN) is reported as itself, never as "no dataset here".
+    let is_file = |path: &Path| match std::fs::metadata(path) {
+        Ok(meta) => Ok(meta.is_file()),
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(false),
+        Err(source) => Err(Error::Io {
+            op: "stat",
+            path: path.to_path_buf(),
+            source,
+        }),
+    };
     let v3 = root.join("zarr.json");
-    if v3.is_file() {
+    if is_file(&v3)? {
         let doc = read_json(&v3)?;
         if doc.get("node_type").and_then(Value::as_str) != Some("group") {
             return Err(not_dataset("its root zarr.json is not a group".into()));
@@ -175,7 +189,7 @@ fn container_of(root: &Path) -> Result<Container> {
             }),
         };
     }
-    if root.join(".zgroup").is_file() {
+    if is_file(&root.join(".zgroup"))? {
         return Ok(Container::V01);
     }
     if !root.is_dir() {
@@ -413,14 +427,7 @@ impl Dataset {
         data: ArrayViewD<'_, T>,
         options: &RasterOptions,
     ) -> Result<StagedElement> {
-        self.ensure_writable()?;
-        if !matches!(kind, ElementKind::Images | ElementKind::Labels) {
-            return Err(Error::InvalidInput(format!(
-                "{} elements are not rasters",
-                kind.group()
-            )));
-        }
-        let name = ElementName::new(name)?;
+        let name = self.raster_name(kind, name)?;
         let publisher = Arc::new(Publisher::new());
         let staged = StagedElement::create(&self.inner.layout, &publisher, kind, name)?;
         raster::write_raster(

@@ -107,6 +107,16 @@ impl Drop for StagedElement {
 
 /// Removes staging folders whose owner process is gone. Returns the folders removed.
 pub(crate) fn remove_abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
+    let abandoned = abandoned(layout)?;
+    for dir in &abandoned {
+        remove_tree(dir)?;
+    }
+    Ok(abandoned)
+}
+
+/// The staging folders whose owner process is gone (what [`remove_abandoned`]
+/// removes), sorted.
+pub(crate) fn abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
     let staging = layout.staging();
     // Never clean up a staging folder reached through a link: it could be any folder.
     crate::util::no_links_below(&layout.root, &staging)?;
@@ -115,15 +125,13 @@ pub(crate) fn remove_abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err("list", &staging)(e)),
     };
-    let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        if owner_is_gone(&dir) {
-            remove_tree(&dir)?;
-            removed.push(dir);
-        }
-    }
-    Ok(removed)
+    let mut gone: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|dir| owner_is_gone(dir))
+        .collect();
+    gone.sort();
+    Ok(gone)
 }
 
 /// What the `owner` file of a staging folder says about its writer.

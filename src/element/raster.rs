@@ -141,7 +141,7 @@ fn default_chunks(dims: &[String], shape: &[u64]) -> Vec<u64> {
 
 /// Halves `y` and `x` of `data` (axes `yx`): labels keep the top-left pixel of each
 /// 2x2 block, images take its mean.
-fn downsample<T: Pixel>(data: &ArrayD<T>, yx: [usize; 2], nearest: bool) -> ArrayD<T> {
+pub(crate) fn downsample<T: Pixel>(data: &ArrayD<T>, yx: [usize; 2], nearest: bool) -> ArrayD<T> {
     if nearest {
         return data
             .slice_each_axis(|ax| {
@@ -169,42 +169,53 @@ fn downsample<T: Pixel>(data: &ArrayD<T>, yx: [usize; 2], nearest: bool) -> Arra
     })
 }
 
-fn zarr_error(path: &str) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
+pub(crate) fn zarr_error(path: &str) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
     move |e| Error::Zarr {
         path: path.to_owned(),
         message: e.to_string(),
     }
 }
 
-/// Writes a whole raster element (group metadata and every level) into the folder
-/// `dir`, which must exist and be private to the caller. Every file is published
-/// atomically through `publisher`.
-pub fn write_raster<T: Pixel>(
-    dir: &Path,
-    publisher: &Arc<Publisher>,
+/// The checked layout of a raster element about to be written.
+#[derive(Debug, Clone)]
+pub(crate) struct RasterPlan {
+    /// Dimension names as stored (an image given without `c` gains it first).
+    pub dims: Vec<String>,
+    /// Level-0 shape as stored.
+    pub shape: Vec<u64>,
+    /// Level-0 chunk shape as stored.
+    pub chunks: Vec<u64>,
+    /// Whether a channel axis of length 1 was put in front of the data's axes.
+    pub channel_added: bool,
+    /// The positions of `y` and `x`.
+    pub yx: [usize; 2],
+}
+
+/// Checks everything about a raster element of `data_shape` pixels of `dtype` before
+/// anything is written, and works out its stored dimensions, shape and chunks.
+pub(crate) fn plan_raster(
     kind: ElementKind,
-    name: &ElementName,
-    data: ArrayViewD<'_, T>,
+    dtype: DType,
+    data_shape: &[u64],
     options: &RasterOptions,
-) -> Result<()> {
-    if kind == ElementKind::Labels && !T::DTYPE.is_integer() {
+) -> Result<RasterPlan> {
+    if kind == ElementKind::Labels && !dtype.is_integer() {
         return Err(input_error(format!(
-            "labels must have an integer type, got {}",
-            T::DTYPE
+            "labels must have an integer type, got {dtype}"
         )));
     }
-    let mut dims = resolve_dims(kind, data.ndim(), options.dims.as_deref())?;
-    let mut data = data.to_owned();
+    let mut dims = resolve_dims(kind, data_shape.len(), options.dims.as_deref())?;
+    let mut shape = data_shape.to_vec();
     let mut chunk_shape = options.chunk_shape.clone();
-    if kind == ElementKind::Images && dims[0] != "c" {
-        data.insert_axis_inplace(ndarray::Axis(0));
+    let channel_added = kind == ElementKind::Images && dims[0] != "c";
+    if channel_added {
+        shape.insert(0, 1);
         dims.insert(0, "c".into());
         // A chunk shape given for the array as passed gains the channel axis too.
         if let Some(c) = chunk_shape.as_mut().filter(|c| c.len() + 1 == dims.len()) {
             c.insert(0, 1);
         }
     }
-    let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
     if shape.contains(&0) {
         return Err(input_error(format!(
             "the array has an empty dimension: shape {shape:?}"
@@ -245,16 +256,36 @@ pub fn write_raster<T: Pixel>(
             options.scale_levels, shape[yx[0]], shape[yx[1]]
         )));
     }
+    Ok(RasterPlan {
+        dims,
+        shape,
+        chunks,
+        channel_added,
+        yx,
+    })
+}
 
-    let store = Arc::new(AtomicStore::new(dir, publisher.clone())?);
-    let mut datasets = Vec::new();
-    let mut level_data = data;
-    for level in 0..=options.scale_levels {
-        if level > 0 {
-            level_data = downsample(&level_data, yx, kind == ElementKind::Labels);
+impl RasterPlan {
+    /// The shape of pyramid level `level`: `y` and `x` halved `level` times.
+    pub(crate) fn level_shape(&self, level: usize) -> Vec<u64> {
+        let mut shape = self.shape.clone();
+        for a in self.yx {
+            shape[a] >>= level;
         }
-        let level_shape: Vec<u64> = level_data.shape().iter().map(|&n| n as u64).collect();
-        let level_chunks: Vec<u64> = chunks
+        shape
+    }
+
+    /// Creates the (empty) array of pyramid level `level` in `store`, metadata written.
+    pub(crate) fn create_level(
+        &self,
+        store: &Arc<AtomicStore>,
+        level: usize,
+        dtype: DType,
+        zstd_level: i32,
+    ) -> Result<Array<AtomicStore>> {
+        let level_shape = self.level_shape(level);
+        let level_chunks: Vec<u64> = self
+            .chunks
             .iter()
             .zip(&level_shape)
             .map(|(&c, &n)| c.min(n).max(1))
@@ -262,62 +293,113 @@ pub fn write_raster<T: Pixel>(
         let path = format!("/s{level}");
         let err = zarr_error(&path);
         let array = ArrayBuilder::new(
-            level_shape.clone(),
+            level_shape,
             level_chunks,
-            T::DTYPE.zarr(),
-            FillValue::new(vec![0; T::DTYPE.size()]),
+            dtype.zarr(),
+            FillValue::new(vec![0; dtype.size()]),
         )
-        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(options.zstd_level, false))])
-        .dimension_names(Some(dims.clone()))
+        .bytes_to_bytes_codecs(vec![Arc::new(ZstdCodec::new(zstd_level, false))])
+        .dimension_names(Some(self.dims.clone()))
         .build(store.clone(), &path)
         .map_err(|e| err(&e))?;
         array.store_metadata().map_err(|e| err(&e))?;
+        Ok(array)
+    }
+
+    /// Writes the element's group document (`zarr.json`, deferred through
+    /// `publisher`) naming `levels` pyramid levels.
+    pub(crate) fn write_group(
+        &self,
+        dir: &Path,
+        publisher: &Publisher,
+        kind: ElementKind,
+        name: &ElementName,
+        levels: usize,
+        options: &RasterOptions,
+    ) -> Result<()> {
+        let dims = &self.dims;
+        let datasets: Vec<Value> = (0..levels)
+            .map(|level| {
+                let level_shape = self.level_shape(level);
+                let factor: Vec<f64> = (0..dims.len())
+                    .map(|i| self.shape[i] as f64 / level_shape[i] as f64)
+                    .collect();
+                let translation: Vec<f64> = factor.iter().map(|f| (f - 1.0) / 2.0).collect();
+                json!({
+                    "path": format!("s{level}"),
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": factor},
+                        {"type": "translation", "translation": translation}
+                    ]
+                })
+            })
+            .collect();
+        let mut ome = json!({
+            "version": "0.5-dev-spatialdata",
+            "multiscales": [{
+                "axes": dims.iter().map(|d| axis_json(d, false)).collect::<Vec<_>>(),
+                "datasets": datasets,
+                "name": name.as_str(),
+                "coordinateTransformations": options.transformations.to_ngff(dims),
+            }],
+        });
+        match kind {
+            ElementKind::Labels => ome["image-label"] = json!({"version": "0.5"}),
+            _ => {
+                if let Some(names) = &options.channel_names {
+                    ome["omero"] = json!({
+                        "channels": names.iter().map(|n| json!({"label": n})).collect::<Vec<_>>()
+                    });
+                }
+            }
+        }
+        let group = json!({
+            "attributes": {"ome": ome, "spatialdata_attrs": {"version": "0.3"}},
+            "zarr_format": 3,
+            "node_type": "group",
+        });
+        publisher.write_deferred(
+            &dir.join("zarr.json"),
+            &serde_json::to_vec_pretty(&group).expect("json"),
+        )
+    }
+}
+
+/// Writes a whole raster element (group metadata and every level) into the folder
+/// `dir`, which must exist and be private to the caller. Every file is published
+/// atomically through `publisher`.
+pub fn write_raster<T: Pixel>(
+    dir: &Path,
+    publisher: &Arc<Publisher>,
+    kind: ElementKind,
+    name: &ElementName,
+    data: ArrayViewD<'_, T>,
+    options: &RasterOptions,
+) -> Result<()> {
+    let data_shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
+    let plan = plan_raster(kind, T::DTYPE, &data_shape, options)?;
+    let mut level_data = data.to_owned();
+    if plan.channel_added {
+        level_data.insert_axis_inplace(ndarray::Axis(0));
+    }
+    let store = Arc::new(AtomicStore::new(dir, publisher.clone())?);
+    for level in 0..=options.scale_levels {
+        if level > 0 {
+            level_data = downsample(&level_data, plan.yx, kind == ElementKind::Labels);
+        }
+        let array = plan.create_level(&store, level, T::DTYPE, options.zstd_level)?;
         let standard = level_data.as_standard_layout().into_owned();
         array
             .store_array_subset(&array.subset_all(), standard)
-            .map_err(|e| err(&e))?;
-        let factor: Vec<f64> = dims
-            .iter()
-            .enumerate()
-            .map(|(i, _)| shape[i] as f64 / level_shape[i] as f64)
-            .collect();
-        let translation: Vec<f64> = factor.iter().map(|f| (f - 1.0) / 2.0).collect();
-        datasets.push(json!({
-            "path": format!("s{level}"),
-            "coordinateTransformations": [
-                {"type": "scale", "scale": factor},
-                {"type": "translation", "translation": translation}
-            ]
-        }));
+            .map_err(|e| zarr_error(&format!("/s{level}"))(&e))?;
     }
-
-    let mut ome = json!({
-        "version": "0.5-dev-spatialdata",
-        "multiscales": [{
-            "axes": dims.iter().map(|d| axis_json(d, false)).collect::<Vec<_>>(),
-            "datasets": datasets,
-            "name": name.as_str(),
-            "coordinateTransformations": options.transformations.to_ngff(&dims),
-        }],
-    });
-    match kind {
-        ElementKind::Labels => ome["image-label"] = json!({"version": "0.5"}),
-        _ => {
-            if let Some(names) = &options.channel_names {
-                ome["omero"] = json!({
-                    "channels": names.iter().map(|n| json!({"label": n})).collect::<Vec<_>>()
-                });
-            }
-        }
-    }
-    let group = json!({
-        "attributes": {"ome": ome, "spatialdata_attrs": {"version": "0.3"}},
-        "zarr_format": 3,
-        "node_type": "group",
-    });
-    publisher.write_deferred(
-        &dir.join("zarr.json"),
-        &serde_json::to_vec_pretty(&group).expect("json"),
+    plan.write_group(
+        dir,
+        publisher,
+        kind,
+        name,
+        options.scale_levels + 1,
+        options,
     )?;
     // Every chunk and document in place together (their folders are fsynced by the
     // caller's sync).

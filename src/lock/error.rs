@@ -61,14 +61,15 @@ pub enum LockError {
 
     /// The filesystem's locks are node-local or absent.
     #[error(
-        "dataset {dataset} is on a {fstype} mount with option `{option}`: its locks do not reach other nodes, so concurrent writers could corrupt it; remount without it, or set SPATIALZARR_ALLOW_NODE_LOCAL_LOCKS=1 (or LockOptions::allow_node_local_locks) if only this node writes"
+        "dataset {dataset} is on a {fstype} mount where `{option}` keeps file locks on this node: they do not reach other nodes, so concurrent writers could corrupt it; remount without that option (or move the dataset to a filesystem with cluster-wide locks, see spec/locking.md), or set SPATIALZARR_ALLOW_NODE_LOCAL_LOCKS=1 (or LockOptions::allow_node_local_locks) if only this node writes"
     )]
     NodeLocalLocks {
         /// The dataset directory.
         dataset: PathBuf,
         /// The filesystem type (nfs, nfs4, lustre).
         fstype: String,
-        /// The offending mount option.
+        /// The offending mount option (the filesystem type, for one whose locks are
+        /// always node-local).
         option: String,
     },
 

@@ -10,6 +10,7 @@
 //! `spec/locking.md` states the protocol and its guarantees.
 
 mod error;
+mod hidden_node;
 pub mod inherit;
 pub mod mounts;
 pub mod os;
@@ -138,10 +139,12 @@ impl DatasetLock {
             .ok_or_else(|| LockError::NoDataset(dataset.to_path_buf()))?;
         let dataset_mode = meta.mode();
         let hidden = dataset.join(os::HIDDEN_DIR);
-        os::ensure_private_dir(&hidden, dataset_mode).map_err(|source| LockError::Open {
-            path: hidden.clone(),
-            source,
-        })?;
+        os::ensure_private_dir(&hidden, dataset_mode)
+            .and_then(|()| hidden_node::ensure(dataset, &hidden, dataset_mode))
+            .map_err(|source| LockError::Open {
+                path: hidden.clone(),
+                source,
+            })?;
         let lock_path = hidden.join(os::LOCK_FILE);
         let gate_path = hidden.join(os::GATE_FILE);
 

@@ -3,7 +3,8 @@
 //! Linux NFS clients send flock to the server unless the mount says `nolock`,
 //! `local_lock=flock` or `local_lock=all` (`local_lock=posix` keeps only POSIX locks
 //! local); Lustre shares flock across nodes only with `-o flock`. On those options a
-//! lock taken on one node is invisible on another, with no error.
+//! lock taken on one node is invisible on another, with no error. sshfs (`fuse.sshfs`)
+//! has no such option: SFTP carries no locks, so the kernel keeps them on the node.
 
 use std::path::{Path, PathBuf};
 
@@ -76,8 +77,12 @@ pub fn find_mount(mountinfo: &str, path: &Path) -> Option<MountEntry> {
     best
 }
 
-/// The option of `entry` that makes its locks node-local or absent, if any.
+/// The option of `entry` that makes its locks node-local or absent, if any (for a
+/// filesystem whose locks are always node-local, its type).
 pub fn node_local_option(entry: &MountEntry) -> Option<String> {
+    if entry.fstype == "fuse.sshfs" {
+        return Some(entry.fstype.clone());
+    }
     let is_nfs = entry.fstype.starts_with("nfs");
     let is_lustre = entry.fstype == "lustre";
     entry
@@ -124,6 +129,9 @@ mod tests {
 45 40 0:55 / /shared/inner rw - nfs4 server:/y rw,local_lock=flock
 46 22 0:56 / /posix rw - nfs4 server:/z rw,local_lock=posix
 47 22 0:57 / /noflock rw - lustre mds@tcp:/fs rw,noflock
+48 22 0:39 / /gluster rw,relatime - fuse.glusterfs vm:gv0 rw,user_id=0,group_id=0,default_permissions,allow_other,max_read=131072
+49 22 0:58 / /moose rw,nosuid,nodev,relatime - fuse mfs#10.0.0.2:9421 rw,user_id=0,group_id=0,allow_other
+50 22 0:59 / /sshfs rw,nosuid,nodev,relatime - fuse.sshfs user@host:/data rw,user_id=0,group_id=0
 ";
 
     fn option_for(path: &str) -> Option<String> {
@@ -138,6 +146,9 @@ mod tests {
         assert_eq!(option_for("/lustre2/data.zarr"), None);
         // POSIX locks stay local, flock still reaches the server.
         assert_eq!(option_for("/posix/data.zarr"), None);
+        // GlusterFS and MooseFS send locks to their servers.
+        assert_eq!(option_for("/gluster/data.zarr"), None);
+        assert_eq!(option_for("/moose/data.zarr"), None);
     }
 
     #[test]
@@ -145,6 +156,7 @@ mod tests {
         assert_eq!(option_for("/scratch/d.zarr").as_deref(), Some("nolock"));
         assert_eq!(option_for("/lustre/d.zarr").as_deref(), Some("localflock"));
         assert_eq!(option_for("/noflock/d.zarr").as_deref(), Some("noflock"));
+        assert_eq!(option_for("/sshfs/d.zarr").as_deref(), Some("fuse.sshfs"));
         assert_eq!(
             option_for("/with space/d.zarr").as_deref(),
             Some("local_lock=all")

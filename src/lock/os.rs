@@ -36,7 +36,7 @@ pub fn dir_mode_for(dataset_mode: u32) -> u32 {
 }
 
 /// A unique name for something being created next to `path`.
-fn sibling_temp(path: &Path) -> PathBuf {
+pub(super) fn sibling_temp(path: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path
@@ -134,7 +134,7 @@ pub fn open_lock_file(path: &Path, dataset_mode: u32) -> Result<File, LockError>
 
 /// Creates the new file `path` (exclusively, read-write) and sets `mode` on it, which
 /// the umask may have reduced.
-fn create_with_mode(path: &Path, mode: u32) -> std::io::Result<File> {
+pub(super) fn create_with_mode(path: &Path, mode: u32) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)

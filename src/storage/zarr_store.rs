@@ -26,6 +26,33 @@ pub struct AtomicStore {
     publisher: Option<Arc<Publisher>>,
 }
 
+/// A storage error as an io error, so that [`crate::util::retry_stale`] can see an
+/// ESTALE inside it; other errors pass through unchanged.
+fn storage_to_io(error: StorageError) -> std::io::Error {
+    match error {
+        StorageError::IOError(e) => match e.raw_os_error() {
+            Some(errno) => std::io::Error::from_raw_os_error(errno),
+            None => std::io::Error::other(StorageError::IOError(e)),
+        },
+        other => std::io::Error::other(other),
+    }
+}
+
+/// Undoes [`storage_to_io`].
+fn io_to_storage(error: std::io::Error) -> StorageError {
+    if error.raw_os_error().is_some() {
+        return StorageError::IOError(Arc::new(error));
+    }
+    match error
+        .into_inner()
+        .map(|inner| inner.downcast::<StorageError>())
+    {
+        Some(Ok(storage)) => *storage,
+        Some(Err(other)) => StorageError::Other(other.to_string()),
+        None => StorageError::Other("an unknown I/O error".into()),
+    }
+}
+
 fn storage_error(error: crate::Error) -> StorageError {
     StorageError::Other(error.to_string())
 }
@@ -92,12 +119,38 @@ impl ReadableStorageTraits for AtomicStore {
         byte_ranges: ByteRangeIterator<'a>,
     ) -> Result<MaybeBytesIterator<'a>, StorageError> {
         self.read_own_writes(Some(key.as_str()))?;
-        self.reader.get_partial_many(key, byte_ranges)
+        // Read eagerly, so that an ESTALE anywhere (open or read) reads again from the
+        // open (`util::retry_stale`).
+        let ranges: Vec<_> = byte_ranges.collect();
+        let read = crate::util::retry_stale(|| {
+            let parts = match self
+                .reader
+                .get_partial_many(key, Box::new(ranges.iter().copied()))
+            {
+                Ok(Some(parts)) => parts,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(storage_to_io(e)),
+            };
+            parts
+                .map(|part| part.map_err(storage_to_io))
+                .collect::<std::io::Result<Vec<Bytes>>>()
+                .map(Some)
+        });
+        match read {
+            Ok(Some(parts)) => Ok(Some(Box::new(parts.into_iter().map(Ok)))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(io_to_storage(e)),
+        }
     }
 
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
         self.read_own_writes(Some(key.as_str()))?;
-        self.reader.size_key(key)
+        // Only "not found" means absent (zarrs' own store takes every error for it).
+        match crate::util::retry_stale(|| std::fs::metadata(self.path_of(key.as_str()))) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::IOError(Arc::new(e))),
+        }
     }
 
     fn supports_get_partial(&self) -> bool {

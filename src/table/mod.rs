@@ -96,7 +96,9 @@ pub struct AppendOutcome {
     pub table: String,
     /// First row of the append.
     pub start: u64,
-    /// One past its last row.
+    /// One past its last row (serialised as `stop`, the name the command line's JSON
+    /// uses).
+    #[serde(rename = "stop")]
     pub end: u64,
     /// Its idempotency key.
     pub key: Option<String>,
@@ -280,3 +282,24 @@ pub(crate) fn append_in_place(
 
 pub use check::check_table;
 pub use read::{read_rows, read_x_rows};
+
+#[cfg(test)]
+mod tests {
+    use super::AppendOutcome;
+
+    #[test]
+    fn an_append_outcome_serialises_its_range_as_start_and_stop() {
+        let outcome = AppendOutcome {
+            table: "cells".into(),
+            start: 3,
+            end: 7,
+            key: Some("k".into()),
+            applied: true,
+        };
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"table": "cells", "start": 3, "stop": 7, "key": "k", "applied": true})
+        );
+    }
+}

@@ -469,3 +469,66 @@ impl TreeSnapshot {
         );
     }
 }
+
+/// The generation of the dataset at `path`.
+pub fn generation(path: &Path) -> u64 {
+    spatialzarr::Dataset::open(path, spatialzarr::DatasetOptions::default())
+        .expect("open dataset")
+        .generation()
+        .expect("read the generation")
+}
+
+/// The processes whose parent is `parent` and whose command line holds the argument
+/// `mode` (`demo-worker`, `bench-worker`): (pid, start time), read from `/proc`.
+pub fn workers_of(parent: u32, mode: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("list /proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Some(stat) = proc_stat(pid) else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let is_worker = cmdline.split(|b| *b == 0).any(|arg| arg == mode.as_bytes());
+        if is_worker && stat.get(1).map(String::as_str) == Some(parent.to_string().as_str()) {
+            found.push((pid, stat[19].clone()));
+        }
+    }
+    found
+}
+
+/// The fields of `/proc/PID/stat` after the command name (state, ppid, ...), or
+/// `None` when there is no such process.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = text.rsplit_once(')')?.1;
+    Some(after_name.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Whether the process `pid` that started at `start` still runs (a zombie, killed
+/// and waiting for its new parent to reap it, does not).
+pub fn still_running(pid: u32, start: &str) -> bool {
+    proc_stat(pid).is_some_and(|stat| stat[19] == start && stat[0] != "Z")
+}
+
+/// Environment variable listing the mount roots of several nodes that see one shared
+/// filesystem, separated by `:` (set by `tests/multinode.rs`).
+pub const NODE_ROOTS_ENV: &str = "SPATIALZARR_NODE_ROOTS";
+
+/// `path` as worker `worker` reaches it: through node `worker % n`'s mount when
+/// [`NODE_ROOTS_ENV`] lists `n` mount roots and `path` is under one of them, so that
+/// workers alternate between the nodes; else `path` itself.
+pub fn node_path(path: &Path, worker: usize) -> PathBuf {
+    let Ok(roots) = std::env::var(NODE_ROOTS_ENV) else {
+        return path.to_path_buf();
+    };
+    let roots: Vec<&Path> = roots.split(':').map(Path::new).collect();
+    roots
+        .iter()
+        .find_map(|root| path.strip_prefix(root).ok())
+        .map(|relative| roots[worker % roots.len()].join(relative))
+        .unwrap_or_else(|| path.to_path_buf())
+}

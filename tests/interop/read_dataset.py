@@ -140,6 +140,9 @@ def zarr_arrays(path):
         return type(node).__name__, node.attrs.asdict(), getattr(node, "shape", None)
 
     on_disk, consolidated = walk(use_consolidated=False), walk()
+    # The store's hidden folder, a zero-size array node (spec/format.md, section 5):
+    # not data, and invisible where the consolidated metadata lacks it.
+    on_disk.pop(".spatialzarr", None)
     arrays = {}
     for key, node in sorted(on_disk.items()):
         if isinstance(node, zarr.Array):

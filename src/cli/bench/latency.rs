@@ -4,7 +4,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -88,7 +88,7 @@ pub fn commit_latency(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure
         .map(|w| {
             vec![
                 "commit".into(),
-                arg(&path),
+                arg(&super::through_peer(&path, w % 2 == 1)),
                 w.to_string(),
                 per_writer.to_string(),
             ]
@@ -211,17 +211,18 @@ pub fn dance(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
 
 /// The handoff latencies (µs) of one run of the dance in this process and a helper.
 fn handoff_run(dir: &Path, raw: bool, rounds: usize) -> anyhow::Result<Vec<f64>> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
-    let helper = Command::new(exe)
-        .args(["bench-worker", "handoff", &arg(dir)])
+    let mut command = crate::cli::workers::command("bench-worker")?;
+    command
+        .args(["handoff", &arg(&super::through_peer(dir, true))])
         .arg(if raw { "raw" } else { "ours" })
         .arg(rounds.to_string())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
+        .stdout(Stdio::piped());
+    let (helper, running) = crate::cli::workers::Running::spawn(&mut command)
         .context("cannot start the handoff helper")?;
     let mut samples = dance(dir, raw, rounds)?;
     let out = helper.wait_with_output()?;
+    drop(running);
     if !out.status.success() {
         bail!("the handoff helper failed ({})", out.status);
     }

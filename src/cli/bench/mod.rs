@@ -16,7 +16,8 @@
 //!
 //! Multi-process scenarios start their workers (`spatialzarr bench-worker`, hidden),
 //! let each prepare its data, then release them together and time until the last
-//! one exits.
+//! one exits. SIGINT, SIGTERM or SIGHUP stop the workers before the bench exits, and
+//! a worker whose bench dies is killed with it (see `cli::workers`).
 
 mod labels;
 mod latency;
@@ -25,7 +26,7 @@ mod worker;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, ExitCode, Stdio};
+use std::process::{Child, ChildStdout, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -33,6 +34,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use worker::{WorkerArgs, run as worker};
+
+use super::workers::Running;
 
 /// The names of the scenarios, in the order they run.
 const SCENARIOS: [&str; 5] = [
@@ -59,6 +62,26 @@ pub struct BenchArgs {
     /// the end). Put it on the filesystem you want to measure.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// The folder given to --dir as another node sees it (another mount of the same
+    /// shared filesystem): the `lock_handoff` helper and every second writer of
+    /// `commit_latency` work through it, so the lock is handed from node to node.
+    #[arg(long, value_name = "DIR", requires = "dir")]
+    peer_dir: Option<PathBuf>,
+}
+
+/// `(dir, peer_dir)` of this run, when --peer-dir is given.
+static PEER: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+
+/// `path` (under --dir) as the other node reaches it when `peer` and --peer-dir is
+/// given; else `path` itself.
+fn through_peer(path: &Path, peer: bool) -> PathBuf {
+    match PEER.get() {
+        Some((dir, peer_dir)) if peer => match path.strip_prefix(dir) {
+            Ok(relative) => peer_dir.join(relative),
+            Err(_) => path.to_path_buf(),
+        },
+        _ => path.to_path_buf(),
+    }
 }
 
 /// One measured line of the report.
@@ -115,6 +138,7 @@ struct Report {
 
 /// `bench`: runs the scenarios and prints the report.
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    super::workers::stop_running_on_signal("bench")?;
     for name in &args.only {
         if !SCENARIOS.contains(&name.as_str()) {
             bail!(
@@ -128,6 +152,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot make {}", dir.display()))?;
+            if let Some(peer_dir) = &args.peer_dir {
+                if !peer_dir.is_dir() {
+                    bail!(
+                        "--peer-dir {} is not a folder: give the --dir folder as another mount sees it",
+                        peer_dir.display()
+                    );
+                }
+                let _ = PEER.set((dir.clone(), peer_dir.clone()));
+            }
             dir.clone()
         }
         None => {
@@ -212,6 +245,8 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
 struct Ready {
     child: Child,
     stdout: BufReader<ChildStdout>,
+    /// Registered for a stop signal until the worker was waited for.
+    _running: Running,
 }
 
 /// Starts `spatialzarr bench-worker ARGS...` for each argument list, waits until
@@ -219,19 +254,22 @@ struct Ready {
 /// for all. Returns the time from the release to the last exit, and the lines each
 /// worker printed after `ready`.
 pub fn run_workers(arg_lists: &[Vec<String>]) -> anyhow::Result<(Duration, Vec<Vec<String>>)> {
-    let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut ready = Vec::new();
     for args in arg_lists {
-        let mut child = Command::new(&exe)
-            .arg("bench-worker")
+        let mut command = super::workers::command("bench-worker")?;
+        command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start a bench worker")?;
+            .stderr(Stdio::inherit());
+        let (mut child, running) =
+            Running::spawn(&mut command).context("cannot start a bench worker")?;
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        ready.push(Ready { child, stdout });
+        ready.push(Ready {
+            child,
+            stdout,
+            _running: running,
+        });
     }
     // Every worker prepares its data at once; wait for all of them.
     for (worker, args) in ready.iter_mut().zip(arg_lists) {

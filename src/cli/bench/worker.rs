@@ -20,6 +20,8 @@ pub struct WorkerArgs {
 
 /// Runs one bench worker.
 pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    // Killed with the bench, whatever ends it.
+    crate::cli::workers::die_with_parent()?;
     let folder = |i: usize| -> anyhow::Result<PathBuf> {
         args.args
             .get(i)

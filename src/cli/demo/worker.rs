@@ -22,7 +22,7 @@ use spatialzarr::{Dataset, ElementKind, Error, RasterOptions};
 use super::CELLS_TABLE;
 use super::segment::{Cell, segment};
 use super::synth::{image_name, labels_name};
-use crate::cli::Globals;
+use crate::cli::WriteOptions;
 
 /// Arguments of the hidden `spatialzarr demo-worker`.
 #[derive(Debug, clap::Args)]
@@ -38,6 +38,8 @@ pub struct WorkerArgs {
     /// The images are `image_000` .. `image_<images-1>`.
     #[arg(long)]
     images: usize,
+    #[command(flatten)]
+    options: WriteOptions,
 }
 
 /// The order in which worker `index` of `workers` tries the images: its own share
@@ -50,7 +52,8 @@ fn preference(index: usize, workers: usize, images: usize) -> Vec<usize> {
 }
 
 /// `demo-worker`: segments images until none is left without labels.
-pub fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
+pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    crate::cli::workers::die_with_parent()?;
     if args.workers == 0 || args.index >= args.workers {
         bail!(
             "worker index {} is not below the worker count {}",
@@ -58,7 +61,7 @@ pub fn run(args: WorkerArgs, globals: &Globals) -> anyhow::Result<ExitCode> {
             args.workers
         );
     }
-    let ds = Dataset::open(&args.dataset, globals.dataset_options())?;
+    let ds = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let order = preference(args.index, args.workers, args.images);
     let mut tried = BTreeSet::new();
     loop {
