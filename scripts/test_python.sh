@@ -25,7 +25,7 @@ fi
 # build shares target/ (and, in the dev profile, every compiled dependency) with the
 # Rust tests. No toolchain download: a missing cargo is an error.
 export MATURIN_NO_INSTALL_RUST=1
-export CARGO_TARGET_DIR="$repo/target"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
 export MATURIN_PEP517_ARGS="--profile ${SPATIALZARR_WHEEL_PROFILE:-dev}"
 log "pip install ./python (cargo profile ${SPATIALZARR_WHEEL_PROFILE:-dev})"
 start=$SECONDS
