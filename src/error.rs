@@ -104,6 +104,21 @@ pub enum Error {
     )]
     CommitPending(Box<Error>),
 
+    /// An idempotency key sent again with rows other than those it committed.
+    #[error(
+        "idempotency key {key:?} was already committed to {element} with other rows (rows {start}..{end}); a retry must send the same rows: give new rows a new key"
+    )]
+    KeyReused {
+        /// The table or points element.
+        element: String,
+        /// The key.
+        key: String,
+        /// First row of the append that committed the key.
+        start: u64,
+        /// One past its last row.
+        end: u64,
+    },
+
     /// The Zarr layer failed.
     #[error("zarr error at {path}: {message}")]
     Zarr {

@@ -171,6 +171,7 @@ fn errors_are_one_clear_line() {
         stderr.contains("does not exist") && stderr.lines().count() == 1,
         "{stderr}"
     );
+    let tree = common::TreeSnapshot::take(dir.path());
     let out = Command::new(cli())
         .args(["lock", dir.path().to_str().unwrap()])
         .output()
@@ -188,6 +189,7 @@ fn errors_are_one_clear_line() {
             "{bad}"
         );
     }
+    tree.assert_unchanged("refused lock command lines");
 }
 
 /// A timeout too long to represent (about 300 billion years) waits like no timeout:

@@ -316,6 +316,8 @@ fn options_are_offered_only_where_they_mean_something() {
         "add-points",
         "append-points",
         "add-shapes",
+        "set-transformations",
+        "apply",
         "demo",
     ] {
         let help = sz_ok(&[command, "--help"]);

@@ -242,6 +242,13 @@ fn bad_inputs_change_nothing() {
     let missing = dir.path().join("missing.npy");
     let no_dataset = dir.path().join("no_dataset.zarr");
 
+    // Every refused command must leave every file as it was (same bytes, same inode).
+    let tree = common::TreeSnapshot::take(&ds);
+    let sz = |args: &[&str]| -> Output {
+        let out = sz(args);
+        tree.assert_unchanged(&format!("{args:?}"));
+        out
+    };
     let add = |name: &str, file: &Path| sz(&["add-labels", s(&ds), name, "--npy", s(file)]);
     let cases: Vec<(Output, Vec<&str>)> = vec![
         (add("a", &junk), vec!["junk.npy", "not a valid .npy"]),
@@ -308,11 +315,13 @@ fn overwrite_replaces_the_pixels() {
     let first_file = npy_file(dir.path(), "first.npy", &first);
     let second_file = npy_file(dir.path(), "second.npy", &second);
     sz_ok(&["add-labels", s(&ds), "seg", "--npy", s(&first_file)]);
+    let tree = common::TreeSnapshot::take(&ds);
     assert_fails(
         &sz(&["add-labels", s(&ds), "seg", "--npy", s(&second_file)]),
         1,
         &["already exists"],
     );
+    tree.assert_unchanged("adding a taken name");
     assert_eq!(open(&ds).read_raster::<u32>("seg", 0).unwrap(), first);
 
     sz_ok(&[
@@ -341,6 +350,7 @@ fn overwrite_replaces_the_pixels() {
     ]);
     assert_eq!(open(&ds).read_raster::<u16>("seg", 0).unwrap(), small);
     // --overwrite does not turn labels into an image.
+    let tree = common::TreeSnapshot::take(&ds);
     assert_fails(
         &sz(&[
             "add-image",
@@ -353,6 +363,7 @@ fn overwrite_replaces_the_pixels() {
         1,
         &["already exists"],
     );
+    tree.assert_unchanged("overwriting labels with an image");
     assert_eq!(sz_ok(&["ls", s(&ds)]), "labels\tseg\n");
     sz_ok(&["check", s(&ds)]);
 }

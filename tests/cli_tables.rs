@@ -205,14 +205,21 @@ fn append_rows_creates_then_appends_once_per_key() {
             );
         }
     }
-    // A key is remembered whatever the rows: a retry with other rows changes nothing.
-    assert_eq!(
-        appended(&second, &x_second, &["--json", "--key", "k1"]),
-        format!(
-            "{{\"table\":\"obs\",\"start\":5,\"stop\":7,\"key\":\"k1\",\"applied\":false,\"generation\":{}}}\n",
-            generation(&ds)
-        )
-    );
+    // A key sent again with other rows is refused, naming the key and the range
+    // it committed, and changes no byte.
+    let before = common::TreeSnapshot::take(&ds);
+    let mut args = vec![
+        "append-rows",
+        s(&ds),
+        "obs",
+        "--csv",
+        s(&second),
+        "--x-npy",
+        s(&x_second),
+    ];
+    args.extend(["--json", "--key", "k1"]);
+    assert_fails(&sz(&args), 1, &["\"k1\"", "5..7", "other rows"]);
+    before.assert_unchanged("a key reused with other rows");
 
     let dataset = open(&ds);
     let info = dataset.table_info("obs").unwrap();
@@ -562,17 +569,12 @@ fn sixteen_concurrent_cli_appenders_lose_nothing() {
     );
 }
 
-#[test]
-fn bad_inputs_change_nothing() {
-    let dir = common::tempdir();
-    let d = dir.path();
+/// A dataset `d/ds.zarr` with table `t` made of the two CSV rows `rows` (under
+/// `header`, in `d/good.csv`) and a dense X of 2 x 3 zeros (`d/x2.npy`); returns the
+/// three paths.
+fn table_of_two_rows(d: &Path, header: &str, rows: &str) -> (PathBuf, PathBuf, PathBuf) {
     let ds = new_dataset(d);
-    let header = "region,instance_id,area,flag,note\n";
-    let good = write_file(
-        d,
-        "good.csv",
-        &format!("{header}cells,1,1.5,true,a\ncells,2,2.5,false,b\n"),
-    );
+    let good = write_file(d, "good.csv", &format!("{header}{rows}"));
     let x2 = npy_file(d, "x2.npy", &Array2::<f64>::zeros((2, 3)));
     sz_ok(&[
         "append-rows",
@@ -583,6 +585,15 @@ fn bad_inputs_change_nothing() {
         "--x-npy",
         s(&x2),
     ]);
+    (ds, good, x2)
+}
+
+#[test]
+fn bad_inputs_change_nothing() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let header = "region,instance_id,area,flag,note\n";
+    let (ds, good, x2) = table_of_two_rows(d, header, "cells,1,1.5,true,a\ncells,2,2.5,false,b\n");
     let dataset = open(&ds);
     let generation = dataset.generation().unwrap();
     let rows_before = dataset.read_rows("t", 0..2).unwrap();
@@ -624,6 +635,13 @@ fn bad_inputs_change_nothing() {
     let not_npy = write_file(d, "junk.npy", "not a numpy file");
     let no_dataset = d.join("no_dataset.zarr");
 
+    // Every refused command must leave every file as it was (same bytes, same inode).
+    let tree = common::TreeSnapshot::take(&ds);
+    let sz = |args: &[&str]| -> Output {
+        let out = sz(args);
+        tree.assert_unchanged(&format!("{args:?}"));
+        out
+    };
     let append = |csv: &Path, npy: Option<&Path>, extra: &[&str]| -> Output {
         let mut args = vec!["append-rows", s(&ds), "t", "--csv", s(csv)];
         if let Some(npy) = npy {
@@ -647,7 +665,7 @@ fn bad_inputs_change_nothing() {
         ),
         (
             append(&no_rows, Some(&x2), &[]),
-            vec!["norows.csv", "no rows"],
+            vec!["x2.npy", "2 rows", "norows.csv", "0 rows"],
         ),
         (append(&empty, Some(&x2), &[]), vec!["empty.csv", "header"]),
         (
@@ -763,4 +781,121 @@ fn bad_inputs_change_nothing() {
             common::generation(&ds)
         )
     );
+}
+
+/// The row range of an append's `--json` outcome.
+fn json_range(outcome: &Value) -> (u64, u64) {
+    (
+        outcome["start"].as_u64().expect("start"),
+        outcome["stop"].as_u64().expect("stop"),
+    )
+}
+
+#[test]
+fn empty_appends_record_their_key_and_append_nothing() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    let header = "region,instance_id,area\n";
+    let (ds, good, x2) = table_of_two_rows(d, header, "cells,1,1.5\ncells,2,2.5\n");
+    let no_rows = write_file(d, "norows.csv", header);
+    let x0 = npy_file(d, "x0.npy", &Array2::<f64>::zeros((0, 3)));
+
+    // Into an existing table: the key is recorded, nothing is appended, with or
+    // without the (empty) X rows.
+    for (key, x) in [("tile-empty", None), ("tile-empty-x", Some(&x0))] {
+        let mut args = vec!["append-rows", s(&ds), "t", "--csv", s(&no_rows)];
+        if let Some(x) = x {
+            args.extend(["--x-npy", s(x)]);
+        }
+        args.extend(["--key", key, "--json"]);
+        for attempt in 0..2 {
+            let out: Value = serde_json::from_str(&sz_ok(&args)).unwrap();
+            assert_eq!(json_range(&out), (2, 2), "{out}");
+            assert_eq!(out["applied"], json!(attempt == 0), "{out}");
+            assert_eq!(out["key"], json!(key));
+        }
+    }
+    let dataset = open(&ds);
+    let info = dataset.table_info("t").unwrap();
+    assert_eq!((info.n_obs, info.n_vars), (2, 3));
+    // The empty append's key now stands for no rows: other rows under it are refused.
+    let before = common::TreeSnapshot::take(&ds);
+    assert_fails(
+        &sz(&[
+            "append-rows",
+            s(&ds),
+            "t",
+            "--csv",
+            s(&good),
+            "--x-npy",
+            s(&x2),
+            "--key",
+            "tile-empty",
+        ]),
+        1,
+        &["\"tile-empty\"", "2..2"],
+    );
+    before.assert_unchanged("rows under the key of an empty append");
+
+    // Into a missing table: its columns are unknown.
+    assert_fails(
+        &sz(&[
+            "append-rows",
+            s(&ds),
+            "fresh",
+            "--csv",
+            s(&no_rows),
+            "--key",
+            "k",
+        ]),
+        1,
+        &["norows.csv", "fresh", "columns are unknown"],
+    );
+    before.assert_unchanged("an empty append to a missing table");
+    assert!(open(&ds).table_info("fresh").is_err());
+    sz_ok(&["check", s(&ds)]);
+
+    // Points alike: a header-only CSV records its key and adds no part.
+    let spots = write_file(d, "spots.csv", "x,y,gene\n1.0,2.0,a\n3.0,4.0,b\n");
+    sz_ok(&["add-points", s(&ds), "spots", "--csv", s(&spots)]);
+    let parts = || {
+        std::fs::read_dir(ds.join("points/spots/points.parquet"))
+            .unwrap()
+            .count()
+    };
+    let parts_before = parts();
+    let no_spots = write_file(d, "nospots.csv", "x,y,gene\n");
+    let args = [
+        "append-points",
+        s(&ds),
+        "spots",
+        "--csv",
+        s(&no_spots),
+        "--key",
+        "p",
+        "--json",
+    ];
+    for attempt in 0..2 {
+        let out: Value = serde_json::from_str(&sz_ok(&args)).unwrap();
+        assert_eq!(json_range(&out), (2, 2), "{out}");
+        assert_eq!(out["applied"], json!(attempt == 0), "{out}");
+    }
+    assert_eq!(parts(), parts_before, "an empty append added a part");
+    assert_eq!(open(&ds).read_points("spots").unwrap().num_rows(), 2);
+    let before = common::TreeSnapshot::take(&ds);
+    assert_fails(
+        &sz(&[
+            "append-points",
+            s(&ds),
+            "spots",
+            "--csv",
+            s(&spots),
+            "--key",
+            "p",
+        ]),
+        1,
+        &["\"p\"", "2..2"],
+    );
+    before.assert_unchanged("points under the key of an empty append");
+    sz_ok(&["check", s(&ds), "--deep"]);
 }

@@ -12,8 +12,7 @@ use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use common::{
-    assert_fails, cli, find, new_dataset, s, spatialdata_reads, strings, sz, sz_ok, tree_files,
-    write_file,
+    assert_fails, cli, find, new_dataset, s, spatialdata_reads, strings, sz, sz_ok, write_file,
 };
 use serde_json::{Value, json};
 use spatialzarr::element::shapes::{Shape, Shapes};
@@ -59,11 +58,13 @@ fn points_and_shapes_from_csv_and_geojson_read_back_everywhere() {
         "{out}"
     );
     // An existing name needs --overwrite.
+    let tree = common::TreeSnapshot::take(&ds);
     assert_fails(
         &sz(&["add-points", s(&ds), "transcripts", "--csv", s(&first)]),
         1,
         &["transcripts", "exists"],
     );
+    tree.assert_unchanged("adding points under a taken name");
 
     // Appends: columns in another order, keyed and repeated, and unkeyed.
     let second = write_file(d, "second.csv", "gene,count,y,x\n8,4,1,2\nGAPDH,5,3,4\n");
@@ -138,11 +139,13 @@ fn points_and_shapes_from_csv_and_geojson_read_back_everywhere() {
         r#"{"type":"shapes","n":2,"geometry":"mixed","columns":["geometry"],"coordinate_systems":["global"]}"#
     );
     // Replacing needs --overwrite, and then replaces.
+    let tree = common::TreeSnapshot::take(&ds);
     assert_fails(
         &sz(&["add-shapes", s(&ds), "spots", "--geojson", s(&geojson)]),
         1,
         &["spots", "exists"],
     );
+    tree.assert_unchanged("adding shapes under a taken name");
     sz_ok(&[
         "add-shapes",
         s(&ds),
@@ -342,7 +345,7 @@ fn malformed_inputs_are_refused_and_write_nothing() {
         "--feature-key",
         "gene",
     ]);
-    let before = tree_files(&ds);
+    let before = common::TreeSnapshot::take(&ds);
 
     let no_x = write_file(d, "nox.csv", "y,gene\n2,a\n");
     let text_x = write_file(d, "textx.csv", "x,y\none,2\n");
@@ -496,11 +499,7 @@ fn malformed_inputs_are_refused_and_write_nothing() {
     for (args, code, words) in &cases {
         let out = sz(args);
         assert_fails(&out, *code, words);
-        assert!(
-            tree_files(&ds) == before,
-            "{args:?} changed the dataset: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        before.assert_unchanged(&format!("{args:?}"));
     }
     assert!(!d.join("out").exists());
     sz_ok(&["check", p]);

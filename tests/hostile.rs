@@ -17,9 +17,9 @@
 
 mod common;
 
-use common::copy_tree;
+use common::{TreeSnapshot, copy_tree};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use ndarray::{ArrayD, IxDyn};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use spatialzarr::table::{RowBatch, TableSpec};
 use spatialzarr::{Dataset, DatasetOptions, ElementKind, Error, RasterOptions};
 
@@ -87,70 +86,6 @@ fn points(n: usize) -> RecordBatch {
         ),
     ])
     .unwrap()
-}
-
-/// One entry of a folder tree, compared byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    Dir,
-    /// Length and SHA-256 of the content (files over 64 MiB: length only).
-    File(u64, Vec<u8>),
-    Link(PathBuf),
-    Other,
-}
-
-/// Every entry under `root` (symbolic links are recorded, never followed), leaving out
-/// the subtrees in `skip`.
-fn snapshot(root: &Path, skip: &[PathBuf]) -> BTreeMap<PathBuf, Node> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if skip.contains(&path) {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let node = if meta.file_type().is_symlink() {
-                Node::Link(std::fs::read_link(&path).unwrap())
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                Node::Dir
-            } else if meta.is_file() {
-                if meta.len() > 64 << 20 {
-                    Node::File(meta.len(), Vec::new())
-                } else {
-                    let bytes = std::fs::read(&path).unwrap();
-                    Node::File(meta.len(), Sha256::digest(&bytes).to_vec())
-                }
-            } else {
-                Node::Other
-            };
-            out.insert(path.strip_prefix(root).unwrap().to_path_buf(), node);
-        }
-    }
-    out
-}
-
-/// The differences between two snapshots, one line each.
-fn diff(before: &BTreeMap<PathBuf, Node>, after: &BTreeMap<PathBuf, Node>) -> Vec<String> {
-    let mut out = Vec::new();
-    for (path, node) in before {
-        match after.get(path) {
-            None => out.push(format!("deleted {}", path.display())),
-            Some(n) if n != node => out.push(format!("changed {}", path.display())),
-            _ => {}
-        }
-    }
-    for path in after.keys() {
-        if !before.contains_key(path) {
-            out.push(format!("created {}", path.display()));
-        }
-    }
-    out
 }
 
 fn count_entries(dir: &Path) -> usize {
@@ -443,38 +378,30 @@ fn name_fixture(tmp: &Path) -> (PathBuf, PathBuf, Dataset) {
 
 /// Everything a refused name must leave alone.
 struct Untouched {
-    tmp: PathBuf,
     path: PathBuf,
-    outside_tree: BTreeMap<PathBuf, Node>,
-    dataset_tree: BTreeMap<PathBuf, Node>,
+    outside_tree: TreeSnapshot,
+    dataset_tree: TreeSnapshot,
     generation: u64,
 }
 
 impl Untouched {
     fn take(tmp: &Path, path: &Path, ds: &Dataset) -> Self {
         Self {
-            tmp: tmp.to_path_buf(),
             path: path.to_path_buf(),
-            outside_tree: snapshot(tmp, &[path.to_path_buf()]),
-            dataset_tree: snapshot(path, &[path.join(".spatialzarr")]),
+            outside_tree: TreeSnapshot::take_skipping(tmp, &[path.to_path_buf()]),
+            // Every file of the dataset, the hidden folder too, with its inode.
+            dataset_tree: TreeSnapshot::take(path),
             generation: ds.generation().unwrap(),
         }
     }
 
     fn assert_same(&self, ds: &Dataset) {
-        let outside = diff(
-            &self.outside_tree,
-            &snapshot(&self.tmp, std::slice::from_ref(&self.path)),
-        );
+        let outside = self.outside_tree.changes();
         assert!(
             outside.is_empty(),
             "files changed outside the dataset: {outside:?}"
         );
-        let inside = diff(
-            &self.dataset_tree,
-            &snapshot(&self.path, &[self.path.join(".spatialzarr")]),
-        );
-        assert!(inside.is_empty(), "the dataset changed: {inside:?}");
+        self.dataset_tree.assert_unchanged("a refused hostile name");
         assert_eq!(ds.generation().unwrap(), self.generation);
         let hidden = self.path.join(".spatialzarr");
         assert_eq!(count_entries(&hidden.join("staging")), 0, "staging left");
@@ -868,21 +795,26 @@ impl LinkFixture {
         std::os::unix::fs::symlink(target, &at).unwrap();
     }
 
-    fn outside_tree(&self) -> BTreeMap<PathBuf, Node> {
-        snapshot(&self.outside, &[])
+    fn outside_tree(&self) -> TreeSnapshot {
+        TreeSnapshot::take(&self.outside)
     }
 
-    fn assert_outside_unchanged(&self, before: &BTreeMap<PathBuf, Node>, after_what: &str) {
-        let changes = diff(before, &self.outside_tree());
+    /// Runs `call`; when it is refused, nothing in the dataset may have changed.
+    fn unchanged_if_refused<T>(&self, what: &str, call: impl FnOnce() -> spatialzarr::Result<T>) {
+        let before = TreeSnapshot::take(&self.path);
+        if call().is_err() {
+            before.assert_unchanged(&format!("the refused {what}"));
+        }
+    }
+
+    fn assert_outside_unchanged(&self, before: &TreeSnapshot, after_what: &str) {
+        let changes = before.changes();
         assert!(
             changes.is_empty(),
             "{after_what} changed the folder outside the dataset: {changes:?}"
         );
     }
 }
-
-/// An error is fine; a panic is not (the test fails by itself then).
-fn no_panic<T>(_: spatialzarr::Result<T>) {}
 
 #[test]
 fn planted_element_symlink_is_never_followed() {
@@ -902,8 +834,10 @@ fn planted_element_symlink_is_never_followed() {
         ds.remove("evil"),
         Err(Error::NoSuchElement { .. })
     ));
+    let tree = TreeSnapshot::take(&f.path);
     let add = ds.add_labels("evil", labels(3, 4).view(), &RasterOptions::default());
     assert!(add.is_err(), "adding over a planted symlink: {add:?}");
+    tree.assert_unchanged("adding over a planted symlink");
     f.assert_outside_unchanged(&before, "adding over labels/evil");
     let overwrite = ds.add_raster(
         ElementKind::Labels,
@@ -916,10 +850,13 @@ fn planted_element_symlink_is_never_followed() {
         overwrite.is_err(),
         "overwriting a planted symlink: {overwrite:?}"
     );
+    tree.assert_unchanged("overwriting a planted symlink");
     f.assert_outside_unchanged(&before, "overwriting labels/evil");
-    no_panic(ds.check(true));
-    no_panic(ds.info("x"));
-    no_panic(ds.read_raster::<u16>("x", 0));
+    f.unchanged_if_refused("ds.check(true)", || ds.check(true));
+    f.unchanged_if_refused("ds.info('x')", || ds.info("x"));
+    f.unchanged_if_refused("ds.read_raster::<u16>('x', 0)", || {
+        ds.read_raster::<u16>("x", 0)
+    });
     ds.add_labels("other", labels(4, 4).view(), &RasterOptions::default())
         .expect("an unrelated add");
     ds.add_raster(
@@ -930,9 +867,9 @@ fn planted_element_symlink_is_never_followed() {
         true,
     )
     .expect("overwrite good");
-    no_panic(ds.remove("x"));
+    f.unchanged_if_refused("ds.remove('x')", || ds.remove("x"));
     ds.recover().unwrap();
-    no_panic(ds.check(true));
+    f.unchanged_if_refused("ds.check(true)", || ds.check(true));
     f.assert_outside_unchanged(&before, "adding, removing, checking and recovering");
     assert!(
         !ds.list().unwrap().images.contains(&"x".to_string()),
@@ -967,7 +904,7 @@ fn committed_element_replaced_by_symlink_is_not_followed() {
     let before = f.outside_tree();
     let list = f.ds.list().unwrap();
     let read = f.ds.read_raster::<u16>("good", 0);
-    no_panic(f.ds.remove("good"));
+    f.unchanged_if_refused("f.ds.remove('good')", || f.ds.remove("good"));
     f.ds.recover().unwrap();
     f.assert_outside_unchanged(&before, "removing the linked element");
     assert!(
@@ -986,9 +923,14 @@ fn symlinked_group_folder_is_not_followed() {
     f.link("labels", &group);
     let before = f.outside_tree();
     let list = f.ds.list();
-    no_panic(f.ds.add_labels("new", labels(2, 4).view(), &RasterOptions::default()));
-    no_panic(f.ds.remove("good"));
-    no_panic(f.ds.check(true));
+    f.unchanged_if_refused(
+        "f.ds.add_labels('new', labels(2, 4).view(), &RasterOptions::default())",
+        || {
+            f.ds.add_labels("new", labels(2, 4).view(), &RasterOptions::default())
+        },
+    );
+    f.unchanged_if_refused("f.ds.remove('good')", || f.ds.remove("good"));
+    f.unchanged_if_refused("f.ds.check(true)", || f.ds.check(true));
     f.assert_outside_unchanged(
         &before,
         &format!("adding and removing labels (listed before: {list:?})"),
@@ -1011,9 +953,14 @@ fn symlinked_trash_is_not_emptied() {
     }
     f.link(".spatialzarr/trash", &trash);
     let before = f.outside_tree();
-    no_panic(f.ds.recover());
-    no_panic(f.ds.add_labels("new", labels(2, 4).view(), &RasterOptions::default()));
-    no_panic(f.ds.remove("x"));
+    f.unchanged_if_refused("f.ds.recover()", || f.ds.recover());
+    f.unchanged_if_refused(
+        "f.ds.add_labels('new', labels(2, 4).view(), &RasterOptions::default())",
+        || {
+            f.ds.add_labels("new", labels(2, 4).view(), &RasterOptions::default())
+        },
+    );
+    f.unchanged_if_refused("f.ds.remove('x')", || f.ds.remove("x"));
     f.assert_outside_unchanged(&before, "recovering, adding and removing");
 }
 
@@ -1035,8 +982,13 @@ fn symlinked_staging_is_not_emptied() {
     age(&staging.join("12-34-5"));
     f.link(".spatialzarr/staging", &staging);
     let before = f.outside_tree();
-    no_panic(f.ds.recover());
-    no_panic(f.ds.add_labels("new", labels(2, 4).view(), &RasterOptions::default()));
+    f.unchanged_if_refused("f.ds.recover()", || f.ds.recover());
+    f.unchanged_if_refused(
+        "f.ds.add_labels('new', labels(2, 4).view(), &RasterOptions::default())",
+        || {
+            f.ds.add_labels("new", labels(2, 4).view(), &RasterOptions::default())
+        },
+    );
     f.assert_outside_unchanged(&before, "recovering and adding");
 }
 
@@ -1053,7 +1005,7 @@ fn symlinked_staging_is_not_written_through() {
         labels(2, 4).view(),
         &RasterOptions::default(),
     );
-    let written_outside = diff(&before, &f.outside_tree());
+    let written_outside = before.changes();
     drop(staged);
     assert!(
         written_outside.is_empty(),
@@ -1070,8 +1022,13 @@ fn symlinked_append_records_are_not_written_through() {
     std::fs::create_dir_all(&records).unwrap();
     f.link(".spatialzarr/appends/cells", &records);
     let before = f.outside_tree();
-    no_panic(f.ds.append_rows("cells", &rows("b", 3), None, Some("key-1")));
-    no_panic(f.ds.remove("cells"));
+    f.unchanged_if_refused(
+        "f.ds.append_rows('cells', &rows('b', 3), None, Some('key-1'))",
+        || {
+            f.ds.append_rows("cells", &rows("b", 3), None, Some("key-1"))
+        },
+    );
+    f.unchanged_if_refused("f.ds.remove('cells')", || f.ds.remove("cells"));
     f.ds.recover().unwrap();
     f.assert_outside_unchanged(&before, "appending with a key and removing the table");
 }
@@ -1085,9 +1042,12 @@ fn symlinked_table_node_is_not_written_through() {
     copy_tree(&f.path.join("tables/cells/obs"), &obs);
     f.link("tables/cells/obs", &obs);
     let before = f.outside_tree();
-    no_panic(f.ds.append_rows("cells", &rows("b", 3), None, None));
-    no_panic(f.ds.check(true));
-    no_panic(f.ds.remove("cells"));
+    f.unchanged_if_refused(
+        "f.ds.append_rows('cells', &rows('b', 3), None, None)",
+        || f.ds.append_rows("cells", &rows("b", 3), None, None),
+    );
+    f.unchanged_if_refused("f.ds.check(true)", || f.ds.check(true));
+    f.unchanged_if_refused("f.ds.remove('cells')", || f.ds.remove("cells"));
     f.ds.recover().unwrap();
     f.assert_outside_unchanged(&before, "appending rows and removing the table");
 }
@@ -1100,9 +1060,11 @@ fn symlinked_points_parts_are_not_written_through() {
     copy_tree(&f.path.join("points/pts/points.parquet"), &parts);
     f.link("points/pts/points.parquet", &parts);
     let before = f.outside_tree();
-    no_panic(f.ds.append_points("pts", &points(2), Some("p1")));
-    no_panic(f.ds.check(true));
-    no_panic(f.ds.remove("pts"));
+    f.unchanged_if_refused("f.ds.append_points('pts', &points(2), Some('p1'))", || {
+        f.ds.append_points("pts", &points(2), Some("p1"))
+    });
+    f.unchanged_if_refused("f.ds.check(true)", || f.ds.check(true));
+    f.unchanged_if_refused("f.ds.remove('pts')", || f.ds.remove("pts"));
     f.ds.recover().unwrap();
     f.assert_outside_unchanged(&before, "appending points and removing them");
 }
@@ -1136,8 +1098,9 @@ fn meta_ops(path: &Path, ops: &[String]) {
     let mut ds: Option<Dataset> = None;
     for op in ops {
         common::report(&format!("begin {op}"));
+        let tree = TreeSnapshot::take(path);
         let began = Instant::now();
-        let (status, text): (String, String) = match (op.as_str(), &ds) {
+        let (mut status, mut text): (String, String) = match (op.as_str(), &ds) {
             ("open", _) => match Dataset::open(path, DatasetOptions::default()) {
                 Ok(d) => {
                     ds = Some(d);
@@ -1149,6 +1112,14 @@ fn meta_ops(path: &Path, ops: &[String]) {
             (op, Some(d)) => run_meta_op(d, op),
         };
         let micros = began.elapsed().as_micros();
+        // A refusal changes no byte of the dataset.
+        if status.starts_with("err:") {
+            let changes = tree.changes();
+            if !changes.is_empty() {
+                text = format!("{status} ({text}) but changed {}", changes.join(", "));
+                status = "changed".into();
+            }
+        }
         common::report(&format!(
             "end {op}\t{status}\t{micros}\t{}",
             text.replace(['\n', '\t'], " ")
@@ -1446,7 +1417,7 @@ fn with(
 fn meta_case(plant: impl FnOnce(&MetaFixture), expect: &[(&str, Expect)]) {
     let f = MetaFixture::new();
     plant(&f);
-    let outside_before = snapshot(&f.outside, &[]);
+    let outside_before = TreeSnapshot::take(&f.outside);
     let ops: Vec<&str> = expect.iter().map(|(op, _)| *op).collect();
     let results = run_children(&f.path, &ops);
     let mut failures = Vec::new();
@@ -1482,6 +1453,10 @@ fn meta_case(plant: impl FnOnce(&MetaFixture), expect: &[(&str, Expect)]) {
                 limit / 1_000_000
             ));
         }
+        if status == "changed" {
+            failures.push(format!("{op}: refused, yet the dataset changed: {text}"));
+            continue;
+        }
         let refused = status.starts_with("err:");
         if refused && text.trim().is_empty() {
             failures.push(format!("{op}: an error without a message"));
@@ -1505,7 +1480,7 @@ fn meta_case(plant: impl FnOnce(&MetaFixture), expect: &[(&str, Expect)]) {
             }
         }
     }
-    let changes = diff(&outside_before, &snapshot(&f.outside, &[]));
+    let changes = outside_before.changes();
     if !changes.is_empty() {
         failures.push(format!("files changed outside the dataset: {changes:?}"));
     }

@@ -561,8 +561,21 @@ fn fixture_int8_codes_are_widened_when_categories_outgrow_them() {
             data: vec![],
         }),
     };
+    // Widening belongs to the append's own commit: a transaction dropped after the
+    // append changes no file, and the append that commits makes one generation. (The
+    // dataset written by spatialdata has no staging folder yet: the first staging
+    // makes the empty folder, which holds nothing committed.)
+    let tree = common::TreeSnapshot::take_skipping(&path, &[path.join(".spatialzarr/staging")]);
+    let generation = ds.generation().unwrap();
+    {
+        let mut txn = ds.write().unwrap();
+        txn.append_rows("table", &rows, None, Some("many-types"))
+            .unwrap();
+    }
+    tree.assert_unchanged("a dropped append that widens codes");
     ds.append_rows("table", &rows, None, Some("many-types"))
         .unwrap();
+    assert_eq!(ds.generation().unwrap(), generation + 1);
     let codes = read_json_file(&path.join("tables/table/obs/celltype/codes/zarr.json"));
     assert_eq!(codes["data_type"], "int32");
     assert!(

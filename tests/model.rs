@@ -1,5 +1,6 @@
 //! The concurrency model: random programs of operations (add labels, remove, append
-//! rows with and without idempotency keys, read) run by several real processes at
+//! rows with and without idempotency keys, the same key with the same rows or with
+//! other rows, read) run by several real processes at
 //! once against one dataset; then the store's own commit order (each commit's
 //! generation) replays them in a model, which must agree with everything the
 //! processes saw and with the final dataset.
@@ -64,6 +65,14 @@ enum Seen {
         generation: Option<u64>,
         first_id: i64,
     },
+    /// Refused: the key was committed with other rows, as `start..end`.
+    KeyReused {
+        start: u64,
+        end: u64,
+        key: usize,
+        rows: u64,
+        first_id: i64,
+    },
     /// A consistent snapshot: generation, labels, table rows.
     Read {
         generation: u64,
@@ -91,9 +100,14 @@ fn pixel(p: usize, i: usize) -> u32 {
     (p * 100 + i + 1) as u32
 }
 
-/// The instance ids of an append by process `p`'s operation `i`: `id..id+rows`.
-fn first_id(p: usize, i: usize) -> i64 {
-    ((p * 100 + i) * 10) as i64
+/// The instance ids of an append by process `p`'s operation `i`: `id..id+rows`. An
+/// append with key `k` always starts at the same id, so that two appends with one
+/// key bring the same rows exactly when they bring as many.
+fn first_id(p: usize, i: usize, key: Option<usize>) -> i64 {
+    match key {
+        Some(k) => 1_000_000 + (k * 1000) as i64,
+        None => ((p * 100 + i) * 10) as i64,
+    }
 }
 
 fn rows(first: i64, n: usize) -> RowBatch {
@@ -137,23 +151,32 @@ fn run_program(path: &Path, p: usize, program: &[Op]) -> Vec<Seen> {
                 Err(e) => panic!("remove {}: {e}", NAMES[*name]),
             },
             Op::Append { rows: n, key } => {
-                let first = first_id(p, i);
+                let first = first_id(p, i, *key);
                 let mut txn = ds.write().unwrap();
-                let outcome = txn
-                    .append_rows(
-                        TABLE,
-                        &rows(first, *n),
-                        Some(&TableSpec::default()),
-                        key.map(|k| KEYS[k]),
-                    )
-                    .unwrap();
-                let commit = txn.commit().unwrap();
-                Seen::Appended {
-                    start: outcome.start,
-                    end: outcome.end,
-                    key: *key,
-                    generation: outcome.applied.then_some(commit.generation),
-                    first_id: first,
+                match txn.append_rows(
+                    TABLE,
+                    &rows(first, *n),
+                    Some(&TableSpec::default()),
+                    key.map(|k| KEYS[k]),
+                ) {
+                    Ok(outcome) => {
+                        let commit = txn.commit().unwrap();
+                        Seen::Appended {
+                            start: outcome.start,
+                            end: outcome.end,
+                            key: *key,
+                            generation: outcome.applied.then_some(commit.generation),
+                            first_id: first,
+                        }
+                    }
+                    Err(Error::KeyReused { start, end, .. }) => Seen::KeyReused {
+                        start,
+                        end,
+                        key: key.expect("only keyed appends are refused so"),
+                        rows: *n as u64,
+                        first_id: first,
+                    },
+                    Err(e) => panic!("append: {e}"),
                 }
             }
             Op::Read => {
@@ -182,8 +205,8 @@ struct State {
     labels: BTreeMap<String, u32>,
     /// Instance ids of the table's rows, in order.
     ids: Vec<i64>,
-    /// Committed keys and their row ranges.
-    keys: BTreeMap<usize, (u64, u64)>,
+    /// Committed keys: their row ranges and the first instance id of their rows.
+    keys: BTreeMap<usize, (u64, u64, i64)>,
 }
 
 /// One committed operation, for the replay.
@@ -285,15 +308,16 @@ fn check(path: &Path, programs: &[Vec<Op>], seen: &[Vec<Seen>], base: u64) {
                     .ids
                     .extend(*first_id..*first_id + (*end - *start) as i64);
                 if let Some(k) = key {
-                    assert!(state.keys.insert(*k, (*start, *end)).is_none());
+                    assert!(state.keys.insert(*k, (*start, *end, *first_id)).is_none());
                 }
             }
         }
         states.insert(*generation, state.clone());
     }
 
-    // 4. Every read saw exactly the state of its generation; every repeated key got
-    //    the first append's rows.
+    // 4. Every read saw exactly the state of its generation; every repeated key with
+    //    the same rows got the first append's range, and with other rows was refused
+    //    naming that range.
     for outcomes in seen {
         for outcome in outcomes {
             match outcome {
@@ -311,9 +335,29 @@ fn check(path: &Path, programs: &[Vec<Op>], seen: &[Vec<Seen>], base: u64) {
                     end,
                     key: Some(k),
                     generation: None,
-                    ..
+                    first_id,
                 } => {
-                    assert_eq!(state.keys.get(k), Some(&(*start, *end)), "key {}", KEYS[*k]);
+                    assert_eq!(
+                        state.keys.get(k),
+                        Some(&(*start, *end, *first_id)),
+                        "key {} repeated with the same rows",
+                        KEYS[*k]
+                    );
+                }
+                Seen::KeyReused {
+                    start,
+                    end,
+                    key,
+                    rows,
+                    first_id,
+                } => {
+                    let (s, e, first) = state.keys[key];
+                    assert_eq!((*start, *end), (s, e), "key {} refused", KEYS[*key]);
+                    assert!(
+                        (e - s, first) != (*rows, *first_id),
+                        "key {} refused with the same rows",
+                        KEYS[*key]
+                    );
                 }
                 _ => {}
             }

@@ -836,3 +836,60 @@ fn spatialdata_reads_a_part_appended_to_its_own_points() {
         230.12020199960196 + 3.0
     ));
 }
+
+#[test]
+fn points_keys_are_strict_and_empty_appends_record_them() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = Dataset::create(&path, Default::default()).unwrap();
+    ds.add_points("pts", &cells(), Some("gene"), false).unwrap();
+    let more = batch(vec![
+        ("x", f64s(&[10.0])),
+        ("y", f64s(&[12.0])),
+        ("gene", strs(&["Vim"])),
+        ("score", Arc::new(Int64Array::from(vec![1]))),
+        ("ok", Arc::new(BooleanArray::from(vec![false]))),
+        ("note", strs(&["d"])),
+    ]);
+    let first = ds.append_points("pts", &more, Some("tile-1")).unwrap();
+    assert_eq!((first.start, first.end, first.applied), (3, 4, true));
+    let tree = common::TreeSnapshot::take(&path);
+    // The same points again: nothing happens.
+    let again = ds.append_points("pts", &more, Some("tile-1")).unwrap();
+    assert_eq!((again.start, again.end, again.applied), (3, 4, false));
+    // Other points under the key: refused, naming it and its range.
+    let other = cells();
+    match ds.append_points("pts", &other, Some("tile-1")) {
+        Err(Error::KeyReused {
+            element,
+            key,
+            start,
+            end,
+        }) => assert_eq!(
+            (element.as_str(), key.as_str(), start, end),
+            ("pts", "tile-1", 3, 4)
+        ),
+        other => panic!("expected KeyReused, got {other:?}"),
+    }
+    tree.assert_unchanged("points reused under a key");
+    // No points: the key is recorded, no part is added; bad columns are still refused.
+    let none = more.slice(0, 0);
+    let empty = ds.append_points("pts", &none, Some("tile-2")).unwrap();
+    assert_eq!((empty.start, empty.end, empty.applied), (4, 4, true));
+    let parts = std::fs::read_dir(path.join("points/pts/points.parquet"))
+        .unwrap()
+        .count();
+    assert_eq!(parts, 2, "an empty append added a part");
+    assert!(matches!(
+        ds.append_points("pts", &more, Some("tile-2")),
+        Err(Error::KeyReused {
+            start: 4,
+            end: 4,
+            ..
+        })
+    ));
+    let wrong = batch(vec![("x", f64s(&[])), ("y", f64s(&[]))]);
+    assert!(ds.append_points("pts", &wrong, Some("tile-3")).is_err());
+    assert_eq!(ds.read_points("pts").unwrap().num_rows(), 4);
+    assert!(ds.check(true).unwrap().is_ok());
+}

@@ -238,6 +238,7 @@ fn wrong_rows_are_refused_and_the_table_is_unchanged() {
     let dir = common::tempdir();
     let ds = seeded_dataset(&dir.path().join("sd.zarr"));
     let generation = ds.generation().unwrap();
+    let tree = common::TreeSnapshot::take(ds.root());
     let good = seed_rows(1);
     let mut cases: Vec<(&str, RowBatch)> = Vec::new();
     cases.push((
@@ -315,6 +316,8 @@ fn wrong_rows_are_refused_and_the_table_is_unchanged() {
     for (what, rows) in cases {
         let err = ds.append_rows("table", &rows, None, None).unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{what}: {err}");
+        // Refused before anything was written: no file changed, not even a chunk.
+        tree.assert_unchanged(what);
     }
     assert_eq!(ds.generation().unwrap(), generation);
     assert_eq!(ds.table_info("table").unwrap().n_obs, 100);
@@ -328,6 +331,7 @@ fn wrong_rows_are_refused_and_the_table_is_unchanged() {
 fn appends_in_one_transaction_commit_together() {
     let dir = common::tempdir();
     let ds = seeded_dataset(&dir.path().join("sd.zarr"));
+    let tree = common::TreeSnapshot::take(ds.root());
     {
         let mut txn = ds.write().unwrap();
         let a = txn
@@ -349,6 +353,7 @@ fn appends_in_one_transaction_commit_together() {
         // Dropped: rolled back.
     }
     assert_eq!(ds.table_info("table").unwrap().n_obs, 100);
+    tree.assert_unchanged("a dropped transaction of appends");
     let mut txn = ds.write().unwrap();
     txn.append_rows("table", &seed_rows(1), None, Some("k1"))
         .unwrap();
@@ -464,4 +469,72 @@ fn removing_a_table_forgets_its_keys() {
         out.applied,
         "a new table must not inherit the old table's keys"
     );
+}
+
+#[test]
+fn keys_reused_with_other_rows_are_refused() {
+    let dir = common::tempdir();
+    let ds = seeded_dataset(&dir.path().join("sd.zarr"));
+    let first = ds
+        .append_rows("table", &seed_rows(1), None, Some("tile-1"))
+        .unwrap();
+    let tree = common::TreeSnapshot::take(ds.root());
+    let err = ds
+        .append_rows("table", &seed_rows(2), None, Some("tile-1"))
+        .unwrap_err();
+    match &err {
+        Error::KeyReused {
+            element,
+            key,
+            start,
+            end,
+        } => assert_eq!(
+            (element.as_str(), key.as_str(), *start, *end),
+            ("table", "tile-1", first.start, first.end)
+        ),
+        other => panic!("expected KeyReused, got {other}"),
+    }
+    assert!(err.to_string().contains("100..200"), "{err}");
+    tree.assert_unchanged("a key reused with other rows");
+    // Other X under the same key is other rows too.
+    let mut other_x = seed_rows(1);
+    other_x.x = Some(XRows::Dense(vec![0.5; N_OBS * N_VARS]));
+    assert!(matches!(
+        ds.append_rows("table", &other_x, None, Some("tile-1")),
+        Err(Error::KeyReused { .. })
+    ));
+    // The same rows again: a no-op.
+    let again = ds
+        .append_rows("table", &seed_rows(1), None, Some("tile-1"))
+        .unwrap();
+    assert!(!again.applied);
+    tree.assert_unchanged("a retry with the same rows");
+
+    // Pending in one transaction: the same check.
+    {
+        let mut txn = ds.write().unwrap();
+        txn.append_rows("table", &seed_rows(2), None, Some("tile-2"))
+            .unwrap();
+        assert!(matches!(
+            txn.append_rows("table", &seed_rows(3), None, Some("tile-2")),
+            Err(Error::KeyReused { .. })
+        ));
+        let again = txn
+            .append_rows("table", &seed_rows(2), None, Some("tile-2"))
+            .unwrap();
+        assert!(!again.applied);
+        txn.commit().unwrap();
+    }
+
+    // A record written before digests were kept matches any rows.
+    let record = ds
+        .root()
+        .join(spatialzarr::table::key_record_path("table", "tile-1").unwrap());
+    std::fs::write(&record, r#"{"key":"tile-1","start":100,"end":200}"#).unwrap();
+    let legacy = ds
+        .append_rows("table", &seed_rows(7), None, Some("tile-1"))
+        .unwrap();
+    assert!(!legacy.applied);
+    assert_eq!((legacy.start, legacy.end), (100, 200));
+    assert_eq!(ds.table_info("table").unwrap().n_obs, 300);
 }

@@ -32,8 +32,23 @@ fn simple_type(inferred: &DataType) -> DataType {
 }
 
 /// Reads the whole CSV file at `path` (header row first) as one batch; columns named
-/// in `types` are read as they say, the others as their inferred type.
+/// in `types` are read as they say, the others as their inferred type. A file with a
+/// header row only is refused (a new element needs rows).
 pub(super) fn read_csv(
+    path: &Path,
+    types: &BTreeMap<String, Forced>,
+) -> anyhow::Result<RecordBatch> {
+    let batch = read_csv_rows(path, types)?;
+    if batch.num_rows() == 0 {
+        bail!("{} has no rows (only a header row)", path.display());
+    }
+    Ok(batch)
+}
+
+/// [`read_csv`], also accepting a file with a header row only (an append of no rows,
+/// which records its idempotency key): its columns then have the types `types` give,
+/// as if they were empty.
+pub(super) fn read_csv_rows(
     path: &Path,
     types: &BTreeMap<String, Forced>,
 ) -> anyhow::Result<RecordBatch> {
@@ -54,9 +69,6 @@ pub(super) fn read_csv(
     if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
         bail!("{shown}: the header row names column {twice:?} twice");
     }
-    if n_rows == 0 {
-        bail!("{shown} has no rows (only a header row)");
-    }
     let fields: Vec<Field> = inferred
         .fields()
         .iter()
@@ -65,12 +77,16 @@ pub(super) fn read_csv(
                 (Some(Forced::Always(t)), _) | (Some(Forced::IfEmpty(t)), DataType::Null) => {
                     t.clone()
                 }
+                (Some(Forced::IfEmpty(t)), _) if n_rows == 0 => t.clone(),
                 (_, inferred) => simple_type(inferred),
             };
             Field::new(f.name(), arrow, true)
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));
+    if n_rows == 0 {
+        return Ok(RecordBatch::new_empty(schema));
+    }
     file.rewind()
         .with_context(|| format!("cannot read {shown}"))?;
     let reader = ReaderBuilder::new(schema)

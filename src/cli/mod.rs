@@ -3,14 +3,17 @@
 //! object holding `"generation"`. Errors print as one line on stderr; exit status
 //! 2 for usage errors (clap's), 1 for every other failure.
 
+mod apply_cmd;
 mod bench;
 mod csv_input;
 mod demo;
 mod inspect_cmds;
 mod lock_cmd;
 mod npy;
+mod plan;
 mod store_cmds;
 mod table_cmds;
+mod transform_input;
 mod vector_cmds;
 mod workers;
 
@@ -99,6 +102,12 @@ enum Command {
     AddLabels(store_cmds::AddArgs),
     /// Remove an element.
     Rm(store_cmds::RmArgs),
+    /// Replace the coordinate transformations of an image, labels, points or shapes
+    /// element.
+    SetTransformations(store_cmds::SetTransformationsArgs),
+    /// Apply the operations of a JSON plan (adds, appends, removals,
+    /// transformations) in one commit: all of them, or none.
+    Apply(apply_cmd::ApplyArgs),
     /// List the elements, one `KIND<TAB>NAME` line each.
     Ls(inspect_cmds::LsArgs),
     /// Describe an element.
@@ -166,6 +175,8 @@ pub fn run() -> ExitCode {
         Command::AddImage(args) => store_cmds::add(ElementKind::Images, args),
         Command::AddLabels(args) => store_cmds::add(ElementKind::Labels, args),
         Command::Rm(args) => store_cmds::rm(args),
+        Command::SetTransformations(args) => store_cmds::set_transformations(args),
+        Command::Apply(args) => apply_cmd::apply(args),
         Command::Ls(args) => inspect_cmds::ls(args),
         Command::Info(args) => inspect_cmds::info(args),
         Command::Check(args) => inspect_cmds::check(args),
@@ -312,7 +323,20 @@ fn print_append_outcome(
     generation: u64,
     json: bool,
 ) -> anyhow::Result<()> {
-    let line = if outcome.applied {
+    let fields = AppendJson {
+        table: &outcome.table,
+        start: outcome.start,
+        stop: outcome.end,
+        key: outcome.key.as_deref(),
+        applied: outcome.applied,
+    };
+    print_change(json, &append_phrase(outcome, noun), generation, &fields)
+}
+
+/// What an append did, in words: `appended rows 0..12 to cells`, or `key K already
+/// appended as rows 0..12 to cells; nothing changed`.
+fn append_phrase(outcome: &spatialzarr::table::AppendOutcome, noun: &str) -> String {
+    if outcome.applied {
         format!(
             "appended {noun} {}..{} to {}",
             outcome.start, outcome.end, outcome.table
@@ -325,15 +349,7 @@ fn print_append_outcome(
             outcome.end,
             outcome.table
         )
-    };
-    let fields = AppendJson {
-        table: &outcome.table,
-        start: outcome.start,
-        stop: outcome.end,
-        key: outcome.key.as_deref(),
-        applied: outcome.applied,
-    };
-    print_change(json, &line, generation, &fields)
+    }
 }
 
 /// The error and its causes as one line: `error: cause: cause`, leaving out a cause

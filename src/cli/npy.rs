@@ -11,7 +11,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use ndarray::{ArrayD, ArrayViewD};
 use ndarray_npy::{ReadNpyExt, ReadableElement};
-use spatialzarr::{CommitInfo, DType, Dataset, ElementKind, Pixel, RasterOptions};
+use spatialzarr::{CommitInfo, DType, Dataset, ElementKind, Pixel, RasterOptions, StagedElement};
 
 /// The magic bytes every `.npy` file starts with.
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -112,6 +112,20 @@ impl NpyArray {
             dataset.add_raster(kind, name, data, options, overwrite)
         }
         with_array!(self, a => add(dataset, kind, name, a.view(), options, overwrite))
+    }
+}
+
+impl NpyArray {
+    /// Writes the array as an image or labels element named `name` to a staging
+    /// folder of `dataset`, without the lock, for a transaction to add.
+    pub fn stage(
+        &self,
+        dataset: &Dataset,
+        kind: ElementKind,
+        name: &str,
+        options: &RasterOptions,
+    ) -> spatialzarr::Result<StagedElement> {
+        with_array!(self, a => dataset.stage_raster(kind, name, a.view(), options))
     }
 }
 

@@ -5,21 +5,25 @@
 //! spatialzarr add-image  DATASET NAME --npy FILE [--dims c,y,x] [--overwrite] [--json]
 //! spatialzarr add-labels DATASET NAME --npy FILE [--dims y,x] [--overwrite] [--json]
 //! spatialzarr rm DATASET NAME [--json]
+//! spatialzarr set-transformations DATASET NAME --transformations FILE [--json]
 //! spatialzarr recover DATASET [--json]
 //! ```
 //!
 //! Each prints one line on success (what changed and the generation), or with
 //! `--json` one object: `{"created":PATH,"generation":G}`,
 //! `{"added":NAME,"type":"image"|"labels","shape":[..],"dtype":D,"generation":G}`,
-//! `{"removed":NAME,"type":T,"generation":G}`, or recovery's report.
+//! `{"removed":NAME,"type":T,"generation":G}`,
+//! `{"name":NAME,"coordinate_systems":[..],"generation":G}`, or recovery's report.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use serde_json::json;
-use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions};
+use spatialzarr::{Dataset, ElementKind, ElementName, RasterOptions, Transformations};
 
-use super::{ReadOptions, WriteOptions, npy, print_change};
+use super::apply_cmd::PendingOp;
+use super::{ReadOptions, WriteOptions, npy, print_change, transform_input};
 
 /// Arguments of `spatialzarr init`.
 #[derive(Debug, clap::Args)]
@@ -50,6 +54,27 @@ pub struct AddArgs {
     /// Replace an element of the same type and name.
     #[arg(long)]
     overwrite: bool,
+    /// Print the outcome as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    options: WriteOptions,
+}
+
+/// Arguments of `spatialzarr set-transformations`.
+#[derive(Debug, clap::Args)]
+pub struct SetTransformationsArgs {
+    /// The dataset.
+    dataset: PathBuf,
+    /// The image, labels, points or shapes element.
+    name: String,
+    /// The element's new transformations: a JSON object mapping each coordinate
+    /// system to a transformation over the element's spatial axes, in the element's
+    /// order: `{"global": {"type": "scale", "scale": [0.5, 0.5]}, "aligned":
+    /// {"type": "translation", "translation": [10, 20]}, "raw": {"type":
+    /// "identity"}}` (other NGFF transformation objects are stored as given).
+    #[arg(long, value_name = "FILE")]
+    transformations: PathBuf,
     /// Print the outcome as one JSON object.
     #[arg(long)]
     json: bool,
@@ -88,15 +113,7 @@ pub fn init(args: InitArgs) -> anyhow::Result<ExitCode> {
 /// `kind`. Nothing changes in the dataset unless the whole element is committed.
 pub fn add(kind: ElementKind, args: AddArgs) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
-    // Refuse a bad name before reading a possibly large file.
-    ElementName::new(&args.name)?;
-    let array = npy::read(&args.npy)?;
-    let options = RasterOptions {
-        dims: args
-            .dims
-            .map(|dims| dims.iter().map(|d| d.trim().to_owned()).collect()),
-        ..RasterOptions::default()
-    };
+    let (array, options) = read_raster(&args)?;
     let commit = array.add_to(&dataset, kind, &args.name, &options, args.overwrite)?;
     let shape: Vec<String> = array.shape().iter().map(usize::to_string).collect();
     let line = format!(
@@ -112,6 +129,77 @@ pub fn add(kind: ElementKind, args: AddArgs) -> anyhow::Result<ExitCode> {
         "shape": array.shape(),
         "dtype": array.dtype().name(),
     });
+    print_change(args.json, &line, commit.generation, &fields)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The pixels and options of `add-image` / `add-labels`, the name checked first.
+fn read_raster(args: &AddArgs) -> anyhow::Result<(npy::NpyArray, RasterOptions)> {
+    // Refuse a bad name before reading a possibly large file.
+    ElementName::new(&args.name)?;
+    let array = npy::read(&args.npy)?;
+    let options = RasterOptions {
+        dims: args
+            .dims
+            .as_ref()
+            .map(|dims| dims.iter().map(|d| d.trim().to_owned()).collect()),
+        ..RasterOptions::default()
+    };
+    Ok((array, options))
+}
+
+/// `add-image` / `add-labels` as an operation of a plan: the element is staged now,
+/// without the lock.
+pub(super) fn prepare_add(
+    kind: ElementKind,
+    args: AddArgs,
+    dataset: &Dataset,
+) -> anyhow::Result<PendingOp> {
+    let (array, options) = read_raster(&args)?;
+    let staged = array.stage(dataset, kind, &args.name, &options)?;
+    Ok(PendingOp::Add {
+        kind,
+        name: args.name,
+        staged,
+        overwrite: args.overwrite,
+    })
+}
+
+/// `rm` as an operation of a plan.
+pub(super) fn prepare_rm(args: RmArgs) -> anyhow::Result<PendingOp> {
+    ElementName::new(&args.name)?;
+    Ok(PendingOp::Remove { name: args.name })
+}
+
+/// `set-transformations` as an operation of a plan: the file is read now.
+pub(super) fn prepare_set_transformations(
+    args: SetTransformationsArgs,
+) -> anyhow::Result<PendingOp> {
+    let transformations = read_transformations(&args)?;
+    Ok(PendingOp::SetTransformations {
+        name: args.name,
+        transformations,
+    })
+}
+
+/// The transformations of `set-transformations`, the name checked first.
+fn read_transformations(args: &SetTransformationsArgs) -> anyhow::Result<Transformations> {
+    ElementName::new(&args.name)?;
+    transform_input::read(&args.transformations)
+}
+
+/// `set-transformations`: replaces an element's coordinate transformations in one
+/// commit.
+pub fn set_transformations(args: SetTransformationsArgs) -> anyhow::Result<ExitCode> {
+    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
+    let transformations = read_transformations(&args)?;
+    let name = &args.name;
+    let commit = dataset
+        .set_transformations(name, &transformations)
+        .with_context(|| format!("cannot set the transformations of {name}"))?;
+    let systems: Vec<&String> = transformations.0.keys().collect();
+    let line = format!("set the transformations of {name}");
+    let fields = json!({ "name": name, "coordinate_systems": systems });
     print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -17,10 +17,11 @@ use anyhow::{Context, bail};
 use arrow_array::RecordBatch;
 use arrow_schema::DataType;
 use ndarray::ArrayD;
-use spatialzarr::table::{Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
-use spatialzarr::{Dataset, ElementName, Error};
+use spatialzarr::table::{AppendOutcome, Prim, RowBatch, TableInfo, TableSpec, XRows, XSpec};
+use spatialzarr::{Dataset, ElementName, Error, WriteTxn};
 
-use super::csv_input::{Forced, read_csv};
+use super::apply_cmd::PendingOp;
+use super::csv_input::{Forced, read_csv_rows};
 use super::npy::{self, NpyArray};
 use super::{WriteOptions, counted};
 
@@ -59,7 +60,9 @@ pub struct AppendRowsArgs {
     #[arg(long, value_name = "COLUMN")]
     instance_key: Option<String>,
     /// Idempotency key: an append carrying a key already committed to this table
-    /// changes nothing and reports the first append's rows.
+    /// with the same rows changes nothing and reports the first append's rows; with
+    /// other rows it is refused (exit status 1). A CSV of a header row only records
+    /// the key and appends nothing.
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
     /// Print the outcome as one JSON object.
@@ -89,6 +92,41 @@ pub fn append_rows(args: AppendRowsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
+    let input = read_rows(&args, &dataset)?;
+    let mut txn = dataset.write()?;
+    let outcome = append_in(&mut txn, &dataset, &args, input)?;
+    let commit = txn.commit()?;
+
+    super::print_append_outcome(&outcome, "rows", commit.generation, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The rows of an append, read and checked before the write lock is taken.
+pub(super) struct RowsInput {
+    obs: RecordBatch,
+    x: Option<XMatrix>,
+    spec: TableSpec,
+    /// The table as it was when the CSV was read (`None`: it did not exist).
+    existing: Option<TableInfo>,
+    /// The column types the CSV was read with.
+    types: BTreeMap<String, Forced>,
+}
+
+/// `append-rows` as an operation of a plan: the CSV and X are read now.
+pub(super) fn prepare_append_rows(
+    args: AppendRowsArgs,
+    dataset: &Dataset,
+) -> anyhow::Result<PendingOp> {
+    let input = read_rows(&args, dataset)?;
+    Ok(PendingOp::AppendRows {
+        args,
+        input: Box::new(input),
+    })
+}
+
+/// Reads and checks the rows of `append-rows`, with the column types of the table as
+/// it is now, without the write lock.
+fn read_rows(args: &AppendRowsArgs, dataset: &Dataset) -> anyhow::Result<RowsInput> {
     ElementName::new(&args.table)?;
     if args.var_names.is_some() && args.x_npy.is_none() {
         bail!("--var-names names the columns of X: it needs --x-npy");
@@ -133,38 +171,58 @@ pub fn append_rows(args: AppendRowsArgs) -> anyhow::Result<ExitCode> {
     // another process: look again under the lock, and read the CSV again if the
     // table's types differ. (An existing table's types do not change; should it be
     // replaced meanwhile, the library refuses rows that do not fit it.)
-    let existing = table_info(&dataset, &args.table)?;
+    let existing = table_info(dataset, &args.table)?;
     let types = column_types(existing.as_ref(), &spec);
-    let mut obs = read_csv(&args.csv, &types)?;
-    check_rows(&args, &obs, x.as_ref(), existing.as_ref(), &spec)?;
+    let obs = read_csv_rows(&args.csv, &types)?;
+    check_rows(args, &obs, x.as_ref(), existing.as_ref(), &spec)?;
+    Ok(RowsInput {
+        obs,
+        x,
+        spec,
+        existing,
+        types,
+    })
+}
 
-    let mut txn = dataset.write()?;
+/// Under the write lock of `txn`: appends the rows read by [`read_rows`]. A table
+/// that did not exist may have been created meanwhile by another process: it is
+/// looked at again, and the CSV read again if the table's types differ. (An existing
+/// table's types do not change; should it be replaced meanwhile, the library refuses
+/// rows that do not fit it.)
+pub(super) fn append_in(
+    txn: &mut WriteTxn<'_>,
+    dataset: &Dataset,
+    args: &AppendRowsArgs,
+    input: RowsInput,
+) -> anyhow::Result<AppendOutcome> {
+    let RowsInput {
+        mut obs,
+        x,
+        spec,
+        existing,
+        types,
+    } = input;
     if existing.is_none()
-        && let Some(created) = table_info(&dataset, &args.table)?
+        && let Some(created) = table_info(dataset, &args.table)?
     {
         let types_now = column_types(Some(&created), &spec);
         if types_now != types {
-            obs = read_csv(&args.csv, &types_now)?;
+            obs = read_csv_rows(&args.csv, &types_now)?;
         }
-        check_rows(&args, &obs, x.as_ref(), Some(&created), &spec)?;
+        check_rows(args, &obs, x.as_ref(), Some(&created), &spec)?;
     }
     let rows = RowBatch {
         obs,
         x: x.map(|x| XRows::Dense(x.values)),
     };
-    let outcome = txn
-        .append_rows(&args.table, &rows, Some(&spec), args.key.as_deref())
+    txn.append_rows(&args.table, &rows, Some(&spec), args.key.as_deref())
         .with_context(|| {
             format!(
                 "cannot append the rows of {} to table {}",
                 args.csv.display(),
                 args.table
             )
-        })?;
-    let commit = txn.commit()?;
-
-    super::print_append_outcome(&outcome, "rows", commit.generation, args.json)?;
-    Ok(ExitCode::SUCCESS)
+        })
 }
 
 fn shown(path: Option<&Path>) -> String {

@@ -19,13 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use arrow_array::RecordBatch;
 use arrow_schema::DataType;
 use spatialzarr::element::shapes::{Shapes, parse_geojson};
-use spatialzarr::{Dataset, ElementInfo, ElementName, Error};
+use spatialzarr::{Dataset, ElementInfo, ElementKind, ElementName, Error, Transformations};
 
 use serde_json::json;
 
-use super::csv_input::{Forced, forced_for, read_csv};
+use super::apply_cmd::PendingOp;
+use super::csv_input::{Forced, forced_for, read_csv, read_csv_rows};
 use super::{WriteOptions, counted, print_change};
 
 /// Arguments of `spatialzarr add-points`.
@@ -66,7 +68,9 @@ pub struct AppendPointsArgs {
     #[arg(long, value_name = "FILE")]
     csv: PathBuf,
     /// Idempotency key: an append carrying a key already committed to this element
-    /// changes nothing and reports the first append's points.
+    /// with the same points changes nothing and reports the first append's points;
+    /// with other points it is refused (exit status 1). A CSV of a header row only
+    /// records the key and appends nothing.
     #[arg(long, value_name = "KEY")]
     key: Option<String>,
     /// Print the outcome as one JSON object
@@ -104,7 +108,7 @@ pub struct AddShapesArgs {
 }
 
 /// Opens the existing dataset at `path`, with a hint when there is none.
-fn open_existing(path: &Path, options: &WriteOptions) -> anyhow::Result<Dataset> {
+pub(super) fn open_existing(path: &Path, options: &WriteOptions) -> anyhow::Result<Dataset> {
     if !path.exists() {
         bail!(
             "dataset {} does not exist; create it first with `spatialzarr init {}`",
@@ -118,6 +122,36 @@ fn open_existing(path: &Path, options: &WriteOptions) -> anyhow::Result<Dataset>
 /// `add-points`: adds (or replaces) a points element from a CSV file.
 pub fn add_points(args: AddPointsArgs) -> anyhow::Result<ExitCode> {
     let dataset = open_existing(&args.dataset, &args.options)?;
+    let batch = read_points(&args)?;
+    let commit = dataset
+        .add_points(
+            &args.name,
+            &batch,
+            args.feature_key.as_deref(),
+            args.overwrite,
+        )
+        .with_context(|| add_points_context(&args))?;
+    let line = format!(
+        "added points {}: {}",
+        args.name,
+        counted(batch.num_rows(), "point")
+    );
+    let fields = json!({"added": args.name, "type": "points", "n": batch.num_rows()});
+    print_change(args.json, &line, commit.generation, &fields)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What an error of `add-points` is about.
+fn add_points_context(args: &AddPointsArgs) -> String {
+    format!(
+        "cannot add points {} from {}",
+        args.name,
+        args.csv.display()
+    )
+}
+
+/// The points of `add-points`, the name checked first.
+fn read_points(args: &AddPointsArgs) -> anyhow::Result<RecordBatch> {
     ElementName::new(&args.name)?;
     let types = match &args.feature_key {
         Some(key) => BTreeMap::from([(key.clone(), Forced::Always(DataType::Utf8))]),
@@ -132,34 +166,71 @@ pub fn add_points(args: AddPointsArgs) -> anyhow::Result<ExitCode> {
             args.csv.display()
         );
     }
-    let commit = dataset
-        .add_points(
+    Ok(batch)
+}
+
+/// `add-points` as an operation of a plan: the element is staged now, without the
+/// lock.
+pub(super) fn prepare_add_points(
+    args: AddPointsArgs,
+    dataset: &Dataset,
+) -> anyhow::Result<PendingOp> {
+    let batch = read_points(&args)?;
+    let staged = dataset
+        .stage_points(
             &args.name,
             &batch,
             args.feature_key.as_deref(),
-            args.overwrite,
+            &Transformations::default(),
         )
-        .with_context(|| {
-            format!(
-                "cannot add points {} from {}",
-                args.name,
-                args.csv.display()
-            )
-        })?;
-    let line = format!(
-        "added points {}: {}",
-        args.name,
-        counted(batch.num_rows(), "point")
-    );
-    let fields = json!({"added": args.name, "type": "points", "n": batch.num_rows()});
-    print_change(args.json, &line, commit.generation, &fields)?;
-    Ok(ExitCode::SUCCESS)
+        .with_context(|| add_points_context(&args))?;
+    Ok(PendingOp::Add {
+        kind: ElementKind::Points,
+        name: args.name,
+        staged,
+        overwrite: args.overwrite,
+    })
 }
 
 /// `append-points`: appends the CSV's points to an existing points element as one
 /// new part, in one commit.
 pub fn append_points(args: AppendPointsArgs) -> anyhow::Result<ExitCode> {
     let dataset = open_existing(&args.dataset, &args.options)?;
+    let batch = read_new_points(&args, &dataset)?;
+    let mut txn = dataset.write()?;
+    let outcome = txn
+        .append_points(&args.name, &batch, args.key.as_deref())
+        .with_context(|| append_context(&args))?;
+    let commit = txn.commit()?;
+    super::print_append_outcome(&outcome, "points", commit.generation, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What an error of `append-points` is about.
+pub(super) fn append_context(args: &AppendPointsArgs) -> String {
+    format!(
+        "cannot append the points of {} to {}",
+        args.csv.display(),
+        args.name
+    )
+}
+
+/// `append-points` as an operation of a plan: the CSV is read now.
+pub(super) fn prepare_append_points(
+    args: AppendPointsArgs,
+    dataset: &Dataset,
+) -> anyhow::Result<PendingOp> {
+    let batch = read_new_points(&args, dataset)?;
+    Ok(PendingOp::AppendPoints { args, batch })
+}
+
+/// The element and the idempotency key of `append-points`.
+pub(super) fn name_and_key(args: &AppendPointsArgs) -> (&str, Option<&str>) {
+    (&args.name, args.key.as_deref())
+}
+
+/// The new points of `append-points`, read with the element's column types.
+fn read_new_points(args: &AppendPointsArgs, dataset: &Dataset) -> anyhow::Result<RecordBatch> {
     ElementName::new(&args.name)?;
     let info = match dataset.info(&args.name) {
         Ok(ElementInfo::Points(info)) => info,
@@ -182,26 +253,58 @@ pub fn append_points(args: AppendPointsArgs) -> anyhow::Result<ExitCode> {
         .zip(&info.column_types)
         .filter_map(|(name, stored)| Some((name.clone(), forced_for(stored)?)))
         .collect();
-    let batch = read_csv(&args.csv, &types)?;
-    let mut txn = dataset.write()?;
-    let outcome = txn
-        .append_points(&args.name, &batch, args.key.as_deref())
-        .with_context(|| {
-            format!(
-                "cannot append the points of {} to {}",
-                args.csv.display(),
-                args.name
-            )
-        })?;
-    let commit = txn.commit()?;
-    super::print_append_outcome(&outcome, "points", commit.generation, args.json)?;
-    Ok(ExitCode::SUCCESS)
+    read_csv_rows(&args.csv, &types)
 }
 
 /// `add-shapes`: adds (or replaces) a shapes element of circles from a CSV file or
 /// of polygons from a GeoJSON file.
 pub fn add_shapes(args: AddShapesArgs) -> anyhow::Result<ExitCode> {
     let dataset = open_existing(&args.dataset, &args.options)?;
+    let (source, shapes, columns) = read_shapes(&args)?;
+    let commit = dataset
+        .add_shapes(&args.name, &shapes, columns.as_ref(), args.overwrite)
+        .with_context(|| format!("cannot add shapes {} from {}", args.name, source.display()))?;
+    let line = format!(
+        "added shapes {}: {}",
+        args.name,
+        counted(shapes.len(), shapes.geometry())
+    );
+    let fields = json!({
+        "added": args.name,
+        "type": "shapes",
+        "n": shapes.len(),
+        "geometry": shapes.geometry().to_string(),
+    });
+    print_change(args.json, &line, commit.generation, &fields)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `add-shapes` as an operation of a plan: the element is staged now, without the
+/// lock.
+pub(super) fn prepare_add_shapes(
+    args: AddShapesArgs,
+    dataset: &Dataset,
+) -> anyhow::Result<PendingOp> {
+    let (source, shapes, columns) = read_shapes(&args)?;
+    let staged = dataset
+        .stage_shapes(
+            &args.name,
+            &shapes,
+            columns.as_ref(),
+            &Transformations::default(),
+        )
+        .with_context(|| format!("cannot add shapes {} from {}", args.name, source.display()))?;
+    Ok(PendingOp::Add {
+        kind: ElementKind::Shapes,
+        name: args.name,
+        staged,
+        overwrite: args.overwrite,
+    })
+}
+
+/// The shapes of `add-shapes` (with the file they come from and their extra
+/// columns), the name checked first.
+fn read_shapes(args: &AddShapesArgs) -> anyhow::Result<(PathBuf, Shapes, Option<RecordBatch>)> {
     ElementName::new(&args.name)?;
     let (source, shapes, columns) = match (&args.csv, &args.geojson) {
         (Some(csv), None) => {
@@ -220,20 +323,5 @@ pub fn add_shapes(args: AddShapesArgs) -> anyhow::Result<ExitCode> {
         // clap's argument group admits exactly one of the two.
         _ => bail!("give exactly one of --csv and --geojson"),
     };
-    let commit = dataset
-        .add_shapes(&args.name, &shapes, columns.as_ref(), args.overwrite)
-        .with_context(|| format!("cannot add shapes {} from {}", args.name, source.display()))?;
-    let line = format!(
-        "added shapes {}: {}",
-        args.name,
-        counted(shapes.len(), shapes.geometry())
-    );
-    let fields = json!({
-        "added": args.name,
-        "type": "shapes",
-        "n": shapes.len(),
-        "geometry": shapes.geometry().to_string(),
-    });
-    print_change(args.json, &line, commit.generation, &fields)?;
-    Ok(ExitCode::SUCCESS)
+    Ok((source.clone(), shapes, columns))
 }

@@ -14,8 +14,10 @@ use crate::table::{self, AppendOutcome, RowBatch, TableInfo, TableSpec, TableSta
 
 impl Dataset {
     /// Appends rows to table `name` in one commit, creating the table from `create`
-    /// when it does not exist. With an idempotency `key` that is already committed,
-    /// nothing changes and the first append's row range is returned (`applied` false).
+    /// when it does not exist. With an idempotency `key` that is already committed
+    /// with the same rows, nothing changes and the first append's row range is
+    /// returned (`applied` false); with other rows the append is refused
+    /// ([`Error::KeyReused`]). A refused append changes no file.
     /// Joins the thread's open transaction on this dataset, if any.
     pub fn append_rows(
         &self,

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::lock::WriteGuard;
 use crate::storage::Publisher;
 use crate::storage::publish::{remove_tree, sync_dir};
-use crate::table::append::TablePatch;
-use crate::table::{self, AppendOutcome, RowBatch, TableSpec};
+use crate::table::append::{ArrayWrite, TablePatch};
+use crate::table::{self, AppendOutcome, KeyRecord, RowBatch, TableSpec};
 
 /// One change waiting in a transaction.
 #[derive(Debug)]
@@ -39,6 +39,8 @@ enum Op {
     TableAppend {
         name: ElementName,
         patch: Box<TablePatch>,
+        /// The rows' array writes, stored at commit once every check has passed.
+        writes: Vec<ArrayWrite>,
     },
     /// An element's group document rewritten (new transformations).
     WriteGroup {
@@ -170,6 +172,12 @@ impl<'a> WriteTxn<'a> {
         Ok(set)
     }
 
+    /// The kind of the element `name` as this transaction would leave the dataset
+    /// (the committed state plus the pending changes), or `None` when there is none.
+    pub fn kind_of(&self, name: &str) -> Result<Option<ElementKind>> {
+        Ok(self.simulated()?.kind_of(name))
+    }
+
     /// Adds an element staged by [`Dataset::stage_raster`]. The name is checked now
     /// against the committed state and the pending changes, and again at commit.
     pub fn add_staged(&mut self, staged: StagedElement, overwrite: bool) -> Result<()> {
@@ -281,9 +289,8 @@ impl<'a> WriteTxn<'a> {
         found
     }
 
-    /// The row range recorded for an idempotency key, pending in this transaction or
-    /// committed.
-    fn known_key(&self, root: &Path, rel: Option<&str>) -> Result<Option<(u64, u64)>> {
+    /// The record of an idempotency key, pending in this transaction or committed.
+    fn known_key(&self, root: &Path, rel: Option<&str>) -> Result<Option<KeyRecord>> {
         let Some(rel) = rel else {
             return Ok(None);
         };
@@ -293,19 +300,63 @@ impl<'a> WriteTxn<'a> {
         });
         if let Some(text) = pending {
             let doc: Value = serde_json::from_str(&text).expect("records are written by us");
-            let range = (
-                doc["start"].as_u64().unwrap_or(0),
-                doc["end"].as_u64().unwrap_or(0),
-            );
-            return Ok(Some(range));
+            return Ok(Some(
+                KeyRecord::parse(&doc).expect("records are written by us"),
+            ));
         }
         table::read_key_record(root, rel)
     }
 
+    /// The outcome of an append whose `key` is already recorded: the first append's
+    /// range when `digest` matches its record, else [`Error::KeyReused`].
+    fn repeated_append(
+        &self,
+        element: &ElementName,
+        key: Option<&str>,
+        key_rel: Option<&str>,
+        digest: &str,
+    ) -> Result<Option<AppendOutcome>> {
+        let (Some(key), Some(record)) = (key, self.known_key(self.dataset.root(), key_rel)?) else {
+            return Ok(None);
+        };
+        record.check_same(element.as_str(), key, digest)?;
+        Ok(Some(AppendOutcome {
+            table: element.to_string(),
+            start: record.start,
+            end: record.end,
+            key: Some(key.to_owned()),
+            applied: false,
+        }))
+    }
+
+    /// Queues the idempotency record of an append.
+    fn record_key(
+        &self,
+        key_rel: Option<String>,
+        key: Option<&str>,
+        range: std::ops::Range<u64>,
+        digest: String,
+    ) {
+        if let (Some(path), Some(key)) = (key_rel, key) {
+            let record = KeyRecord {
+                start: range.start,
+                end: range.end,
+                digest: Some(digest),
+            };
+            self.frame.borrow_mut().push(Op::WriteHidden {
+                path,
+                text: record.to_text(key),
+            });
+        }
+    }
+
     /// Appends rows to the table `name`, creating it from `create` when it does not
     /// exist. With an idempotency `key` already committed (or pending in this
-    /// transaction), nothing is appended and the first append's range is returned.
-    /// The rows' chunks are written now; the table grows when the transaction commits.
+    /// transaction) with the same rows, nothing is appended and the first append's
+    /// range is returned (`applied` false); with other rows, [`Error::KeyReused`].
+    /// Zero rows into an existing table record the key and append nothing. Everything
+    /// is checked now; the rows' chunks are written when the transaction commits, and
+    /// the table grows with that commit.
     pub fn append_rows(
         &mut self,
         name: &str,
@@ -325,8 +376,9 @@ impl<'a> WriteTxn<'a> {
             key: key.map(str::to_owned),
             applied,
         };
-        if let Some((start, end)) = self.known_key(&root, key_rel.as_deref())? {
-            return Ok(outcome(start, end, false));
+        let digest = table::digest::rows_digest(&rows.obs, rows.x.as_ref());
+        if let Some(repeated) = self.repeated_append(&name, key, key_rel.as_deref(), &digest)? {
+            return Ok(repeated);
         }
         let publisher = Arc::new(Publisher::new());
         let staged_dir = self.find_pending(|op| match op {
@@ -362,26 +414,35 @@ impl<'a> WriteTxn<'a> {
                     let rel = element_path(ElementKind::Tables, name.as_str());
                     let arrays = table::arrays_at(&root, &publisher)?;
                     let latest = self.find_pending(|op| match op {
-                        Op::TableAppend { name: n, patch } if *n == name => Some(patch.clone()),
+                        Op::TableAppend { name: n, patch, .. } if *n == name => Some(patch.clone()),
                         _ => None,
                     });
-                    let mut patch = match latest {
-                        Some(patch) => *patch,
+                    let (mut patch, widened) = match latest {
+                        Some(patch) => (*patch, Vec::new()),
                         None => {
-                            let mut state = table::TableState::load(&root.join(&rel), &arrays)?;
-                            if self.widen_codes(&rel, &state, rows)? {
-                                state = table::TableState::load(&root.join(&rel), &arrays)?;
+                            let state = table::TableState::load(&root.join(&rel), &arrays)?;
+                            let (state, widened) = self.widen_codes(&rel, state, rows)?;
+                            let mut patch = TablePatch::new(rel.clone(), state);
+                            for op in &widened {
+                                if let Op::ReplaceNode { staged, target } = op {
+                                    let copy = relative(&root, &staged.element_dir());
+                                    patch.redirects.insert(target.clone(), copy);
+                                }
                             }
-                            TablePatch::new(rel.clone(), state)
+                            (patch, widened)
                         }
                     };
-                    let range = table::append::append(&arrays, &mut patch, rows)?;
-                    publisher.sync()?;
-                    self.frame.borrow_mut().push(Op::TableAppend {
-                        name: name.clone(),
-                        patch: Box::new(patch),
-                    });
-                    range
+                    let planned = table::append::plan(&arrays, &mut patch, rows)?;
+                    if !planned.writes.is_empty() {
+                        // The wider codes are swapped in before the table grows.
+                        self.frame.borrow_mut().extend(widened);
+                        self.frame.borrow_mut().push(Op::TableAppend {
+                            name: name.clone(),
+                            patch: Box::new(patch),
+                            writes: planned.writes,
+                        });
+                    }
+                    planned.range
                 }
             },
             Some(other) => {
@@ -392,28 +453,29 @@ impl<'a> WriteTxn<'a> {
                 });
             }
         };
-        if let Some(rel) = key_rel {
-            let text = json!({"key": key, "start": range.start, "end": range.end}).to_string();
-            self.frame
-                .borrow_mut()
-                .push(Op::WriteHidden { path: rel, text });
-        }
+        self.record_key(key_rel, key, range.clone(), digest);
         Ok(outcome(range.start, range.end, true))
     }
 
-    /// Rewrites, in a commit of its own, every categorical codes array of the table at
-    /// `rel` that is too narrow for the categories `rows` bring (a table written by
-    /// spatialdata stores `int8` codes). The values do not change, only their type, so
-    /// committing this ahead of the transaction is invisible to readers.
-    fn widen_codes(&self, rel: &str, state: &table::TableState, rows: &RowBatch) -> Result<bool> {
-        let columns = table::append::codes_to_widen(state, rows)?;
+    /// Stages a wider copy of every categorical codes array of the table at `rel`
+    /// that is too narrow for the categories `rows` bring (a table written by
+    /// spatialdata stores `int8` codes): same values, wider type. Returns the table's
+    /// state with those columns' codes wide, and the operations that swap the copies
+    /// in when the transaction commits (the rows' codes are written into the copies).
+    fn widen_codes(
+        &self,
+        rel: &str,
+        mut state: table::TableState,
+        rows: &RowBatch,
+    ) -> Result<(table::TableState, Vec<Op>)> {
+        let columns = table::append::codes_to_widen(&state, rows)?;
         if columns.is_empty() {
-            return Ok(false);
+            return Ok((state, Vec::new()));
         }
         let root = self.dataset.root();
         let table_name = ElementName::new(rel.rsplit('/').next().unwrap_or(rel))?;
         let mut ops = Vec::new();
-        for (column, prim) in columns {
+        for (column, prim) in columns.iter().cloned() {
             let target = format!("{rel}/obs/{column}/codes");
             let old = read_json(&root.join(&target).join("zarr.json"))?;
             let old_prim = old
@@ -425,8 +487,9 @@ impl<'a> WriteTxn<'a> {
                     reason: "codes of an unsupported type".into(),
                 })?;
             let arrays = table::arrays_at(root, &Arc::new(Publisher::new()))?;
+            let n_obs = state.n_obs;
             let codes: Vec<i64> = table::append::with_prim!(old_prim, T => {
-                let values: Vec<T> = arrays.read(&target, 0..state.n_obs)?;
+                let values: Vec<T> = arrays.read(&target, 0..n_obs)?;
                 #[allow(clippy::unnecessary_cast)]
                 values.into_iter().map(|v| v as i64).collect()
             });
@@ -444,30 +507,31 @@ impl<'a> WriteTxn<'a> {
                 table::Prim::I32 => staged_arrays.create::<i32>(
                     "",
                     "int32",
-                    vec![state.n_obs],
+                    vec![n_obs],
                     chunks,
                     attrs,
                     codes.iter().map(|&c| c as i32).collect(),
                 )?,
-                _ => staged_arrays.create::<i64>(
-                    "",
-                    "int64",
-                    vec![state.n_obs],
-                    chunks,
-                    attrs,
-                    codes,
-                )?,
+                _ => staged_arrays.create::<i64>("", "int64", vec![n_obs], chunks, attrs, codes)?,
             }
             publisher.sync()?;
             ops.push(Op::ReplaceNode { staged, target });
         }
-        commit_ops(self.dataset, &self.guard, ops)?;
-        Ok(true)
+        for (name, kind) in &mut state.columns {
+            if let (Some((_, prim)), table::ColumnKind::Categorical { codes, .. }) =
+                (columns.iter().find(|(c, _)| c == name), kind)
+            {
+                *codes = *prim;
+            }
+        }
+        Ok((state, ops))
     }
 
     /// Appends `batch` to the points element `name` as one new part file (spatialdata
-    /// reads every part). With an idempotency `key` already committed or pending,
-    /// nothing is appended and the first append's row range is returned.
+    /// reads every part). With an idempotency `key` already committed or pending with
+    /// the same points, nothing is appended and the first append's row range is
+    /// returned; with other points, [`Error::KeyReused`]. Zero points record the key
+    /// and add no part.
     pub fn append_points(
         &mut self,
         name: &str,
@@ -487,8 +551,9 @@ impl<'a> WriteTxn<'a> {
             key: key.map(str::to_owned),
             applied,
         };
-        if let Some((start, end)) = self.known_key(&root, key_rel.as_deref())? {
-            return Ok(outcome(start, end, false));
+        let digest = table::digest::points_digest(batch);
+        if let Some(repeated) = self.repeated_append(&name, key, key_rel.as_deref(), &digest)? {
+            return Ok(repeated);
         }
         match self.simulated()?.kind_of(name.as_str()) {
             Some(ElementKind::Points) => {}
@@ -547,6 +612,14 @@ impl<'a> WriteTxn<'a> {
             }
             None::<()>
         });
+        let rows = batch.num_rows() as u64;
+        if rows == 0 {
+            // Nothing to add: only the key is recorded (a part without rows would be
+            // a file for nothing). The columns must still be the element's.
+            points::encode_points_part(batch, &element_dir)?;
+            self.record_key(key_rel, key, start..start, digest);
+            return Ok(outcome(start, start, true));
+        }
         let publisher = Arc::new(Publisher::new());
         let staged = StagedElement::create(
             self.dataset.layout(),
@@ -557,7 +630,6 @@ impl<'a> WriteTxn<'a> {
         let from = staged.element_dir().join("part.parquet");
         points::write_points_part(&from, &publisher, batch, &element_dir)?;
         publisher.sync()?;
-        let rows = batch.num_rows() as u64;
         let to = format!(
             "{}/points.parquet/part.{next}.parquet",
             element_path(ElementKind::Points, name.as_str())
@@ -568,12 +640,7 @@ impl<'a> WriteTxn<'a> {
             to,
             rows,
         });
-        if let Some(rel) = key_rel {
-            let text = json!({"key": key, "start": start, "end": start + rows}).to_string();
-            self.frame
-                .borrow_mut()
-                .push(Op::WriteHidden { path: rel, text });
-        }
+        self.record_key(key_rel, key, start..start + rows, digest);
         Ok(outcome(start, start + rows, true))
     }
 
@@ -758,7 +825,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     let mut vacated: BTreeSet<String> = BTreeSet::new();
     for (index, op) in ops.iter().enumerate() {
         match op {
-            Op::TableAppend { name, patch } => {
+            Op::TableAppend { name, patch, .. } => {
                 if last_patch.get(name.as_str()) != Some(&index) {
                     continue;
                 }
@@ -972,6 +1039,17 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     // Checked before the commit is decided, so that a link planted in the dataset
     // fails the commit cleanly instead of leaving a journal nobody can apply.
     journal.check_paths(root)?;
+    // The appended rows are stored only now that every check has passed: a refused
+    // commit changes no committed file. They lie beyond the committed shapes, where
+    // readers do not look, until the journal's documents grow the arrays.
+    let row_publisher = Arc::new(Publisher::new());
+    let arrays = table::arrays_at(root, &row_publisher)?;
+    for op in ops.iter_mut() {
+        if let Op::TableAppend { writes, .. } = op {
+            table::append::write(&arrays, std::mem::take(writes))?;
+        }
+    }
+    row_publisher.sync()?;
 
     // From here on the staged folders belong to the journal: never delete them on
     // error, a decided journal needs them (orphans are removed by a later recovery).

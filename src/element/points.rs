@@ -52,9 +52,6 @@ fn prepare(
 ) -> Result<(Vec<Field>, Vec<ArrayRef>, Vec<String>)> {
     let schema = batch.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    if batch.num_rows() == 0 {
-        return Err(invalid("the points table has no rows".into()));
-    }
     columnar::check_names(&names, &[DASK_INDEX])?;
     for required in ["x", "y"] {
         if !names.contains(&required) {
@@ -181,6 +178,9 @@ pub fn write_points_element(
     feature_key: Option<&str>,
     transformations: &Transformations,
 ) -> Result<()> {
+    if batch.num_rows() == 0 {
+        return Err(invalid("the points table has no rows".into()));
+    }
     let (fields, arrays, axes) = prepare(batch, feature_key)?;
     columnar::check_transformations(transformations, &axes)?;
     let n = batch.num_rows() as i64;
@@ -213,6 +213,13 @@ pub fn write_points_part(
     if path.exists() {
         return Err(Error::AlreadyExists(path.to_path_buf()));
     }
+    let bytes = encode_points_part(batch, element_dir)?;
+    publisher.write(path, &bytes)
+}
+
+/// Checks `batch` against the points element in `element_dir` as
+/// [`write_points_part`] does, and encodes it as the bytes of one more part file.
+pub fn encode_points_part(batch: &RecordBatch, element_dir: &Path) -> Result<Vec<u8>> {
     let info = points_info(element_dir)?;
     let (fields, arrays, axes) = prepare(batch, info.feature_key.as_deref())?;
     if axes != info.axes {
@@ -272,8 +279,7 @@ pub fn write_points_part(
         }
     }
     // The index columns go last, as dask writes them.
-    let bytes = encode_part(out_fields, out_arrays, index)?;
-    publisher.write(path, &bytes)
+    encode_part(out_fields, out_arrays, index)
 }
 
 /// The number `N` of a part file named `part.N.parquet`.

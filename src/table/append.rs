@@ -1,12 +1,14 @@
-//! Appending rows: validate everything, then write the new rows' chunks; the new
-//! metadata documents are collected in a [`TablePatch`] for the commit to publish.
+//! Appending rows: [`plan`] checks and converts everything and computes the new
+//! metadata documents (collected in a [`TablePatch`] for the commit to publish)
+//! without writing anything; [`write`] then stores the new rows' chunks. A refused
+//! append therefore changes no file.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
 use serde_json::{Value, json};
 
-use super::arrays::{Arrays, string_array_attrs};
+use super::arrays::{Arrays, TypedValues, string_array_attrs};
 use super::columns::{ColumnKind, NumCast, Prim, Values, convert_numbers};
 use super::state::{TableState, XState, string_values_path};
 use super::{RowBatch, XRows};
@@ -26,6 +28,9 @@ pub struct TablePatch {
     pub keys: BTreeMap<String, (u64, u64)>,
     /// Whether the region node must be replaced by a 1-d list (it was a 0-d scalar).
     pub region_becomes_list: bool,
+    /// Arrays replaced by the commit with a staged copy (wider categorical codes):
+    /// by array path, the copy's path. Rows for them are written into the copy.
+    pub redirects: BTreeMap<String, String>,
 }
 
 impl TablePatch {
@@ -37,30 +42,48 @@ impl TablePatch {
             docs: BTreeMap::new(),
             keys: BTreeMap::new(),
             region_becomes_list: false,
+            redirects: BTreeMap::new(),
         }
     }
 }
 
-/// A column's values converted for writing.
-enum Prepared {
-    Numbers {
-        path: String,
-        prim: Prim,
-        values: Values,
-        mask_path: Option<String>,
-    },
-    Strings {
-        path: String,
-        values: Vec<String>,
-        mask_path: Option<String>,
-        mask: Vec<bool>,
-    },
-    Codes {
-        path: String,
-        prim: Prim,
-        codes: Vec<i64>,
-        categories: Option<(String, Vec<String>)>,
-    },
+/// One array write of an append: `values` become rows `start..` of the array at
+/// `path` (rows of `row_len` values for a 2-d array).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArrayWrite {
+    /// The array, relative to the root of the [`Arrays`] it is written through.
+    pub path: String,
+    /// The first row written.
+    pub start: u64,
+    /// The values, converted to the array's element type.
+    pub values: TypedValues,
+    /// Values per row (1 for a 1-d array).
+    pub row_len: u64,
+}
+
+impl ArrayWrite {
+    fn rows(path: String, start: u64, values: TypedValues) -> Self {
+        Self {
+            path,
+            start,
+            values,
+            row_len: 1,
+        }
+    }
+
+    /// The array's length once written.
+    fn end(&self) -> u64 {
+        self.start + self.values.len() as u64 / self.row_len.max(1)
+    }
+}
+
+/// An append checked and converted in full, ready to be written.
+#[derive(Debug, Clone, Default)]
+pub struct PlannedAppend {
+    /// The rows it appends.
+    pub range: Range<u64>,
+    /// What it writes, in order.
+    pub writes: Vec<ArrayWrite>,
 }
 
 fn input(message: String) -> Error {
@@ -127,37 +150,22 @@ fn missing_value<T: NumCast + Default>(prim: Prim) -> T {
     }
 }
 
-/// Writes numbers (and their mask) as rows `start..` of `path`.
-#[allow(clippy::too_many_arguments)]
-fn write_numbers(
-    arrays: &Arrays,
-    docs: &mut BTreeMap<String, Value>,
-    name: &str,
-    path: &str,
-    prim: Prim,
-    values: &Values,
-    mask_path: Option<&str>,
-    start: u64,
-) -> Result<()> {
-    let mask = with_prim!(prim, T => {
+/// Converts numbers to the stored type `prim`; returns them with their mask (true =
+/// missing).
+fn numbers(name: &str, prim: Prim, values: &Values) -> Result<(TypedValues, Vec<bool>)> {
+    with_prim!(prim, T => {
         let (converted, mask) = convert_numbers::<T>(name, values, missing_value::<T>(prim))?;
-        docs.insert(path.to_owned(), arrays.append(path, start, converted, 1)?);
-        mask
-    });
-    if let Some(mask_path) = mask_path {
-        docs.insert(
-            mask_path.to_owned(),
-            arrays.append(mask_path, start, mask, 1)?,
-        );
-    }
-    Ok(())
+        Ok((TypedValues::from(converted), mask))
+    })
 }
 
 /// Checks and converts every column of `rows` against `state`, extending categories
-/// and regions in `state`. Writes nothing.
-fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(String, Prepared)>> {
+/// and regions in `state`; returns the writes of the obs columns (rows from
+/// `state.n_obs`, category lists from 0). Writes nothing.
+fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<ArrayWrite>> {
     let batch = &rows.obs;
     let k = batch.num_rows();
+    let start = state.n_obs;
     let given: Vec<String> = batch
         .schema()
         .fields()
@@ -172,7 +180,7 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(S
             "the rows' columns do not match the table: missing {missing:?}, unknown {extra:?} (the table has {stored:?})"
         )));
     }
-    let mut prepared = Vec::new();
+    let mut writes = Vec::new();
     for (name, kind) in state.columns.clone() {
         let array = batch.column_by_name(&name).expect("checked above");
         let values = Values::from_arrow(&name, array)?;
@@ -183,7 +191,7 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(S
             )));
         }
         let column = format!("{base}/obs/{name}");
-        let item = match kind {
+        match kind {
             ColumnKind::Plain(prim) => {
                 if values.has_nulls() && !matches!(prim, Prim::F32 | Prim::F64) {
                     return Err(input(format!(
@@ -191,19 +199,22 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(S
                         prim.name()
                     )));
                 }
-                Prepared::Numbers {
-                    path: column,
-                    prim,
-                    values,
-                    mask_path: None,
-                }
+                let (converted, _) = numbers(&name, prim, &values)?;
+                writes.push(ArrayWrite::rows(column, start, converted));
             }
-            ColumnKind::Nullable(prim) => Prepared::Numbers {
-                path: format!("{column}/values"),
-                prim,
-                values,
-                mask_path: Some(format!("{column}/mask")),
-            },
+            ColumnKind::Nullable(prim) => {
+                let (converted, mask) = numbers(&name, prim, &values)?;
+                writes.push(ArrayWrite::rows(
+                    format!("{column}/values"),
+                    start,
+                    converted,
+                ));
+                writes.push(ArrayWrite::rows(
+                    format!("{column}/mask"),
+                    start,
+                    TypedValues::Bool(mask),
+                ));
+            }
             ColumnKind::Str | ColumnKind::NullableStr => {
                 let strings = values.into_strings(&name)?;
                 let mask: Vec<bool> = strings.iter().map(Option::is_none).collect();
@@ -212,11 +223,19 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(S
                         "column {name:?} cannot hold missing strings"
                     )));
                 }
-                Prepared::Strings {
-                    path: format!("{base}/{}", string_values_path(&name, &kind)),
-                    values: strings.into_iter().map(Option::unwrap_or_default).collect(),
-                    mask_path: (kind == ColumnKind::NullableStr).then(|| format!("{column}/mask")),
-                    mask,
+                let strings: Vec<String> =
+                    strings.into_iter().map(Option::unwrap_or_default).collect();
+                writes.push(ArrayWrite::rows(
+                    format!("{base}/{}", string_values_path(&name, &kind)),
+                    start,
+                    TypedValues::Str(strings),
+                ));
+                if kind == ColumnKind::NullableStr {
+                    writes.push(ArrayWrite::rows(
+                        format!("{column}/mask"),
+                        start,
+                        TypedValues::Bool(mask),
+                    ));
                 }
             }
             ColumnKind::Categorical { codes: prim, .. } => {
@@ -228,14 +247,14 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(S
                     .enumerate()
                     .map(|(i, c)| (c.clone(), i as i64))
                     .collect();
-                let codes: Vec<i64> = strings
+                let codes: Vec<Option<i64>> = strings
                     .iter()
                     .map(|s| match s {
-                        None => -1,
-                        Some(s) => *index.entry(s.clone()).or_insert_with(|| {
+                        None => Some(-1),
+                        Some(s) => Some(*index.entry(s.clone()).or_insert_with(|| {
                             categories.push(s.clone());
                             categories.len() as i64 - 1
-                        }),
+                        })),
                     })
                     .collect();
                 let max_code = categories.len() as i64 - 1;
@@ -248,18 +267,25 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(S
                     )));
                 }
                 let grew = categories.len() > before;
-                Prepared::Codes {
-                    path: format!("{column}/codes"),
-                    prim,
-                    codes,
-                    categories: grew.then(|| (format!("{column}/categories"), categories.clone())),
+                let all = categories.clone();
+                let (converted, _) = numbers(&name, prim, &Values::Int(codes))?;
+                writes.push(ArrayWrite::rows(
+                    format!("{column}/codes"),
+                    start,
+                    converted,
+                ));
+                if grew {
+                    writes.push(ArrayWrite::rows(
+                        format!("{column}/categories"),
+                        0,
+                        TypedValues::Str(all),
+                    ));
                 }
             }
-        };
-        prepared.push((name, item));
+        }
     }
     if k == 0 {
-        return Ok(prepared);
+        return Ok(writes);
     }
     // New regions extend the declared list, in order of first appearance.
     let new_regions: Vec<String> = state
@@ -273,7 +299,7 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<(S
         })
         .unwrap_or_default();
     state.regions.extend(new_regions);
-    Ok(prepared)
+    Ok(writes)
 }
 
 /// Categorical columns whose stored codes cannot number the categories these rows
@@ -368,129 +394,127 @@ fn check_x(state: &TableState, rows: &RowBatch) -> Result<()> {
     }
 }
 
-/// Appends `rows` to the table of `patch`: validates everything first, then writes the
-/// rows' chunks through `arrays` (rooted at the dataset or at a staging folder) and
-/// records the new metadata in `patch`. On error `patch` is unchanged; chunks written
-/// beyond the committed shapes are invisible and overwritten by the next append.
-pub fn append(arrays: &Arrays, patch: &mut TablePatch, rows: &RowBatch) -> Result<Range<u64>> {
+/// Plans the append of `rows` to the table of `patch`: checks and converts every
+/// value, and records the new metadata documents in `patch`, reading through
+/// `arrays` (rooted at the dataset or at a staging folder) but writing nothing. On
+/// error `patch` is unchanged. The returned writes are stored by [`write`], before
+/// the commit publishes the documents; rows written beyond the committed shapes stay
+/// invisible until then. Zero rows plan no write and leave `patch` as it is.
+pub fn plan(arrays: &Arrays, patch: &mut TablePatch, rows: &RowBatch) -> Result<PlannedAppend> {
     let mut state = patch.state.clone();
     let base = patch.rel.clone();
-    check_x(&state, rows)?;
-    let prepared = prepare(&mut state, &base, rows)?;
     let k = rows.obs.num_rows() as u64;
     let start = state.n_obs;
+    // Zero rows need no X rows (there is nothing to bring), but bring none of a
+    // table without X.
+    if k > 0 || rows.x.is_some() {
+        check_x(&state, rows)?;
+    }
+    let mut writes = prepare(&mut state, &base, rows)?;
+    if k == 0 {
+        return Ok(PlannedAppend {
+            range: start..start,
+            writes: Vec::new(),
+        });
+    }
     let end = start.checked_add(k).ok_or_else(|| Error::Corrupt {
         path: std::path::PathBuf::from(&base),
         reason: format!("the table claims {start} rows; {k} more do not fit in 64 bits"),
     })?;
-    let mut docs = patch.docs.clone();
-    for (name, item) in &prepared {
-        match item {
-            Prepared::Numbers {
-                path,
-                prim,
-                values,
-                mask_path,
-            } => {
-                write_numbers(
-                    arrays,
-                    &mut docs,
-                    name,
-                    path,
-                    *prim,
-                    values,
-                    mask_path.as_deref(),
-                    start,
-                )?;
-            }
-            Prepared::Strings {
-                path,
-                values,
-                mask_path,
-                mask,
-            } => {
-                docs.insert(path.clone(), arrays.append(path, start, values.clone(), 1)?);
-                if let Some(mask_path) = mask_path {
-                    docs.insert(
-                        mask_path.clone(),
-                        arrays.append(mask_path, start, mask.clone(), 1)?,
-                    );
-                }
-            }
-            Prepared::Codes {
-                path,
-                prim,
-                codes,
-                categories,
-            } => {
-                let values = Values::Int(codes.iter().map(|c| Some(*c)).collect());
-                write_numbers(arrays, &mut docs, name, path, *prim, &values, None, start)?;
-                if let Some((cat_path, all)) = categories {
-                    docs.insert(
-                        cat_path.clone(),
-                        arrays.append(cat_path, 0, all.clone(), 1)?,
-                    );
-                }
-            }
-        }
-    }
     // The obs index: row numbers as strings.
     let (index_name, index_kind) = state.index.clone();
-    let index_path = format!("{base}/{}", string_values_path(&index_name, &index_kind));
     let names: Vec<String> = (start..end).map(|i| i.to_string()).collect();
-    docs.insert(
-        index_path.clone(),
-        arrays.append(&index_path, start, names, 1)?,
-    );
+    writes.push(ArrayWrite::rows(
+        format!("{base}/{}", string_values_path(&index_name, &index_kind)),
+        start,
+        TypedValues::Str(names),
+    ));
     if index_kind == ColumnKind::NullableStr {
-        let mask_path = format!("{base}/obs/{index_name}/mask");
-        docs.insert(
-            mask_path.clone(),
-            arrays.append(&mask_path, start, vec![false; k as usize], 1)?,
-        );
+        writes.push(ArrayWrite::rows(
+            format!("{base}/obs/{index_name}/mask"),
+            start,
+            TypedValues::Bool(vec![false; k as usize]),
+        ));
     }
-    write_x(arrays, &mut state, &base, &mut docs, rows, start)?;
+    let x_group = prepare_x(&mut state, &base, rows, start, &mut writes)?;
+    let mut docs = patch.docs.clone();
+    let group_doc = |docs: &BTreeMap<String, Value>, path: &str| -> Result<Value> {
+        docs.get(path)
+            .cloned()
+            .map_or_else(|| arrays.metadata(path), Ok)
+    };
+    if let Some(shape) = x_group {
+        let group_path = format!("{base}/X");
+        let mut group = group_doc(&docs, &group_path)?;
+        group["attributes"]["shape"] = json!(shape);
+        docs.insert(group_path, group);
+    }
     // Regions: the declared list and the table's attribute follow obs.
+    let mut region_becomes_list = patch.region_becomes_list;
     if state.regions != patch.state.regions {
         let group_path = base.clone();
-        let mut group = docs
-            .get(&group_path)
-            .cloned()
-            .map_or_else(|| arrays.metadata(&group_path), Ok)?;
+        let mut group = group_doc(&docs, &group_path)?;
         group["attributes"]["region"] = json!(state.regions);
         docs.insert(group_path, group);
         if !state.region_is_scalar {
-            let region_path = format!("{base}/uns/spatialdata_attrs/region");
-            docs.insert(
-                region_path.clone(),
-                arrays.append(&region_path, 0, state.regions.clone(), 1)?,
-            );
+            writes.push(ArrayWrite::rows(
+                format!("{base}/uns/spatialdata_attrs/region"),
+                0,
+                TypedValues::Str(state.regions.clone()),
+            ));
         } else {
-            patch.region_becomes_list = true;
+            region_becomes_list = true;
         }
+    }
+    for write in &mut writes {
+        let end = write.end();
+        let node = write.path.clone();
+        if let Some(copy) = patch.redirects.get(&node) {
+            write.path = copy.clone();
+        }
+        // The document of the node as the commit leaves it (the copy's, once swapped in).
+        docs.insert(node, arrays.grown(&write.path, end)?);
     }
     state.n_obs = end;
     patch.state = state;
     patch.docs = docs;
-    Ok(start..end)
+    patch.region_becomes_list = region_becomes_list;
+    Ok(PlannedAppend {
+        range: start..end,
+        writes,
+    })
 }
 
-fn write_x(
-    arrays: &Arrays,
+/// Stores the planned writes of an append through `arrays`, in order.
+pub fn write(arrays: &Arrays, writes: Vec<ArrayWrite>) -> Result<()> {
+    for w in writes {
+        arrays.write_rows(&w.path, w.start, w.values, w.row_len)?;
+    }
+    Ok(())
+}
+
+/// Converts the X rows and adds their writes; for CSR, returns the new `shape`
+/// attribute of the X group.
+fn prepare_x(
     state: &mut TableState,
     base: &str,
-    docs: &mut BTreeMap<String, Value>,
     rows: &RowBatch,
     start: u64,
-) -> Result<()> {
+    writes: &mut Vec<ArrayWrite>,
+) -> Result<Option<[u64; 2]>> {
     match (&mut state.x, &rows.x) {
         (XState::Dense { dtype, n_vars }, Some(XRows::Dense(values))) => {
-            let path = format!("{base}/X");
             let as_values = Values::Float(values.iter().map(|v| Some(*v)).collect());
-            with_prim!(*dtype, T => {
-                let (converted, _) = convert_numbers::<T>("X", &as_values, T::default())?;
-                docs.insert(path.clone(), arrays.append(&path, start, converted, *n_vars)?);
+            let converted = with_prim!(*dtype, T => {
+                TypedValues::from(convert_numbers::<T>("X", &as_values, T::default())?.0)
             });
+            writes.push(ArrayWrite {
+                path: format!("{base}/X"),
+                start,
+                values: converted,
+                row_len: *n_vars,
+            });
+            Ok(None)
         }
         (
             XState::Csr {
@@ -508,36 +532,34 @@ fn write_x(
         ) => {
             let k = indptr.len() as u64 - 1;
             let as_values = Values::Float(values.iter().map(|v| Some(*v)).collect());
-            let data_path = format!("{base}/X/data");
-            with_prim!(*data, T => {
-                let (converted, _) = convert_numbers::<T>("X data", &as_values, T::default())?;
-                docs.insert(data_path.clone(), arrays.append(&data_path, *nnz, converted, 1)?);
+            let converted = with_prim!(*data, T => {
+                TypedValues::from(convert_numbers::<T>("X data", &as_values, T::default())?.0)
             });
+            writes.push(ArrayWrite::rows(format!("{base}/X/data"), *nnz, converted));
             let index_values = Values::Int(indices.iter().map(|v| Some(*v)).collect());
-            let indices_path = format!("{base}/X/indices");
-            with_prim!(*index_type, T => {
-                let (converted, _) = convert_numbers::<T>("X indices", &index_values, T::default())?;
-                docs.insert(indices_path.clone(), arrays.append(&indices_path, *nnz, converted, 1)?);
+            let converted = with_prim!(*index_type, T => {
+                TypedValues::from(convert_numbers::<T>("X indices", &index_values, T::default())?.0)
             });
+            writes.push(ArrayWrite::rows(
+                format!("{base}/X/indices"),
+                *nnz,
+                converted,
+            ));
             let offsets = Values::Int(indptr[1..].iter().map(|p| Some(*nnz as i64 + *p)).collect());
-            let indptr_path = format!("{base}/X/indptr");
-            with_prim!(*indptr_type, T => {
-                let (converted, _) = convert_numbers::<T>("X indptr", &offsets, T::default())
-                    .map_err(|_| input(format!("X indptr of this table is {} and cannot count past {} stored values", indptr_type.name(), nnz)))?;
-                docs.insert(indptr_path.clone(), arrays.append(&indptr_path, start + 1, converted, 1)?);
+            let converted = with_prim!(*indptr_type, T => {
+                TypedValues::from(convert_numbers::<T>("X indptr", &offsets, T::default())
+                    .map_err(|_| input(format!("X indptr of this table is {} and cannot count past {} stored values", indptr_type.name(), nnz)))?.0)
             });
+            writes.push(ArrayWrite::rows(
+                format!("{base}/X/indptr"),
+                start + 1,
+                converted,
+            ));
             *nnz += values.len() as u64;
-            let group_path = format!("{base}/X");
-            let mut group = docs
-                .get(&group_path)
-                .cloned()
-                .map_or_else(|| arrays.metadata(&group_path), Ok)?;
-            group["attributes"]["shape"] = json!([start + k, *n_vars]);
-            docs.insert(group_path, group);
+            Ok(Some([start + k, *n_vars]))
         }
-        _ => {}
+        _ => Ok(None),
     }
-    Ok(())
 }
 
 /// The metadata of a 1-d string array holding the regions (replacing a 0-d scalar).

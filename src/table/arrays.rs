@@ -165,6 +165,45 @@ impl Arrays {
         Ok(doc)
     }
 
+    /// The metadata document of the array at `path` grown to `end` rows, checking
+    /// that the array opens (its metadata is valid) and that no link lies on its path.
+    /// Reads only: the plan of an append, before anything is written.
+    pub fn grown(&self, path: &str, end: u64) -> Result<Value> {
+        self.refuse_links(path)?;
+        let key = format!("/{}", path.trim_start_matches('/'));
+        let array = Array::open(self.store.clone(), &key).map_err(|e| zarr_error(&key, e))?;
+        let mut shape = array.shape().to_vec();
+        let Some(rows) = shape.first_mut() else {
+            return Err(Error::Corrupt {
+                path: self.root.join(path.trim_start_matches('/')),
+                reason: "a 0-d array where rows are appended".into(),
+            });
+        };
+        *rows = end;
+        let mut doc = self.metadata(path)?;
+        doc["shape"] = json!(shape);
+        Ok(doc)
+    }
+
+    /// Writes `values` as rows `start..` of the array at `path` (rows of `row_len`
+    /// elements for a 2-d array), leaving its `zarr.json` as it is.
+    pub fn write_rows(
+        &self,
+        path: &str,
+        start: u64,
+        values: TypedValues,
+        row_len: u64,
+    ) -> Result<()> {
+        macro_rules! write {
+            ($($variant:ident),*) => {
+                match values {
+                    $(TypedValues::$variant(v) => self.append(path, start, v, row_len).map(drop),)*
+                }
+            };
+        }
+        write!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64, Str)
+    }
+
     /// Reads rows `range` of the array at `path` (all columns of a 2-d array).
     pub fn read<T: ElementOwned>(&self, path: &str, range: Range<u64>) -> Result<Vec<T>> {
         let key = format!("/{}", path.trim_start_matches('/'));
@@ -229,6 +268,66 @@ impl Arrays {
             .unwrap_or("?")
             .to_owned();
         Ok((len, dtype))
+    }
+}
+
+/// Values converted to the element type of a stored array, ready to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypedValues {
+    /// `bool`
+    Bool(Vec<bool>),
+    /// `int8`
+    I8(Vec<i8>),
+    /// `int16`
+    I16(Vec<i16>),
+    /// `int32`
+    I32(Vec<i32>),
+    /// `int64`
+    I64(Vec<i64>),
+    /// `uint8`
+    U8(Vec<u8>),
+    /// `uint16`
+    U16(Vec<u16>),
+    /// `uint32`
+    U32(Vec<u32>),
+    /// `uint64`
+    U64(Vec<u64>),
+    /// `float32`
+    F32(Vec<f32>),
+    /// `float64`
+    F64(Vec<f64>),
+    /// `string`
+    Str(Vec<String>),
+}
+
+macro_rules! typed_from {
+    ($($t:ty => $variant:ident),*) => {
+        $(impl From<Vec<$t>> for TypedValues {
+            fn from(values: Vec<$t>) -> Self {
+                TypedValues::$variant(values)
+            }
+        })*
+    };
+}
+typed_from!(bool => Bool, i8 => I8, i16 => I16, i32 => I32, i64 => I64, u8 => U8, u16 => U16,
+    u32 => U32, u64 => U64, f32 => F32, f64 => F64, String => Str);
+
+impl TypedValues {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        macro_rules! len {
+            ($($variant:ident),*) => {
+                match self {
+                    $(TypedValues::$variant(v) => v.len(),)*
+                }
+            };
+        }
+        len!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64, Str)
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

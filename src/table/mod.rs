@@ -6,6 +6,7 @@ pub mod arrays;
 mod check;
 pub mod columns;
 mod create;
+pub mod digest;
 mod read;
 pub mod state;
 
@@ -95,12 +96,14 @@ pub struct AppendOutcome {
     pub table: String,
     /// First row of the append.
     pub start: u64,
-    /// One past its last row.
+    /// One past its last row (serialised as `stop`, the name the command line's JSON
+    /// uses).
+    #[serde(rename = "stop")]
     pub end: u64,
     /// Its idempotency key.
     pub key: Option<String>,
-    /// False when the key was already committed: nothing was appended, and
-    /// `start..end` is the range of the first append with that key.
+    /// False when the key was already committed with the same rows: nothing was
+    /// appended, and `start..end` is the range of the first append with that key.
     pub applied: bool,
 }
 
@@ -163,21 +166,67 @@ pub fn key_record_path(table: &str, key: &str) -> Result<String> {
     ))
 }
 
-/// Reads a committed key record: the row range of the append that carried it.
-pub fn read_key_record(root: &std::path::Path, rel: &str) -> Result<Option<(u64, u64)>> {
+/// What an idempotency record says about the append that carried its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// First row of that append.
+    pub start: u64,
+    /// One past its last row.
+    pub end: u64,
+    /// The digest of its rows ([`digest`]); `None` in records written before digests
+    /// were kept, which match any rows.
+    pub digest: Option<String>,
+}
+
+impl KeyRecord {
+    /// The record's JSON text for `key`.
+    pub fn to_text(&self, key: &str) -> String {
+        let mut doc = serde_json::json!({"key": key, "start": self.start, "end": self.end});
+        if let Some(digest) = &self.digest {
+            doc["digest"] = serde_json::json!(digest);
+        }
+        doc.to_string()
+    }
+
+    /// Parses a record's JSON text; `None` when it lacks its row range.
+    pub fn parse(doc: &serde_json::Value) -> Option<Self> {
+        let start = doc.get("start")?.as_u64()?;
+        let end = doc.get("end")?.as_u64()?;
+        let digest = doc
+            .get("digest")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        Some(Self { start, end, digest })
+    }
+
+    /// Checks that rows of digest `digest` sent again under `key` to `element` are
+    /// those this record committed (a record without a digest matches any rows).
+    pub fn check_same(&self, element: &str, key: &str, digest: &str) -> Result<()> {
+        match &self.digest {
+            Some(recorded) if recorded != digest => Err(Error::KeyReused {
+                element: element.to_owned(),
+                key: key.to_owned(),
+                start: self.start,
+                end: self.end,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads a committed key record.
+pub fn read_key_record(root: &std::path::Path, rel: &str) -> Result<Option<KeyRecord>> {
     let path = root.join(rel);
     if !path.is_file() {
         return Ok(None);
     }
     let doc = crate::element::raster::read_json(&path)?;
-    let range = doc
-        .get("start")
-        .and_then(serde_json::Value::as_u64)
-        .zip(doc.get("end").and_then(serde_json::Value::as_u64));
-    range.map(Some).ok_or_else(|| Error::Corrupt {
-        path,
-        reason: "an idempotency record without start and end".into(),
-    })
+    KeyRecord::parse(&doc)
+        .map(Some)
+        .ok_or_else(|| Error::Corrupt {
+            path,
+            reason: "an idempotency record without start and end".into(),
+        })
 }
 
 /// Arrays rooted at `root`, written through `publisher`.
@@ -200,7 +249,7 @@ pub(crate) fn build_in(
 ) -> Result<Range<u64>> {
     if rows.obs.num_rows() == 0 {
         return Err(Error::InvalidInput(
-            "the first append to a new table must bring at least one row".into(),
+            "the table does not exist and an append of no rows cannot create it: the table's columns are unknown until rows bring them; append at least one row first".into(),
         ));
     }
     let arrays = arrays_at(dir, publisher)?;
@@ -220,7 +269,9 @@ pub(crate) fn append_in_place(
     let arrays = arrays_at(dir, publisher)?;
     let state = TableState::load(dir, &arrays)?;
     let mut patch = TablePatch::new(String::new(), state);
-    let range = append::append(&arrays, &mut patch, rows)?;
+    let planned = append::plan(&arrays, &mut patch, rows)?;
+    append::write(&arrays, planned.writes)?;
+    let range = planned.range;
     for (path, doc) in &patch.docs {
         let file = dir.join(path.trim_start_matches('/')).join("zarr.json");
         publisher.write_deferred(&file, &serde_json::to_vec_pretty(doc).expect("json"))?;
@@ -231,3 +282,24 @@ pub(crate) fn append_in_place(
 
 pub use check::check_table;
 pub use read::{read_rows, read_x_rows};
+
+#[cfg(test)]
+mod tests {
+    use super::AppendOutcome;
+
+    #[test]
+    fn an_append_outcome_serialises_its_range_as_start_and_stop() {
+        let outcome = AppendOutcome {
+            table: "cells".into(),
+            start: 3,
+            end: 7,
+            key: Some("k".into()),
+            applied: true,
+        };
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"table": "cells", "start": 3, "stop": 7, "key": "k", "applied": true})
+        );
+    }
+}

@@ -324,6 +324,152 @@ pub fn strings(column: &arrow_array::ArrayRef) -> Vec<String> {
     }
 }
 
+/// One entry of a folder tree as [`TreeSnapshot`] records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeEntry {
+    /// A folder and its inode (its size is left out: it grows when entries come and
+    /// go, even if they leave again).
+    Dir { inode: u64 },
+    /// A file: inode, length and SHA-256 of the content (files over 64 MiB, such as
+    /// sparse hostile files, by length only).
+    File {
+        inode: u64,
+        len: u64,
+        sha256: Vec<u8>,
+    },
+    /// A symbolic link and its target (never followed).
+    Link { inode: u64, target: PathBuf },
+    /// Anything else (fifo, socket, device).
+    Other { inode: u64 },
+}
+
+impl TreeEntry {
+    /// A short description for messages: kind, inode, length, start of the hash.
+    fn describe(&self) -> String {
+        match self {
+            TreeEntry::Dir { inode } => format!("folder (inode {inode})"),
+            TreeEntry::File { inode, len, sha256 } => {
+                let hex: String = sha256.iter().take(6).map(|b| format!("{b:02x}")).collect();
+                format!("file (inode {inode}, {len} bytes, sha256 {hex}...)")
+            }
+            TreeEntry::Link { inode, target } => {
+                format!("link (inode {inode}) to {}", target.display())
+            }
+            TreeEntry::Other { inode } => format!("special file (inode {inode})"),
+        }
+    }
+}
+
+/// Every entry under a folder with its inode, length and content hash: a refused
+/// call must leave each one as it was, the same bytes in the same file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeSnapshot {
+    root: PathBuf,
+    skip: Vec<PathBuf>,
+    /// The entries by path relative to the root.
+    pub entries: std::collections::BTreeMap<PathBuf, TreeEntry>,
+}
+
+impl TreeSnapshot {
+    /// Records every entry under `root`.
+    pub fn take(root: &Path) -> Self {
+        Self::take_skipping(root, &[])
+    }
+
+    /// Records every entry under `root`, leaving out the subtrees in `skip`.
+    pub fn take_skipping(root: &Path, skip: &[PathBuf]) -> Self {
+        use sha2::Digest;
+        use std::os::unix::fs::MetadataExt;
+        let mut entries = std::collections::BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(listing) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in listing.flatten() {
+                let path = entry.path();
+                if skip.contains(&path) {
+                    continue;
+                }
+                // An entry removed between the listing and the look is not recorded.
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                let inode = meta.ino();
+                let node = if meta.file_type().is_symlink() {
+                    TreeEntry::Link {
+                        inode,
+                        target: std::fs::read_link(&path).unwrap_or_default(),
+                    }
+                } else if meta.is_dir() {
+                    stack.push(path.clone());
+                    TreeEntry::Dir { inode }
+                } else if meta.is_file() {
+                    let sha256 = if meta.len() > 64 << 20 {
+                        Vec::new()
+                    } else {
+                        std::fs::read(&path)
+                            .map(|bytes| sha2::Sha256::digest(&bytes).to_vec())
+                            .unwrap_or_default()
+                    };
+                    TreeEntry::File {
+                        inode,
+                        len: meta.len(),
+                        sha256,
+                    }
+                } else {
+                    TreeEntry::Other { inode }
+                };
+                let relative = path.strip_prefix(root).expect("under root").to_path_buf();
+                entries.insert(relative, node);
+            }
+        }
+        Self {
+            root: root.to_path_buf(),
+            skip: skip.to_vec(),
+            entries,
+        }
+    }
+
+    /// How `other` differs from this snapshot, one line per entry.
+    pub fn diff(&self, other: &TreeSnapshot) -> Vec<String> {
+        let mut out = Vec::new();
+        for (path, entry) in &self.entries {
+            match other.entries.get(path) {
+                None => out.push(format!("deleted {}", path.display())),
+                Some(now) if now != entry => out.push(format!(
+                    "changed {}: {} -> {}",
+                    path.display(),
+                    entry.describe(),
+                    now.describe()
+                )),
+                _ => {}
+            }
+        }
+        for path in other.entries.keys() {
+            if !self.entries.contains_key(path) {
+                out.push(format!("created {}", path.display()));
+            }
+        }
+        out
+    }
+
+    /// How the tree differs now from this snapshot.
+    pub fn changes(&self) -> Vec<String> {
+        self.diff(&Self::take_skipping(&self.root, &self.skip))
+    }
+
+    /// Panics, naming `what` and every difference, unless the tree is as recorded.
+    pub fn assert_unchanged(&self, what: &str) {
+        let changes = self.changes();
+        assert!(
+            changes.is_empty(),
+            "{what} changed {}: {changes:#?}",
+            self.root.display()
+        );
+    }
+}
+
 /// The generation of the dataset at `path`.
 pub fn generation(path: &Path) -> u64 {
     spatialzarr::Dataset::open(path, spatialzarr::DatasetOptions::default())
