@@ -15,6 +15,7 @@ __all__ = [
     "ElementNotFoundError",
     "InvalidInputError",
     "WrongElementTypeError",
+    "KeyReusedError",
     "LockError",
     "LockTimeoutError",
     "LockUpgradeError",
@@ -59,6 +60,12 @@ class InvalidInputError(SpatialZarrError, ValueError):
 
 class WrongElementTypeError(InvalidInputError, TypeError):
     """The element exists but is of another type than the operation needs."""
+
+
+class KeyReusedError(InvalidInputError):
+    """An idempotency key already committed other rows: a retry must bring the same
+    rows, and two batches need two keys. The message names the key and the rows it
+    committed."""
 
 
 class LockError(SpatialZarrError):

@@ -15,6 +15,7 @@ fn class_of(error: &Error) -> &'static str {
         Error::InvalidName { .. } | Error::InvalidInput(_) => "InvalidInputError",
         Error::WrongElementType { .. } => "WrongElementTypeError",
         Error::NameTaken { .. } => "ElementExistsError",
+        Error::KeyReused { .. } => "KeyReusedError",
         Error::NoSuchElement { .. } => "ElementNotFoundError",
         Error::NotADataset { .. } => "NotADatasetError",
         Error::AlreadyExists(_) => "DatasetExistsError",

@@ -40,6 +40,12 @@ def _bad_inputs(ds, path):
         (sz.InvalidInputError, ValueError, lambda: ds.append_rows("t3", pd.DataFrame({"a": [1]}), X=np.ones((1, 2), np.int64))),
         (sz.InvalidInputError, ValueError, lambda: ds.add_points("p", pd.DataFrame({"x": [1.0]}))),
         (sz.WrongElementTypeError, TypeError, lambda: ds.read_obs("cells_labels")),
+        # The key "a" committed instance 1: other rows under it are refused.
+        (
+            sz.KeyReusedError,
+            ValueError,
+            lambda: ds.append_rows("cells", pd.DataFrame({"region": pd.Categorical(["cells_labels"]), "instance_id": [2]}), key="a"),
+        ),
         (sz.NotADatasetError, FileNotFoundError, lambda: sz.open(path / "missing", create=False)),
     ]
 
