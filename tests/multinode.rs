@@ -803,13 +803,13 @@ fn node_dies_inside_a_commit(t: &Setup, at: &str) -> bool {
     let array = npy(t.local.path(), &format!("{at}.npy"), &labels(9, 4, 4));
     let name = format!("after_{}", at.replace('-', "_"));
     let out = common::sz(&[
-        "--lock-timeout",
-        "60",
         "add-labels",
         s(&b),
         &name,
         "--npy",
         s(&array),
+        "--lock-timeout",
+        "60",
     ]);
     assert!(
         out.status.success(),
@@ -913,13 +913,13 @@ fn a_hung_node_holding_the_lock_times_out_writers_elsewhere_then_completes() {
     }
     t.a.stop_client();
     let out = common::sz(&[
-        "--lock-timeout",
-        "2",
         "add-labels",
         s(&b),
         "from_b",
         "--npy",
         s(&array),
+        "--lock-timeout",
+        "2",
     ]);
     common::assert_fails(&out, 1, &["timed out", s(&b)]);
     t.a.continue_client();
@@ -929,13 +929,13 @@ fn a_hung_node_holding_the_lock_times_out_writers_elsewhere_then_completes() {
     std::io::Read::read_to_string(holder.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "node A's holder after SIGCONT: {stderr}");
     common::sz_ok(&[
-        "--lock-timeout",
-        "60",
         "add-labels",
         s(&b),
         "from_b",
         "--npy",
         s(&array),
+        "--lock-timeout",
+        "60",
     ]);
     let listed = common::sz_ok(&["ls", s(&a)]);
     assert!(
