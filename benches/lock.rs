@@ -61,6 +61,12 @@ fn handoff_pair(dir: &Path, mode: &str, rounds: u64) -> Vec<f64> {
             .args(["bench-worker", "handoff"])
             .arg(dir)
             .args([mode, &rounds.to_string()])
+            // Worker modes run only under the process that started them (they die
+            // with it); this bench is that process.
+            .env(
+                "SPATIALZARR_WORKER_PARENT_PID",
+                std::process::id().to_string(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
