@@ -156,11 +156,15 @@ def test_the_gil_is_released_during_a_long_add(dataset_path):
 
 
 def test_the_shell_lock_and_the_python_lock_exclude_each_other(dataset_path):
-    cli = Path(__file__).resolve().parents[2] / "target" / "debug" / "spatialzarr"
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or Path(__file__).resolve().parents[2] / "target")
+    cli = target / "debug" / "spatialzarr"
     if not cli.exists():
         cli = shutil.which("spatialzarr")
     if cli is None:
-        pytest.skip("the spatialzarr command is not built (cargo build)")
+        message = f"the spatialzarr command is not built (cargo build; looked in {target}/debug and PATH)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
     ds = sz.open(dataset_path)
     with ds.lock():
         started = subprocess.run(
