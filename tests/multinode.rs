@@ -105,6 +105,15 @@ fn live(role: &str, args: &[&str]) -> LiveWorker {
     LiveWorker::spawn(common::worker(role, &args))
 }
 
+/// A `hold` worker on `dataset` in `mode` (`read`/`write`) that keeps the lock until
+/// the file `go` appears, returned once it reports the lock held.
+fn holding(dataset: &Path, mode: &str, go: &Path) -> LiveWorker {
+    let worker = live("hold", &[s(dataset), mode, s(go)]);
+    expect_report(&worker, "waiting");
+    expect_report(&worker, "held");
+    worker
+}
+
 fn expect_report(worker: &LiveWorker, expected: &str) {
     let line = worker.next(REPORT_WAIT);
     assert_eq!(line.as_deref(), Some(expected), "worker report");
@@ -478,9 +487,7 @@ fn exclusive_lock_on_one_node_excludes_the_other_both_ways() {
     let (a, b) = t.dataset();
     for (holder, other, name) in [(&a, &b, "a"), (&b, &a, "b")] {
         let go = t.go_file(name);
-        let hold = live("hold", &[s(holder), "write", s(&go)]);
-        expect_report(&hold, "waiting");
-        expect_report(&hold, "held");
+        let hold = holding(holder, "write", &go);
         for mode in ["write", "read"] {
             let seen = try_from(other, mode, "0.5");
             assert!(
@@ -504,13 +511,9 @@ fn shared_holders_on_both_nodes_overlap() {
     };
     let (a, b) = t.dataset();
     let go = t.go_file("go");
-    let on_a = live("hold", &[s(&a), "read", s(&go)]);
-    expect_report(&on_a, "waiting");
-    expect_report(&on_a, "held");
+    let on_a = holding(&a, "read", &go);
     // A reader on B gets in while A's reader holds; a writer on either node does not.
-    let on_b = live("hold", &[s(&b), "read", s(&go)]);
-    expect_report(&on_b, "waiting");
-    expect_report(&on_b, "held");
+    let on_b = holding(&b, "read", &go);
     for path in [&a, &b] {
         let seen = try_from(path, "write", "0.5");
         assert!(
@@ -551,9 +554,7 @@ fn a_writer_queued_on_one_node_keeps_new_readers_of_the_other_out() {
     let (a, b) = t.dataset();
     let go_reader = t.go_file("reader");
     let go_writer = t.go_file("writer");
-    let reader = live("hold", &[s(&a), "read", s(&go_reader)]);
-    expect_report(&reader, "waiting");
-    expect_report(&reader, "held");
+    let reader = holding(&a, "read", &go_reader);
     let writer = live("hold", &[s(&b), "write", s(&go_writer)]);
     expect_report(&writer, "waiting");
     // The writer queues at the gate (held exclusively while it waits for the lock).
@@ -640,9 +641,7 @@ fn killing_a_holder_on_one_node_lets_a_waiter_on_the_other_in() {
     };
     let (a, b) = t.dataset();
     let go = t.go_file("never");
-    let mut holder = live("hold", &[s(&a), "write", s(&go)]);
-    expect_report(&holder, "waiting");
-    expect_report(&holder, "held");
+    let mut holder = holding(&a, "write", &go);
     let waiter = live("hold", &[s(&b), "write", s(&t.go_file("waiter"))]);
     expect_report(&waiter, "waiting");
     std::thread::sleep(Duration::from_millis(300));
