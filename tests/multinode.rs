@@ -1204,7 +1204,7 @@ fn the_slurm_array_resubmitted_after_failures_segments_every_image_once() {
         .join("examples/segmentation_worker");
     if !worker.is_file() {
         let why = format!(
-            "{} is not built (run `cargo test --all-targets`)",
+            "{} is not built (run `cargo build --examples`)",
             worker.display()
         );
         assert!(!cluster::under_ci(), "{why}");
