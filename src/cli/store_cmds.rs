@@ -245,10 +245,11 @@ pub fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
         None => "no interrupted commit".to_string(),
     };
     let line = format!(
-        "recovered: {finished}; removed {} abandoned staging folders, {} trash folders, {} temporary files",
+        "recovered: {finished}; removed {} abandoned staging folders, {} trash folders, {} temporary files; rebuilt the consolidated metadata of {} tables",
         report.removed_staging.len(),
         report.removed_trash.len(),
-        report.removed_temp_files.len()
+        report.removed_temp_files.len(),
+        report.rebuilt_table_documents.len()
     );
     print_change(args.json, &line, dataset.generation()?, &report)?;
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::Result;
 
@@ -23,15 +23,17 @@ fn entries(root_doc: &mut Value) -> Option<&mut Map<String, Value>> {
         .and_then(Value::as_object_mut)
 }
 
-/// The form a node takes inside the consolidated document (groups carry an empty
-/// consolidated block of their own, as zarr-python writes them).
+/// The form a node takes inside the consolidated document: groups carry an empty
+/// consolidated block of their own, as zarr-python writes them (also a table's
+/// element document, whose own block is not stored twice).
 fn entry_form(mut node: Value) -> Value {
     if node.get("node_type").and_then(Value::as_str) == Some("group")
         && let Some(object) = node.as_object_mut()
     {
-        object
-            .entry("consolidated_metadata")
-            .or_insert_with(|| json!({"kind": "inline", "must_understand": false, "metadata": {}}));
+        object.insert(
+            "consolidated_metadata".into(),
+            crate::table::element_doc::empty_block(),
+        );
     }
     node
 }

@@ -1,7 +1,7 @@
 //! Write transactions and the commit protocol (`spec/commit-protocol.md`).
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -107,6 +107,9 @@ pub struct RecoveryReport {
     pub removed_trash: Vec<PathBuf>,
     /// Temporary files of interrupted atomic writes that were removed.
     pub removed_temp_files: Vec<PathBuf>,
+    /// Tables whose element document disagreed with their node documents (another
+    /// program changed them) and was rebuilt from them (whole-dataset recovery only).
+    pub rebuilt_table_documents: Vec<String>,
 }
 
 /// A write transaction: holds the write lock; its changes reach the disk together,
@@ -421,6 +424,13 @@ impl<'a> WriteTxn<'a> {
                         Some(patch) => (*patch, Vec::new()),
                         None => {
                             let state = table::TableState::load(&root.join(&rel), &arrays)?;
+                            let (index, index_kind) = &state.index;
+                            table::element_doc::check_length(
+                                &root.join(&rel),
+                                name.as_str(),
+                                &table::state::string_values_path(index, index_kind),
+                                state.n_obs,
+                            )?;
                             let (state, widened) = self.widen_codes(&rel, state, rows)?;
                             let mut patch = TablePatch::new(rel.clone(), state);
                             for op in &widened {
@@ -739,6 +749,27 @@ fn relative(root: &Path, path: &Path) -> String {
         .into_owned()
 }
 
+/// The path of `node` relative to the table at `table` (`""` for the table itself),
+/// when it lies in that table.
+fn node_in_table<'p>(table: &str, node: &'p str) -> Option<&'p str> {
+    match node.strip_prefix(table)? {
+        "" => Some(""),
+        rest => rest.strip_prefix('/'),
+    }
+}
+
+/// Writes the element document of the (staged or repaired) table in `dir` in place,
+/// durably, its node documents as they are with `changed` in their place.
+pub(crate) fn publish_element_document(
+    dir: &Path,
+    changed: &BTreeMap<String, Value>,
+) -> Result<()> {
+    let doc = table::element_doc::element_document(dir, changed)?;
+    let publisher = Publisher::new();
+    publisher.write(&dir.join("zarr.json"), to_text(&doc).as_bytes())?;
+    publisher.sync()
+}
+
 fn empty_group() -> Value {
     json!({"attributes": {}, "zarr_format": 3, "node_type": "group"})
 }
@@ -823,6 +854,12 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     let mut extra_staged: Vec<StagedElement> = Vec::new();
     // Element folders this plan moves to the trash before later steps reuse them.
     let mut vacated: BTreeSet<String> = BTreeSet::new();
+    // Publication order for readers without the lock (§10 of spec/commit-protocol.md):
+    // node documents and element folders first, then each changed table's element
+    // document (`changed_tables`: by table, its changed node documents), then the
+    // listing documents, removals last (`removals`: by element folder, its steps).
+    let mut changed_tables: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut removals: Vec<(String, Vec<Step>)> = Vec::new();
     for (index, op) in ops.iter().enumerate() {
         match op {
             Op::TableAppend { name, patch, .. } => {
@@ -835,11 +872,17 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                         name: name.to_string(),
                     });
                 }
+                let changed = changed_tables.entry(patch.rel.clone()).or_default();
                 for (path, doc) in &patch.docs {
-                    steps.push(Step::Write {
-                        path: format!("{}/zarr.json", path.trim_start_matches('/')),
-                        text: to_text(doc),
-                    });
+                    let path = path.trim_start_matches('/');
+                    let node = node_in_table(&patch.rel, path).unwrap_or(path);
+                    changed.insert(node.to_owned(), doc.clone());
+                    if !node.is_empty() {
+                        steps.push(Step::Write {
+                            path: format!("{path}/zarr.json"),
+                            text: to_text(doc),
+                        });
+                    }
                     consolidated::set_node(
                         &mut root_doc,
                         path.trim_start_matches('/'),
@@ -868,21 +911,21 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     stage_publisher.sync()?;
                     let region_rel = format!("{}/uns/spatialdata_attrs/region", patch.rel);
                     swap_in(&mut steps, &mut cleanup, &staged.element_dir(), &region_rel)?;
-                    consolidated::set_node(
-                        &mut root_doc,
-                        &region_rel,
-                        read_json(&staged.element_dir().join("zarr.json"))?,
-                    );
+                    let region_doc = read_json(&staged.element_dir().join("zarr.json"))?;
+                    changed.insert("uns/spatialdata_attrs/region".into(), region_doc.clone());
+                    consolidated::set_node(&mut root_doc, &region_rel, region_doc);
                     extra_staged.push(staged);
                 }
             }
             Op::ReplaceNode { staged, target } => {
                 swap_in(&mut steps, &mut cleanup, &staged.element_dir(), target)?;
-                consolidated::set_node(
-                    &mut root_doc,
-                    target,
-                    read_json(&staged.element_dir().join("zarr.json"))?,
-                );
+                let doc = read_json(&staged.element_dir().join("zarr.json"))?;
+                let table = element_path(ElementKind::Tables, staged.name.as_str());
+                if let Some(node) = node_in_table(&table, target) {
+                    let changed = changed_tables.entry(table).or_default();
+                    changed.insert(node.to_owned(), doc.clone());
+                }
+                consolidated::set_node(&mut root_doc, target, doc);
             }
             Op::AddFile {
                 staged, from, to, ..
@@ -943,6 +986,16 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     }
                 }
                 let target = element_path(staged.kind, staged.name.as_str());
+                if staged.kind == ElementKind::Tables {
+                    // The staged table is complete: its element document, written now
+                    // in staging, moves in with it.
+                    publish_element_document(&staged.element_dir(), &BTreeMap::new())?;
+                    changed_tables.remove(&target);
+                }
+                // A removal of this same folder earlier in the plan must come first.
+                for (_, removal) in removals.extract_if(.., |(folder, _)| *folder == target) {
+                    steps.extend(removal);
+                }
                 if !replaces
                     && !vacated.contains(&target)
                     && root.join(&target).symlink_metadata().is_ok()
@@ -975,17 +1028,29 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                         name: name.to_string(),
                     })?;
                 let target = element_path(kind, name.as_str());
-                move_to_trash(&mut steps, &mut cleanup, &target);
+                let mut removal = Vec::new();
+                move_to_trash(&mut removal, &mut cleanup, &target);
                 vacated.insert(target.clone());
+                changed_tables.remove(&target);
                 consolidated::remove_tree(&mut root_doc, &target);
                 let records = layout.hidden_relative(&["appends", name.as_str()]);
                 if kind == ElementKind::Tables && root.join(&records).exists() {
-                    move_to_trash(&mut steps, &mut cleanup, &records);
+                    move_to_trash(&mut removal, &mut cleanup, &records);
                 }
+                removals.push((target, removal));
                 elements.remove(name.as_str());
                 labels_changed |= kind == ElementKind::Labels;
             }
         }
+    }
+    for (table, changed) in &changed_tables {
+        // Last write of each table: readers of the table group switch here (P6).
+        let doc = table::element_doc::element_document(&root.join(table), changed)?;
+        steps.push(Step::Write {
+            path: format!("{table}/zarr.json"),
+            text: to_text(&doc),
+        });
+        consolidated::set_node(&mut root_doc, table, doc);
     }
     if labels_changed {
         // The NGFF list of labels in `labels/zarr.json` follows the committed set.
@@ -1010,6 +1075,9 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
             path: "zarr.json".into(),
             text: to_text(&root_doc),
         });
+    }
+    for (_, removal) in removals {
+        steps.extend(removal);
     }
     let generation = manifest
         .generation
@@ -1192,5 +1260,23 @@ pub(crate) fn recover_with(
             }
         }
     }
+    if everywhere {
+        report.rebuilt_table_documents = rebuild_stale_table_documents(dataset)?;
+    }
     Ok(report)
+}
+
+/// Rebuilds the element document of every table whose consolidated metadata differs
+/// from its node documents; returns those tables.
+fn rebuild_stale_table_documents(dataset: &Dataset) -> Result<Vec<String>> {
+    let root = dataset.root();
+    let mut rebuilt = Vec::new();
+    for (name, kind) in dataset.elements_locked()?.iter() {
+        let dir = root.join(element_path(kind, name));
+        if kind == ElementKind::Tables && table::element_doc::verify(&dir).is_err() {
+            publish_element_document(&dir, &BTreeMap::new())?;
+            rebuilt.push(name.to_owned());
+        }
+    }
+    Ok(rebuilt)
 }

@@ -99,6 +99,7 @@ pub fn check_table(dir: &Path, deep: bool) -> Result<(), String> {
             }
         }
     }
+    super::element_doc::verify(dir)?;
     if deep {
         super::read_rows(&arrays, "", &state, 0..n).map_err(|e| e.to_string())?;
         super::read_x_rows(&arrays, "", &state, 0..n).map_err(|e| e.to_string())?;

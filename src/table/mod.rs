@@ -7,6 +7,7 @@ mod check;
 pub mod columns;
 mod create;
 pub mod digest;
+pub mod element_doc;
 mod read;
 pub mod state;
 
