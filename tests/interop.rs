@@ -578,6 +578,18 @@ fn fixture_int8_codes_are_widened_when_categories_outgrow_them() {
     assert_eq!(ds.generation().unwrap(), generation + 1);
     let codes = read_json_file(&path.join("tables/table/obs/celltype/codes/zarr.json"));
     assert_eq!(codes["data_type"], "int32");
+    // The table written by spatialdata got its element document at this first commit
+    // (`check` compares it with every node), with the widened codes in it; in the
+    // root's block its entry carries an empty block, as zarr-python nests groups.
+    let element = read_json_file(&path.join("tables/table/zarr.json"));
+    let block = &element["consolidated_metadata"]["metadata"];
+    assert_eq!(block["obs/celltype/codes"], codes);
+    assert_eq!(block["obs/celltype/codes"]["shape"], json!([202]));
+    let root = read_json_file(&path.join("zarr.json"));
+    assert_eq!(
+        root["consolidated_metadata"]["metadata"]["tables/table"]["consolidated_metadata"],
+        json!({"kind": "inline", "must_understand": false, "metadata": {}})
+    );
     assert!(
         ds.check(true).unwrap().is_ok(),
         "{:?}",
