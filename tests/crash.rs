@@ -247,6 +247,14 @@ fn record(dir: &Path) -> Recording {
 }
 
 fn record_with(dir: &Path, recorder: Recorder) -> Recording {
+    record_workload(dir, recorder, workload())
+}
+
+fn record_workload(
+    dir: &Path,
+    recorder: Recorder,
+    workload: Vec<(&'static str, Commit)>,
+) -> Recording {
     let root = dir.join("live.zarr");
     let ds = Dataset::create(&root, DatasetOptions::default()).unwrap();
     let base = dir.join("base.zarr");
@@ -254,7 +262,7 @@ fn record_with(dir: &Path, recorder: Recorder) -> Recording {
     let mut snaps = vec![snapshot(&root)];
     let recorder = Arc::new(recorder);
     let mut bounds = Vec::new();
-    for (name, commit) in workload() {
+    for (name, commit) in workload {
         let start = recorder.0.lock().unwrap().len();
         set_observer(Some(recorder.clone()));
         let result = commit(&ds);
@@ -645,4 +653,218 @@ fn injected_io_errors_leave_the_dataset_before_or_after() {
     }
     eprintln!("fault injection: {runs} runs, {failures} ended in an error");
     assert!(failures > 0);
+}
+
+/// Keyed rows `start..start + n` of region `region`, each value distinct.
+fn numbered_rows(region: &str, start: i64, n: i64) -> RowBatch {
+    let obs = RecordBatch::try_from_iter(vec![
+        (
+            "region",
+            Arc::new(StringArray::from_iter_values((0..n).map(|_| region))) as ArrayRef,
+        ),
+        (
+            "instance_id",
+            Arc::new(Int64Array::from_iter_values(start..start + n)) as ArrayRef,
+        ),
+        (
+            "area",
+            Arc::new(Float64Array::from_iter_values(
+                (start..start + n).map(|i| i as f64 + 0.5),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    RowBatch { obs, x: None }
+}
+
+/// T-C2 (spec/commit-protocol.md §10): what a reader without the lock sees at every crash prefix, WITHOUT recovery
+/// (the files as they are; a process crash keeps every operation, a power loss drops
+/// what no fsync made durable): the table's element document is the one some
+/// committed generation in flight wrote; zarr-python, reading the table through it,
+/// finds every obs column at that generation's length with the committed rows (a
+/// prefix of the final rows); every labels element `labels/zarr.json` lists exists.
+#[test]
+fn lock_free_readers_see_committed_tables_at_every_crash_prefix() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let labels = || ArrayD::from_elem(IxDyn(&[4, 4]), 5u16);
+    let appends: Vec<(&'static str, Commit)> = vec![
+        (
+            "create table",
+            Box::new(|ds: &Dataset| {
+                ds.append_rows(
+                    "cells",
+                    &numbered_rows("a", 0, 3),
+                    Some(&TableSpec::default()),
+                    Some("k1"),
+                )
+                .map(drop)
+            }),
+        ),
+        (
+            "append rows with a new region",
+            Box::new(|ds: &Dataset| {
+                ds.append_rows("cells", &numbered_rows("b", 3, 2), None, Some("k2"))
+                    .map(drop)
+            }),
+        ),
+        (
+            "add labels",
+            Box::new(move |ds: &Dataset| {
+                ds.add_labels("a", labels().view(), &RasterOptions::default())
+                    .map(drop)
+            }),
+        ),
+        (
+            "append rows",
+            Box::new(|ds: &Dataset| {
+                ds.append_rows("cells", &numbered_rows("a", 5, 4), None, Some("k3"))
+                    .map(drop)
+            }),
+        ),
+        (
+            "remove labels",
+            Box::new(|ds: &Dataset| ds.remove("a").map(drop)),
+        ),
+    ];
+    // The element document after each commit (None before the table exists).
+    let rec = record_workload(dir.path(), Recorder::default(), appends);
+    let element_doc = |root: &Path| -> Option<String> {
+        std::fs::read_to_string(root.join("tables/cells/zarr.json")).ok()
+    };
+    // The recording keeps no per-generation copy: rebuild each committed state.
+    let states = dir.path().join("states");
+    std::fs::create_dir_all(&states).unwrap();
+    let mut committed_docs = Vec::new();
+    for (c, (_, stop)) in std::iter::once(&(0, 0))
+        .chain(rec.bounds.iter())
+        .enumerate()
+    {
+        let out = states.join(format!("committed-{c}"));
+        replay(&rec, *stop, &|_| true, &out);
+        committed_docs.push(element_doc(&out).map(|t| parse(&t)));
+    }
+    let legal_docs = |end: usize| -> Vec<Option<serde_json::Value>> {
+        let mut legal = Vec::new();
+        for (c, (start, stop)) in rec.bounds.iter().enumerate() {
+            if end <= *start {
+                return vec![committed_docs[c].clone()];
+            }
+            if end < *stop {
+                return vec![committed_docs[c].clone(), committed_docs[c + 1].clone()];
+            }
+            legal = vec![committed_docs[c + 1].clone()];
+        }
+        legal
+    };
+    let mut folders = Vec::new();
+    // States whose table files are the same as an earlier state's are read once.
+    let mut seen_tables = std::collections::BTreeSet::new();
+    let mut checked = 0;
+    let ops = &rec.ops;
+    for end in 0..=rec.ops.len() {
+        for (model, keep) in [
+            (
+                "process crash",
+                Box::new(|_: usize| true) as Box<dyn Fn(usize) -> bool>,
+            ),
+            ("power loss", Box::new(move |j: usize| durable(ops, j, end))),
+        ] {
+            let out = states.join(format!("prefix-{end}-{}", folders.len()));
+            replay(&rec, end, &keep, &out);
+            let what = format!("prefix {end} ({model})");
+            // Every labels element the listing names exists.
+            if let Ok(text) = std::fs::read_to_string(out.join("labels/zarr.json")) {
+                let listed = parse(&text)["attributes"]["ome"]["labels"].clone();
+                for name in listed.as_array().into_iter().flatten() {
+                    let name = name.as_str().unwrap();
+                    assert!(
+                        out.join("labels").join(name).join("zarr.json").is_file(),
+                        "{what}: labels/zarr.json lists {name}, which is not there"
+                    );
+                }
+            }
+            let doc = element_doc(&out).map(|t| {
+                serde_json::from_str::<serde_json::Value>(&t)
+                    .unwrap_or_else(|e| panic!("{what}: the element document does not parse: {e}"))
+            });
+            assert!(
+                legal_docs(end).contains(&doc),
+                "{what}: the element document is none of the committed ones"
+            );
+            if doc.is_some() && seen_tables.insert(common::tree_files(&out.join("tables/cells"))) {
+                folders.push((what, out));
+            } else {
+                let _ = std::fs::remove_dir_all(&out);
+            }
+            checked += 1;
+        }
+    }
+    // zarr-python reads the table of every state, and of the final one.
+    let listing: String = folders
+        .iter()
+        .map(|(_, f)| format!("{}\n", f.display()))
+        .chain(std::iter::once(format!("{}\n", rec.root.display())))
+        .collect();
+    let listing_file = dir.path().join("states.txt");
+    std::fs::write(&listing_file, listing).unwrap();
+    let out = std::process::Command::new(common::python())
+        .arg(common::repo().join("tests/interop/table_views.py"))
+        .arg("cells")
+        .arg(&listing_file)
+        .output()
+        .expect("run table_views.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let views: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let final_view = &views[rec.root.to_str().unwrap()];
+    let lengths: Vec<u64> = rec
+        .snaps
+        .iter()
+        .filter_map(|s| s.tables.get("cells").copied())
+        .collect();
+    let mut lengths_seen = std::collections::BTreeSet::new();
+    for (what, folder) in &folders {
+        let view = &views[folder.to_str().unwrap()];
+        assert!(
+            view.get("error").is_none(),
+            "{what}: zarr-python failed: {view}"
+        );
+        let n = view["obs/_index"]["shape"][0].as_u64().unwrap();
+        lengths_seen.insert(n);
+        assert!(
+            lengths.contains(&n),
+            "{what}: {n} rows is no committed length {lengths:?}"
+        );
+        for (node, seen) in view.as_object().unwrap() {
+            let shape = seen["shape"].as_array().unwrap();
+            if node.starts_with("obs/") && !node.ends_with("categories") {
+                assert_eq!(
+                    shape[0].as_u64(),
+                    Some(n),
+                    "{what}: {node} has {shape:?}, obs {n}"
+                );
+            }
+            let values = seen["values"].as_array().unwrap();
+            let committed = final_view[node]["values"].as_array().unwrap();
+            assert_eq!(
+                values.as_slice(),
+                &committed[..values.len()],
+                "{what}: {node} holds rows that were never committed"
+            );
+        }
+    }
+    eprintln!(
+        "lock-free reader view: {checked} crash states, {} with the table read by zarr-python",
+        folders.len()
+    );
+    // Every committed length of the table was seen by some crash state.
+    assert_eq!(lengths_seen, lengths.iter().copied().collect());
+}
+
+fn parse(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("json")
 }
