@@ -203,3 +203,26 @@ def test_lock_reentry_and_upgrade(dataset_path):
             with ds.lock():
                 pass
     assert "inside" in ds
+
+
+def test_spatialdata_under_the_shared_lock_sees_one_state_while_a_writer_waits(dataset_path):
+    """README "Open in spatialdata while writers run": inside `sz.locked(path,
+    shared=True)` spatialdata reads one committed state however often it reads; a
+    writer in another process waits until the block ends, then commits."""
+    ds = sz.open(dataset_path)
+    workers.add_with_handle(ds, 0)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        with sz.locked(dataset_path, shared=True):
+            before = spatialdata.read_zarr(dataset_path)
+            future = pool.submit(workers.add_with_handle, ds, 1)
+            time.sleep(1.0)
+            # The writer cannot commit while the readers hold the lock.
+            assert not future.done()
+            again = spatialdata.read_zarr(dataset_path)
+            assert sorted(again.labels) == sorted(before.labels) == ["labels0"]
+            assert again.tables["cells"].n_obs == before.tables["cells"].n_obs == 1
+        assert future.result(timeout=120) == 1
+    after = spatialdata.read_zarr(dataset_path)
+    assert sorted(after.labels) == ["labels0", "labels1"]
+    assert after.tables["cells"].n_obs == 2
