@@ -20,7 +20,7 @@ use crate::element::{ElementKind, ElementName, Pixel, RasterOptions};
 use crate::error::{Error, Result};
 use crate::lock::WriteGuard;
 use crate::storage::Publisher;
-use crate::storage::publish::{remove_tree, sync_dir};
+use crate::storage::publish::remove_tree;
 use crate::table::append::{ArrayWrite, TablePatch};
 use crate::table::{self, AppendOutcome, KeyRecord, RowBatch, TableSpec};
 
@@ -380,7 +380,7 @@ impl<'a> WriteTxn<'a> {
         if let Some(repeated) = self.repeated_append(&name, key, key_rel.as_deref(), &digest)? {
             return Ok(repeated);
         }
-        let publisher = Arc::new(Publisher::new());
+        let publisher = Arc::new(self.dataset.publisher());
         let staged_dir = self.find_pending(|op| match op {
             Op::Add { staged, .. } if staged.kind == ElementKind::Tables && staged.name == name => {
                 Some(staged.element_dir())
@@ -493,7 +493,7 @@ impl<'a> WriteTxn<'a> {
                 #[allow(clippy::unnecessary_cast)]
                 values.into_iter().map(|v| v as i64).collect()
             });
-            let publisher = Arc::new(Publisher::new());
+            let publisher = Arc::new(self.dataset.publisher());
             let staged = StagedElement::create(
                 self.dataset.layout(),
                 &publisher,
@@ -620,7 +620,7 @@ impl<'a> WriteTxn<'a> {
             self.record_key(key_rel, key, start..start, digest);
             return Ok(outcome(start, start, true));
         }
-        let publisher = Arc::new(Publisher::new());
+        let publisher = Arc::new(self.dataset.publisher());
         let staged = StagedElement::create(
             self.dataset.layout(),
             &publisher,
@@ -795,7 +795,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
      -> Result<()> {
         // The marker tells a replay on which side of the swap the staged folder is.
         let marker = format!("{SWAP_MARKER_PREFIX}{}", unique_id());
-        let publisher = Publisher::new();
+        let publisher = dataset.publisher();
         publisher.write(&staged.join(&marker), b"")?;
         publisher.sync()?;
         let from = relative(root, staged);
@@ -847,7 +847,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     );
                 }
                 if patch.region_becomes_list {
-                    let stage_publisher = Arc::new(Publisher::new());
+                    let stage_publisher = Arc::new(dataset.publisher());
                     let staged = StagedElement::create(
                         layout,
                         &stage_publisher,
@@ -1042,7 +1042,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     // The appended rows are stored only now that every check has passed: a refused
     // commit changes no committed file. They lie beyond the committed shapes, where
     // readers do not look, until the journal's documents grow the arrays.
-    let row_publisher = Arc::new(Publisher::new());
+    let row_publisher = Arc::new(dataset.publisher());
     let arrays = table::arrays_at(root, &row_publisher)?;
     for op in ops.iter_mut() {
         if let Op::TableAppend { writes, .. } = op {
@@ -1070,7 +1070,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         staging_dirs.push(staged.dir.clone());
     }
     // The commit point: once the journal is durable, the commit will happen.
-    let publisher = Publisher::new();
+    let publisher = dataset.publisher();
     let journal_path = layout.hidden.join(JOURNAL_FILE);
     if let Err(error) = publisher
         .write(&journal_path, &journal.to_bytes())
@@ -1078,9 +1078,10 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     {
         // Undecided: withdraw the journal if it reached its place. If even that
         // fails, the commit stays decided and the next writer finishes it.
-        return match Publisher::new()
+        let withdraw = dataset.publisher();
+        return match withdraw
             .remove_file(&journal_path)
-            .and_then(|()| sync_dir(&layout.hidden))
+            .and_then(|()| withdraw.sync_dir(&layout.hidden))
         {
             Ok(()) => Err(error),
             Err(_) => Err(decided_error(error)),
@@ -1146,7 +1147,7 @@ pub(crate) fn recover_with(
     let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
     dirs.extend(ElementKind::ALL.iter().map(|k| layout.root.join(k.group())));
     if let Some(journal) = Journal::load(&layout.hidden)? {
-        let publisher = Publisher::new();
+        let publisher = dataset.publisher();
         finish(dataset, &journal, &publisher)?;
         report.finished_commit = Some(journal.generation);
         dirs.extend(journal.written_folders(&layout.root));
@@ -1181,7 +1182,7 @@ pub(crate) fn recover_with(
                 continue;
             };
             if kind.is_file() && name.starts_with(crate::storage::publish::TEMP_PREFIX) {
-                crate::storage::publish::Publisher::new().remove_file(&path)?;
+                dataset.publisher().remove_file(&path)?;
                 report.removed_temp_files.push(path);
             } else if everywhere
                 && kind.is_dir()

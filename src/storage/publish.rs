@@ -11,12 +11,16 @@
 //! every queued file at once, from several threads (a journaling filesystem folds
 //! concurrent fsyncs into one commit), then renames each over its target in the
 //! order written. Either way no target is replaced before its new data is durable.
+//! fsyncs go through the files' open descriptors, and the fsyncs issued together
+//! (one round) are announced as one [`FsOp::FsyncRound`]. At
+//! [`Durability::Process`] nothing is fsynced; every other step is the same.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::durability::Durability;
 use super::trace::{FsOp, observe};
 use crate::error::{Error, Result, io_err};
 
@@ -50,44 +54,73 @@ const MAX_PENDING: usize = 256;
 /// Most threads issuing fsyncs at once.
 const FSYNC_THREADS: usize = 16;
 
-/// A file written to its temporary name, waiting to be fsynced and renamed.
+/// A file written to its temporary name, waiting to be fsynced and renamed. The file
+/// stays open so that its fsync needs no second `open`.
 #[derive(Debug)]
 struct PendingWrite {
     temp: PathBuf,
     target: PathBuf,
+    file: std::fs::File,
 }
 
-/// Publishes files atomically and batches the fsync of their folders.
+/// Publishes files atomically and batches the fsync of their folders. At
+/// [`Durability::Process`] it makes no fsync at all; everything else is the same.
 #[derive(Debug, Default)]
 pub struct Publisher {
     dirty: Mutex<BTreeSet<PathBuf>>,
     pending: Mutex<Vec<PendingWrite>>,
+    durability: Durability,
 }
 
-/// fsyncs every file of `paths`, from up to [`FSYNC_THREADS`] threads at once. Every
-/// fsync is announced first, in order, from the calling thread.
-fn fsync_all(paths: &[&Path], dirs: bool) -> Result<()> {
-    for path in paths {
-        let op = if dirs {
-            FsOp::FsyncDir(path.to_path_buf())
-        } else {
-            FsOp::Fsync(path.to_path_buf())
-        };
-        observe(|| op).map_err(io_err("fsync", path))?;
+/// One fsync of a round: a file already open, or a folder to open.
+enum SyncTarget<'a> {
+    File(&'a std::fs::File, &'a Path),
+    Dir(&'a Path),
+}
+
+impl SyncTarget<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            SyncTarget::File(_, path) | SyncTarget::Dir(path) => path,
+        }
     }
-    let fsync = |path: &Path| -> Result<()> {
-        std::fs::File::open(path)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("fsync", path))
-    };
-    if paths.len() <= 1 {
-        return paths.iter().try_for_each(|p| fsync(p));
+
+    fn announce(&self) -> std::io::Result<()> {
+        match self {
+            SyncTarget::File(_, path) => observe(|| FsOp::Fsync(path.to_path_buf())),
+            SyncTarget::Dir(path) => observe(|| FsOp::FsyncDir(path.to_path_buf())),
+        }
     }
-    let per_thread = paths.len().div_ceil(FSYNC_THREADS);
+
+    fn sync(&self) -> Result<()> {
+        match self {
+            SyncTarget::File(file, path) => file.sync_all().map_err(io_err("fsync", path)),
+            SyncTarget::Dir(path) => std::fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("fsync folder", path)),
+        }
+    }
+}
+
+/// One fsync round: every target fsynced at once, from up to [`FSYNC_THREADS`]
+/// threads, and waited for. The round, then each fsync, is announced first, in
+/// order, from the calling thread.
+fn fsync_round(targets: &[SyncTarget<'_>]) -> Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    observe(|| FsOp::FsyncRound(targets.len())).map_err(io_err("fsync", targets[0].path()))?;
+    for target in targets {
+        target.announce().map_err(io_err("fsync", target.path()))?;
+    }
+    if targets.len() == 1 {
+        return targets[0].sync();
+    }
+    let per_thread = targets.len().div_ceil(FSYNC_THREADS);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = paths
+        let handles: Vec<_> = targets
             .chunks(per_thread)
-            .map(|group| scope.spawn(move || group.iter().try_for_each(|p| fsync(p))))
+            .map(|group| scope.spawn(move || group.iter().try_for_each(SyncTarget::sync)))
             .collect();
         handles
             .into_iter()
@@ -107,18 +140,33 @@ fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// fsyncs a folder, so that the entries created, renamed or removed in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    observe(|| FsOp::FsyncDir(dir.to_path_buf())).map_err(io_err("fsync folder", dir))?;
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("fsync folder", dir))
-}
-
 impl Publisher {
-    /// A publisher with nothing pending.
+    /// A publisher with nothing pending, at [`Durability::Full`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A publisher with nothing pending, fsyncing as `durability` says.
+    pub fn with_durability(durability: Durability) -> Self {
+        Self {
+            dirty: Mutex::default(),
+            pending: Mutex::default(),
+            durability,
+        }
+    }
+
+    /// The durability level this publisher writes at.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// fsyncs the folder `dir` now (nothing at [`Durability::Process`]), so that the
+    /// entries created, renamed or removed in it are durable.
+    pub fn sync_dir(&self, dir: &Path) -> Result<()> {
+        if !self.durability.syncs() {
+            return Ok(());
+        }
+        fsync_round(&[SyncTarget::Dir(dir)])
     }
 
     fn mark(&self, dir: PathBuf) {
@@ -144,9 +192,10 @@ impl Publisher {
             observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
                 .map_err(io_err("write", &temp))?;
             file.write_all(bytes).map_err(io_err("write", &temp))?;
-            observe(|| FsOp::Fsync(temp.clone())).map_err(io_err("fsync", &temp))?;
-            // An fsync error is final: the page cache may have dropped the data.
-            file.sync_all().map_err(io_err("fsync", &temp))?;
+            if self.durability.syncs() {
+                // An fsync error is final: the page cache may have dropped the data.
+                fsync_round(&[SyncTarget::File(&file, &temp)])?;
+            }
             drop(file);
             observe(|| FsOp::Rename(temp.clone(), path.to_path_buf()))
                 .map_err(io_err("rename into place", path))?;
@@ -171,8 +220,8 @@ impl Publisher {
         let written = observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
             .and_then(|()| file.write_all(bytes))
             .map_err(io_err("write", &temp));
-        drop(file);
         if let Err(e) = written {
+            drop(file);
             let _ = observe(|| FsOp::Unlink(temp.clone()));
             let _ = std::fs::remove_file(&temp);
             return Err(e);
@@ -182,6 +231,7 @@ impl Publisher {
             pending.push(PendingWrite {
                 temp,
                 target: path.to_path_buf(),
+                file,
             });
             pending.len() >= MAX_PENDING
         };
@@ -216,8 +266,13 @@ impl Publisher {
         }
         let mut renamed = 0;
         let result = (|| {
-            let temps: Vec<&Path> = batch.iter().map(|w| w.temp.as_path()).collect();
-            fsync_all(&temps, false)?;
+            if self.durability.syncs() {
+                let temps: Vec<SyncTarget<'_>> = batch
+                    .iter()
+                    .map(|w| SyncTarget::File(&w.file, &w.temp))
+                    .collect();
+                fsync_round(&temps)?;
+            }
             for write in &batch {
                 observe(|| FsOp::Rename(write.temp.clone(), write.target.clone()))
                     .and_then(|()| std::fs::rename(&write.temp, &write.target))
@@ -320,13 +375,16 @@ impl Publisher {
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
         let dirs = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        if !self.durability.syncs() {
+            return Ok(());
+        }
         // A folder that was itself renamed away since is synced under its new name.
-        let existing: Vec<&Path> = dirs
+        let existing: Vec<SyncTarget<'_>> = dirs
             .iter()
-            .map(PathBuf::as_path)
             .filter(|d| d.exists())
+            .map(|d| SyncTarget::Dir(d))
             .collect();
-        fsync_all(&existing, true)
+        fsync_round(&existing)
     }
 }
 
