@@ -211,3 +211,43 @@ fn the_option_wins_over_the_environment_and_a_bad_level_is_refused() {
     let ds = Dataset::open(&path, options(Durability::Process)).unwrap();
     assert_eq!(ds.durability(), Durability::Process);
 }
+
+/// The fsync rounds of `ops` that belong to the commit: those announced after the
+/// journal's content was written (staging comes before it, without the lock).
+fn commit_rounds(ops: &[FsOp]) -> (Vec<usize>, Vec<usize>) {
+    let journal_temp = ops.iter().enumerate().find_map(|(j, op)| match op {
+        FsOp::Rename(temp, to) if to.ends_with(".spatialzarr/journal.json") => ops[..j]
+            .iter()
+            .position(|o| matches!(o, FsOp::Write(p, _) if p == temp)),
+        _ => None,
+    });
+    let split = journal_temp.expect("the commit published no journal");
+    (rounds(&ops[..split]), rounds(&ops[split..]))
+}
+
+/// Sequential fsync rounds of one uncontended `add_labels` and one keyed
+/// `append_rows` (1,000 rows) into a dataset that has labels and keyed appends
+/// already, counted through the observer: staging 3 rounds (before the lock);
+/// under the lock 3 for the labels, 4 for the rows (spec/commit-protocol.md §8).
+#[test]
+fn fsync_rounds_per_commit() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let ds = prepared(dir.path(), Durability::Full);
+    let labels = ArrayD::from_elem(IxDyn(&[32, 32]), 3u32);
+    ds.add_labels("first", labels.view(), &RasterOptions::default())
+        .unwrap();
+    ds.append_rows("cells", &rows(10), None, Some("run0/fov0"))
+        .unwrap();
+    let (staging, commit) = commit_rounds(&record(|| add_labels(&ds)));
+    eprintln!("add_labels: staging rounds {staging:?}, commit rounds {commit:?}");
+    assert_eq!(staging.len(), 3, "staging: {staging:?}");
+    assert!(commit.len() <= 3, "add_labels commit: {commit:?}");
+    let (before, commit) = commit_rounds(&record(|| append_rows(&ds)));
+    eprintln!("append_rows: commit rounds {commit:?}");
+    assert!(before.is_empty(), "an append stages nothing: {before:?}");
+    assert!(commit.len() <= 4, "append_rows commit: {commit:?}");
+    // The first round carries every row chunk, the journal and the documents.
+    assert!(commit[0] >= 5, "append_rows first round: {commit:?}");
+    assert_eq!(ds.table_info("cells").unwrap().n_obs, 2010);
+}

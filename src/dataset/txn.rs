@@ -1049,6 +1049,30 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
             table::append::write(&arrays, std::mem::take(writes))?;
         }
     }
+    // The journal, and the files its `Write` steps publish (in folders that exist),
+    // are written ahead to temporary files, so that ONE fsync round makes the rows,
+    // the journal and those files durable (spec/commit-protocol.md §3.3).
+    let publisher = dataset.publisher();
+    for step in &journal.steps {
+        if let Step::Write { path, text } = step {
+            let target = root.join(path);
+            let Some(folder) = target.parent() else {
+                continue;
+            };
+            // A missing folder of the hidden one (the first idempotency record of a
+            // table) is made now: nothing reads it before the commit names it.
+            if !folder.is_dir() && folder.starts_with(&layout.hidden) {
+                publisher.create_dir_all(folder)?;
+            }
+            if folder.is_dir() {
+                publisher.prepare(&target, text.as_bytes())?;
+            }
+        }
+    }
+    let journal_path = layout.hidden.join(JOURNAL_FILE);
+    publisher.write_deferred(&journal_path, &journal.to_bytes())?;
+    Publisher::sync_written(&[&row_publisher, &publisher])?;
+    // The rows reach their places (and their folders are fsynced) before the journal.
     row_publisher.sync()?;
 
     // From here on the staged folders belong to the journal: never delete them on
@@ -1070,12 +1094,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         staging_dirs.push(staged.dir.clone());
     }
     // The commit point: once the journal is durable, the commit will happen.
-    let publisher = dataset.publisher();
-    let journal_path = layout.hidden.join(JOURNAL_FILE);
-    if let Err(error) = publisher
-        .write(&journal_path, &journal.to_bytes())
-        .and_then(|()| publisher.sync())
-    {
+    if let Err(error) = publisher.sync() {
         // Undecided: withdraw the journal if it reached its place. If even that
         // fails, the commit stays decided and the next writer finishes it.
         let withdraw = dataset.publisher();
@@ -1112,9 +1131,11 @@ fn finish(dataset: &Dataset, journal: &Journal, publisher: &Publisher) -> Result
     let journal_path = layout.hidden.join(JOURNAL_FILE);
     journal.apply(&layout.root, publisher, &journal_path)?;
     publisher.sync()?;
-    // Removing the journal marks the hidden folder, which this sync fsyncs.
+    // The removal is not fsynced: should a power loss bring the journal back, its
+    // replay finds every step done (§6 of spec/commit-protocol.md: a rename into a
+    // cleanup folder that is gone is done too), and the next commit's fsync of the
+    // hidden folder makes the removal durable before that commit is decided.
     publisher.remove_file(&journal_path)?;
-    publisher.sync()?;
     for path in &journal.cleanup {
         if let Some(rel) = crate::util::safe_relative(path) {
             let path = layout.root.join(rel);
@@ -1164,6 +1185,11 @@ pub(crate) fn recover_with(
     }
     // Under the write lock no atomic write is in flight outside staging folders, so
     // every temporary file there belongs to a dead writer.
+    if everywhere {
+        // Idempotency records are published through temporary files written before
+        // their commit is decided.
+        dirs.push(layout.hidden.join("appends"));
+    }
     dirs.sort();
     dirs.dedup();
     let mut stack = dirs;

@@ -61,6 +61,16 @@ struct PendingWrite {
     temp: PathBuf,
     target: PathBuf,
     file: std::fs::File,
+    /// Already fsynced (in a round of [`Publisher::sync_written`]).
+    synced: bool,
+}
+
+/// A file written ahead to its temporary name ([`Publisher::prepare`]), waiting for
+/// the [`Publisher::write_deferred`] of the same bytes to the same target.
+#[derive(Debug)]
+struct PreparedWrite {
+    write: PendingWrite,
+    bytes: Vec<u8>,
 }
 
 /// Publishes files atomically and batches the fsync of their folders. At
@@ -69,6 +79,7 @@ struct PendingWrite {
 pub struct Publisher {
     dirty: Mutex<BTreeSet<PathBuf>>,
     pending: Mutex<Vec<PendingWrite>>,
+    prepared: Mutex<Vec<PreparedWrite>>,
     durability: Durability,
 }
 
@@ -151,6 +162,7 @@ impl Publisher {
         Self {
             dirty: Mutex::default(),
             pending: Mutex::default(),
+            prepared: Mutex::default(),
             durability,
         }
     }
@@ -215,6 +227,20 @@ impl Publisher {
     /// [`sync`](Self::sync). Until then `path` keeps its old content (see
     /// [`is_pending`](Self::is_pending)). The folder must exist.
     pub fn write_deferred(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let ahead = {
+            let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            prepared
+                .iter()
+                .position(|p| p.write.target == path && p.bytes == bytes)
+                .map(|at| prepared.remove(at).write)
+        };
+        if let Some(write) = ahead {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(write);
+            return Ok(());
+        }
         let dir = parent_of(path);
         let (temp, mut file) = create_temp(&dir)?;
         let written = observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
@@ -232,6 +258,7 @@ impl Publisher {
                 temp,
                 target: path.to_path_buf(),
                 file,
+                synced: false,
             });
             pending.len() >= MAX_PENDING
         };
@@ -269,6 +296,7 @@ impl Publisher {
             if self.durability.syncs() {
                 let temps: Vec<SyncTarget<'_>> = batch
                     .iter()
+                    .filter(|w| !w.synced)
                     .map(|w| SyncTarget::File(&w.file, &w.temp))
                     .collect();
                 fsync_round(&temps)?;
@@ -286,6 +314,75 @@ impl Publisher {
             discard(&batch[renamed..]);
         }
         result
+    }
+
+    /// Writes `bytes` ahead to a new temporary file beside `path` (the folder must
+    /// exist), without queueing it: a later [`write_deferred`](Self::write_deferred)
+    /// of the same bytes to `path` takes this file instead of writing another, so
+    /// that its fsync can join an earlier round ([`sync_written`](Self::sync_written)).
+    /// Unclaimed, it is removed when the publisher is dropped.
+    pub fn prepare(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = parent_of(path);
+        let (temp, mut file) = create_temp(&dir)?;
+        let written = observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
+            .and_then(|()| file.write_all(bytes))
+            .map_err(io_err("write", &temp));
+        let write = PendingWrite {
+            temp,
+            target: path.to_path_buf(),
+            file,
+            synced: false,
+        };
+        if let Err(e) = written {
+            discard(std::slice::from_ref(&write));
+            return Err(e);
+        }
+        self.prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PreparedWrite {
+                write,
+                bytes: bytes.to_vec(),
+            });
+        Ok(())
+    }
+
+    /// fsyncs, in ONE round, every temporary file that the publishers of `all` have
+    /// written (queued or prepared) and not fsynced yet; renames nothing. Their later
+    /// flushes only rename. Nothing at [`Durability::Process`].
+    pub fn sync_written(all: &[&Publisher]) -> Result<()> {
+        let mut pending: Vec<_> = all
+            .iter()
+            .map(|p| p.pending.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let mut prepared: Vec<_> = all
+            .iter()
+            .map(|p| p.prepared.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let syncing = |p: &&Publisher| p.durability.syncs();
+        {
+            let mut targets = Vec::new();
+            for (publisher, (queued, ahead)) in all.iter().zip(pending.iter().zip(prepared.iter()))
+            {
+                if !syncing(publisher) {
+                    continue;
+                }
+                let writes = queued.iter().chain(ahead.iter().map(|p| &p.write));
+                targets.extend(
+                    writes
+                        .filter(|w| !w.synced)
+                        .map(|w| SyncTarget::File(&w.file, &w.temp)),
+                );
+            }
+            fsync_round(&targets)?;
+        }
+        for (queued, ahead) in pending.iter_mut().zip(prepared.iter_mut()) {
+            let writes = queued
+                .iter_mut()
+                .chain(ahead.iter_mut().map(|p| &mut p.write));
+            writes.for_each(|w| w.synced = true);
+        }
+        Ok(())
     }
 
     /// Creates `dir` and any missing parents, remembering each new entry's folder.
@@ -393,6 +490,10 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         let batch = std::mem::take(self.pending.get_mut().unwrap_or_else(|p| p.into_inner()));
         discard(&batch);
+        let ahead = std::mem::take(self.prepared.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for prepared in &ahead {
+            discard(std::slice::from_ref(&prepared.write));
+        }
     }
 }
 
