@@ -38,3 +38,4 @@ pub use element::{
     DType, ElementKind, ElementName, Pixel, RasterInfo, RasterOptions, Transform, Transformations,
 };
 pub use error::{Error, Result};
+pub use storage::Durability;

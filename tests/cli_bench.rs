@@ -27,6 +27,7 @@ fn quick_scenarios_report_ours_beside_the_baseline() {
     assert_eq!(
         names,
         [
+            "commit_latency_p50_1_writer_process",
             "commit_latency_p50_1_writer",
             "commit_latency_p99_1_writer",
             "commit_latency_p50_8_writers",

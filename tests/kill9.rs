@@ -21,8 +21,10 @@
 //! reported; the one unacknowledged operation per worker is wholly present or wholly
 //! absent; nothing else is present; the table's regions equal the regions of its rows.
 //!
-//! The default run (300 kills, about 20-30 s in a debug build on 2 cores) fits the
-//! ordinary test run. The long form (reliability bar: at least 1,000 kills):
+//! The suite runs at both durability levels: `Durability::Full` (300 kills by default)
+//! and `Durability::Process`, which never fsyncs (150 kills by default; the workers get
+//! the level through `SPATIALZARR_DURABILITY`). The default run (about 20-30 s per
+//! level in a debug build on 2 cores) fits the ordinary test run. The long form (reliability bar: at least 1,000 kills):
 //!
 //! ```text
 //! SPATIALZARR_KILLS=1000 cargo test --release --test kill9 -- --nocapture
@@ -50,7 +52,7 @@ use arrow_array::types::{Float64Type, Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use ndarray::{ArrayD, IxDyn};
 use spatialzarr::table::{RowBatch, TableSpec};
-use spatialzarr::{Dataset, DatasetOptions, Error, RasterOptions};
+use spatialzarr::{Dataset, DatasetOptions, Durability, Error, RasterOptions};
 
 /// Concurrent writer processes.
 const WORKERS: usize = 8;
@@ -360,6 +362,8 @@ struct Running {
 struct Driver {
     path: PathBuf,
     seed: u64,
+    /// The durability level of the workers (`SPATIALZARR_DURABILITY`).
+    durability: Durability,
     running: Vec<Option<Running>>,
     tx: Sender<(usize, String)>,
     rx: Receiver<(usize, String)>,
@@ -394,11 +398,12 @@ struct Stats {
 }
 
 impl Driver {
-    fn new(path: &Path, seed: u64) -> Self {
+    fn new(path: &Path, seed: u64, durability: Durability) -> Self {
         let (tx, rx) = channel();
         Self {
             path: path.to_path_buf(),
             seed,
+            durability,
             running: (0..WORKERS).map(|_| None).collect(),
             tx,
             rx,
@@ -422,6 +427,7 @@ impl Driver {
             self.seed.to_string(),
         ];
         let mut child = common::worker("writer", &args)
+            .env("SPATIALZARR_DURABILITY", self.durability.as_str())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -842,9 +848,26 @@ fn scratch_dir() -> tempfile::TempDir {
     }
 }
 
+/// The two tests take turns: each runs eight writers on two cores.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Writers that fsync everything (`Durability::Full`).
 #[test]
 fn kill9_writers_lose_and_duplicate_nothing() {
-    let total_kills = env_u64("SPATIALZARR_KILLS").unwrap_or(DEFAULT_KILLS);
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    kill9_writers(Durability::Full, DEFAULT_KILLS);
+}
+
+/// Writers that never fsync (`Durability::Process`): a kill loses nothing either,
+/// since the page cache outlives the process. The default run makes half the kills.
+#[test]
+fn kill9_writers_without_fsync_lose_and_duplicate_nothing() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    kill9_writers(Durability::Process, DEFAULT_KILLS / 2);
+}
+
+fn kill9_writers(durability: Durability, default_kills: u64) {
+    let total_kills = env_u64("SPATIALZARR_KILLS").unwrap_or(default_kills);
     let seed = env_u64("SPATIALZARR_KILL_SEED").unwrap_or(DEFAULT_SEED);
     let per_round = if total_kills >= 500 { 100 } else { 50 };
     let max_pause = env_u64("SPATIALZARR_KILL_PAUSE_MS").unwrap_or(MAX_PAUSE_MS);
@@ -855,7 +878,7 @@ fn kill9_writers_lose_and_duplicate_nothing() {
     ds.add_points("pts", &points_batch(SEED_WORKER, 0, 3), None, false)
         .expect("seed points");
     let mut rng = SplitMix::new(seed ^ 0xD1CE);
-    let mut driver = Driver::new(&path, seed);
+    let mut driver = Driver::new(&path, seed, durability);
     driver.start_all();
     while driver.stats.kills < total_kills {
         std::thread::sleep(Duration::from_millis(rng.below(max_pause + 1)));
@@ -894,7 +917,7 @@ fn kill9_writers_lose_and_duplicate_nothing() {
     }
     let s = &driver.stats;
     eprintln!(
-        "kill9: {} random kills + {} kills at {} round ends ({} restarts) in {:.1?}; \
+        "kill9 ({durability}): {} random kills + {} kills at {} round ends ({} restarts) in {:.1?}; \
          {acked} acknowledged ops verified at the end ({by_kind:?}), {} acknowledgements \
          taken ({} of them for a retried op already done), {} op verifications over all \
          rounds; interrupted ops found done {} / not done {}; rounds with a journal to \

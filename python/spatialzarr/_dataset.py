@@ -46,6 +46,7 @@ class _Options:
     lock_timeout: float | None = None
     allow_node_local_locks: bool = False
     drop_consolidated_metadata: bool = False
+    durability: str | None = None
 
 
 def _reopen(path: str, options: _Options) -> "Dataset":
@@ -66,14 +67,16 @@ class Dataset:
         lock_timeout: float | None = None,
         allow_node_local_locks: bool = False,
         drop_consolidated_metadata: bool = False,
+        durability: str | None = None,
     ) -> None:
-        self._options = _Options(lock_timeout, allow_node_local_locks, drop_consolidated_metadata)
+        self._options = _Options(lock_timeout, allow_node_local_locks, drop_consolidated_metadata, durability)
         self._native = _native.Dataset(
             os.fspath(path),
             create,
             lock_timeout=lock_timeout,
             allow_node_local_locks=allow_node_local_locks,
             drop_consolidated_metadata=drop_consolidated_metadata,
+            durability=durability,
         )
 
     def __reduce__(self):
@@ -81,6 +84,14 @@ class Dataset:
 
     def __repr__(self) -> str:
         return f"spatialzarr.Dataset({os.fspath(self.path)!r})"
+
+    @property
+    def durability(self) -> str:
+        """What this handle's commits survive once acknowledged: ``"full"`` (fsynced:
+        a power loss too) or ``"process"`` (no fsync: the crash or kill -9 of any
+        process, but a power loss or a kernel crash may lose the commits of the last
+        seconds and leave torn or empty files; run ``spatialzarr check`` after one)."""
+        return self._native.durability
 
     @property
     def path(self) -> os.PathLike:
@@ -335,14 +346,23 @@ def open(  # noqa: A001 - the name users expect
     lock_timeout: float | None = None,
     allow_node_local_locks: bool = False,
     drop_consolidated_metadata: bool = False,
+    durability: str | None = None,
 ) -> Dataset:
-    """Opens the dataset at ``path`` (``create``: make an empty one if nothing is there)."""
+    """Opens the dataset at ``path`` (``create``: make an empty one if nothing is there).
+
+    ``durability`` is what an acknowledged commit survives: ``"full"`` (the default:
+    every file a commit depends on is fsynced, so it survives a power loss) or
+    ``"process"`` (no fsync: it survives the crash or kill -9 of any process at any
+    instant, but a power loss or a kernel crash may lose the commits of the last
+    seconds and leave the dataset inconsistent, with torn or empty files). ``None``
+    takes the environment variable ``SPATIALZARR_DURABILITY``, else ``"full"``."""
     return Dataset(
         path,
         create=create,
         lock_timeout=lock_timeout,
         allow_node_local_locks=allow_node_local_locks,
         drop_consolidated_metadata=drop_consolidated_metadata,
+        durability=durability,
     )
 
 

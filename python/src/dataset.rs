@@ -106,7 +106,7 @@ pub struct Dataset {
 impl Dataset {
     /// Opens (or with `create`, opens or creates) the dataset at `path`.
     #[new]
-    #[pyo3(signature = (path, create, lock_timeout=None, allow_node_local_locks=false, drop_consolidated_metadata=false))]
+    #[pyo3(signature = (path, create, lock_timeout=None, allow_node_local_locks=false, drop_consolidated_metadata=false, durability=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -114,7 +114,15 @@ impl Dataset {
         lock_timeout: Option<f64>,
         allow_node_local_locks: bool,
         drop_consolidated_metadata: bool,
+        durability: Option<&str>,
     ) -> PyResult<Self> {
+        let durability = durability
+            .map(|level| {
+                level
+                    .parse::<spatialzarr::Durability>()
+                    .map_err(|e| invalid(format!("durability: {e}")))
+            })
+            .transpose()?;
         let options = DatasetOptions {
             lock_timeout: timeout_of(lock_timeout)?,
             lock: LockOptions {
@@ -125,6 +133,7 @@ impl Dataset {
             } else {
                 ConsolidatedMetadata::KeepCurrent
             },
+            durability,
         };
         let inner = py
             .detach(|| {
@@ -136,6 +145,12 @@ impl Dataset {
             })
             .or_raise()?;
         Ok(Self { inner })
+    }
+
+    /// The durability level this handle commits at: "full" or "process".
+    #[getter]
+    fn durability(&self) -> &'static str {
+        self.inner.durability().as_str()
     }
 
     /// The dataset's root folder.

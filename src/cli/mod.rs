@@ -49,11 +49,52 @@ impl ReadOptions {
     }
 }
 
+/// The help of `--durability`: what each level survives, with the power-loss risk of
+/// `process` in the words of the documentation.
+fn durability_help() -> String {
+    format!(
+        "What an acknowledged commit survives [default: the SPATIALZARR_DURABILITY environment variable, else full].\n\
+         full: every file a commit depends on is fsynced before it returns; the commit survives a power loss or a kernel crash.\n\
+         process: no fsync. {}",
+        spatialzarr::storage::durability::PROCESS_GUARANTEE
+    )
+}
+
+/// The durability option of every command that changes a dataset.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DurabilityOption {
+    #[arg(long, value_name = "full|process", value_parser = parse_durability, long_help = durability_help(),
+        help = "What an acknowledged commit survives: full (fsync, survives power loss) or process (no fsync, survives only process crashes; see --help)")]
+    durability: Option<spatialzarr::Durability>,
+}
+
+impl DurabilityOption {
+    /// The level asked for (`None`: the environment's, else full).
+    fn level(&self) -> Option<spatialzarr::Durability> {
+        self.durability
+    }
+
+    /// This option as command-line arguments, for a worker process.
+    fn to_args(&self) -> Vec<String> {
+        match self.durability {
+            Some(level) => vec!["--durability".to_string(), level.to_string()],
+            None => Vec::new(),
+        }
+    }
+}
+
+fn parse_durability(value: &str) -> Result<spatialzarr::Durability, String> {
+    value.parse().map_err(|e| format!("{e}"))
+}
+
 /// The options of every command that changes a dataset.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WriteOptions {
     #[command(flatten)]
     read: ReadOptions,
+
+    #[command(flatten)]
+    durability: DurabilityOption,
 
     /// Remove zarr-python's consolidated metadata from the root `zarr.json` at this
     /// commit instead of keeping it current (readers then list the hierarchy).
@@ -70,6 +111,7 @@ impl WriteOptions {
             } else {
                 ConsolidatedMetadata::KeepCurrent
             },
+            durability: self.durability.level(),
             ..self.read.dataset_options()
         }
     }
@@ -86,6 +128,7 @@ impl WriteOptions {
         if self.drop_consolidated_metadata {
             args.push("--drop-consolidated-metadata".to_string());
         }
+        args.extend(self.durability.to_args());
         args
     }
 }

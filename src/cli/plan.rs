@@ -30,7 +30,7 @@ const NOT_IN_PLANS: [&str; 3] = ["json", "help", "version"];
 
 /// Options of the subcommands that `apply` takes for the whole plan: the plan opens
 /// the dataset once, under one lock, and commits once.
-const PLAN_WIDE: [&str; 2] = ["lock-timeout", "drop-consolidated-metadata"];
+const PLAN_WIDE: [&str; 3] = ["lock-timeout", "drop-consolidated-metadata", "durability"];
 
 /// One operation of a plan, parsed.
 pub(super) struct PlannedOp {

@@ -233,12 +233,18 @@ pub struct RecoverArgs {
     json: bool,
     #[command(flatten)]
     options: ReadOptions,
+    #[command(flatten)]
+    durability: super::DurabilityOption,
 }
 
 /// `recover`: under the write lock, finishes an interrupted commit and removes what
 /// dead writers left behind (staging folders, trash, temporary files).
 pub fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
-    let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
+    let options = spatialzarr::DatasetOptions {
+        durability: args.durability.level(),
+        ..args.options.dataset_options()
+    };
+    let dataset = Dataset::open(&args.dataset, options)?;
     let report = dataset.recover()?;
     let finished = match report.finished_commit {
         Some(generation) => format!("finished the interrupted commit of generation {generation}"),

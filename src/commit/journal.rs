@@ -183,6 +183,13 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether `path` lies in one of the folders the journal deletes once done.
+    fn is_cleanup(&self, path: &str) -> bool {
+        self.cleanup
+            .iter()
+            .any(|c| Path::new(path).starts_with(Path::new(c)))
+    }
+
     /// The folders (under `root`) of the files the journal's `Write` steps publish.
     pub fn written_folders(&self, root: &Path) -> Vec<PathBuf> {
         self.steps
@@ -248,6 +255,10 @@ impl Journal {
                             publisher.touched(&to_path);
                         }
                         (true, false) => publisher.rename(&from_path, &to_path)?,
+                        // A move into a cleanup folder that is gone: the commit was
+                        // finished and cleaned up, and a power loss brought back its
+                        // journal, whose removal is not fsynced.
+                        (false, false) if self.is_cleanup(to) => {}
                         (false, false) => {
                             return Err(Error::Corrupt {
                                 path: journal_path.to_path_buf(),
@@ -346,6 +357,33 @@ mod tests {
         p.sync().unwrap();
         assert!(root.join("old").is_dir() && root.join("trash/x").is_dir());
         assert!(!root.join("stage").exists());
+    }
+
+    #[test]
+    fn a_journal_back_after_its_cleanup_replays_as_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("old")).unwrap();
+        let mut j = journal(vec![
+            Step::Mkdir {
+                path: "trash".into(),
+            },
+            Step::Rename {
+                from: "old".into(),
+                to: "trash/x".into(),
+            },
+        ]);
+        j.cleanup = vec!["trash/x".into()];
+        let p = Publisher::new();
+        let jp = root.join("journal.json");
+        j.apply(root, &p, &jp).unwrap();
+        std::fs::remove_dir_all(root.join("trash/x")).unwrap();
+        // Neither side exists: done, because the target was a cleanup folder.
+        j.apply(root, &p, &jp).unwrap();
+        // Elsewhere, neither side existing is still an error.
+        j.cleanup.clear();
+        let err = j.apply(root, &p, &jp).unwrap_err();
+        assert!(err.to_string().contains("neither exists"), "{err}");
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Dataset {
         let name = self.raster_name(kind, name)?;
         self.precheck_add(kind, name.as_str(), overwrite)?;
         let plan = plan_raster(kind, dtype, shape, options)?;
-        let publisher = Arc::new(Publisher::new());
+        let publisher = Arc::new(self.publisher());
         let staged = StagedElement::create(self.layout(), &publisher, kind, name)?;
         let store = Arc::new(AtomicStore::new(&staged.element_dir(), publisher.clone())?);
         let level0 = plan.create_level(&store, 0, dtype, options.zstd_level)?;

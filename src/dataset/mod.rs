@@ -33,7 +33,7 @@ use crate::element::raster::{self, read_json};
 use crate::element::{ElementKind, ElementName, Pixel, RasterInfo, RasterOptions};
 use crate::error::{Error, Result};
 use crate::lock::{DatasetLock, LockOptions, ReadGuard};
-use crate::storage::Publisher;
+use crate::storage::{Durability, Publisher};
 use layout::{Layout, element_path};
 
 /// What to do with zarr-python's consolidated metadata in the root `zarr.json`.
@@ -55,6 +55,9 @@ pub struct DatasetOptions {
     pub lock: LockOptions,
     /// Consolidated metadata policy.
     pub consolidated: ConsolidatedMetadata,
+    /// What an acknowledged commit survives (`None`: the level the environment
+    /// variable `SPATIALZARR_DURABILITY` names, else [`Durability::Full`]).
+    pub durability: Option<Durability>,
 }
 
 /// The SpatialData container format of a dataset.
@@ -123,6 +126,7 @@ struct Inner {
     lock: DatasetLock,
     options: DatasetOptions,
     container: Container,
+    durability: Durability,
 }
 
 /// A handle on one dataset. Cheap to clone and to share between threads.
@@ -205,6 +209,8 @@ impl Dataset {
     /// not exist, or be empty.
     pub fn create(path: &Path, options: DatasetOptions) -> Result<Self> {
         configure_zarrs();
+        let durability = Durability::resolve(options.durability)?;
+        let publisher = Publisher::with_durability(durability);
         crate::storage::trace::observe(|| crate::storage::trace::FsOp::Mkdir(path.to_path_buf()))
             .map_err(crate::error::io_err("create folder", path))?;
         match std::fs::create_dir(path) {
@@ -220,7 +226,7 @@ impl Dataset {
             Err(e) => return Err(crate::error::io_err("create folder", path)(e)),
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::storage::publish::sync_dir(parent)?;
+            publisher.sync_dir(parent)?;
         }
         let lock = DatasetLock::open(path, options.lock.clone())?;
         let guard = lock.write(options.lock_timeout)?;
@@ -228,7 +234,6 @@ impl Dataset {
         if path.join("zarr.json").exists() {
             return Err(Error::AlreadyExists(path.to_path_buf()));
         }
-        let publisher = Publisher::new();
         publisher.write(
             &layout.hidden.join(crate::commit::manifest::MANIFEST_FILE),
             &Manifest::default().to_bytes(),
@@ -238,7 +243,7 @@ impl Dataset {
             &serde_json::to_vec_pretty(&new_root_document()).expect("json"),
         )?;
         publisher.sync()?;
-        crate::storage::publish::sync_dir(&layout.hidden)?;
+        publisher.sync_dir(&layout.hidden)?;
         drop(guard);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -246,6 +251,7 @@ impl Dataset {
                 lock,
                 options,
                 container: Container::V02,
+                durability,
             }),
         })
     }
@@ -253,6 +259,7 @@ impl Dataset {
     /// Opens the dataset at `path`: one of ours, or one written by spatialdata.
     pub fn open(path: &Path, options: DatasetOptions) -> Result<Self> {
         configure_zarrs();
+        let durability = Durability::resolve(options.durability)?;
         let container = container_of(path)?;
         let lock = DatasetLock::open(path, options.lock.clone())?;
         // Refuse a store format from the future before anything else.
@@ -263,6 +270,7 @@ impl Dataset {
                 lock,
                 options,
                 container,
+                durability,
             }),
         })
     }
@@ -295,6 +303,16 @@ impl Dataset {
 
     pub(crate) fn layout(&self) -> &Layout {
         &self.inner.layout
+    }
+
+    /// The durability level this handle commits at.
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
+    }
+
+    /// A publisher at this handle's durability level.
+    pub(crate) fn publisher(&self) -> Publisher {
+        Publisher::with_durability(self.inner.durability)
     }
 
     pub(crate) fn options(&self) -> &DatasetOptions {
@@ -428,7 +446,7 @@ impl Dataset {
         options: &RasterOptions,
     ) -> Result<StagedElement> {
         let name = self.raster_name(kind, name)?;
-        let publisher = Arc::new(Publisher::new());
+        let publisher = Arc::new(self.publisher());
         let staged = StagedElement::create(&self.inner.layout, &publisher, kind, name)?;
         raster::write_raster(
             &staged.element_dir(),

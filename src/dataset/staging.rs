@@ -67,7 +67,7 @@ impl StagedElement {
             .map_err(io_err("create folder", &building.join("element")))?;
         // Its entries (owner, element) must be durable before the commit renames the
         // element out of it, so fsync it now, under the name it has.
-        crate::storage::publish::sync_dir(&building)?;
+        publisher.sync_dir(&building)?;
         publisher.rename(&building, &dir)?;
         Ok(Self {
             kind,

@@ -20,7 +20,7 @@ use crate::element::{ElementKind, ElementName, Pixel, RasterOptions};
 use crate::error::{Error, Result};
 use crate::lock::WriteGuard;
 use crate::storage::Publisher;
-use crate::storage::publish::{remove_tree, sync_dir};
+use crate::storage::publish::remove_tree;
 use crate::table::append::{ArrayWrite, TablePatch};
 use crate::table::{self, AppendOutcome, KeyRecord, RowBatch, TableSpec};
 
@@ -383,7 +383,7 @@ impl<'a> WriteTxn<'a> {
         if let Some(repeated) = self.repeated_append(&name, key, key_rel.as_deref(), &digest)? {
             return Ok(repeated);
         }
-        let publisher = Arc::new(Publisher::new());
+        let publisher = Arc::new(self.dataset.publisher());
         let staged_dir = self.find_pending(|op| match op {
             Op::Add { staged, .. } if staged.kind == ElementKind::Tables && staged.name == name => {
                 Some(staged.element_dir())
@@ -503,7 +503,7 @@ impl<'a> WriteTxn<'a> {
                 #[allow(clippy::unnecessary_cast)]
                 values.into_iter().map(|v| v as i64).collect()
             });
-            let publisher = Arc::new(Publisher::new());
+            let publisher = Arc::new(self.dataset.publisher());
             let staged = StagedElement::create(
                 self.dataset.layout(),
                 &publisher,
@@ -630,7 +630,7 @@ impl<'a> WriteTxn<'a> {
             self.record_key(key_rel, key, start..start, digest);
             return Ok(outcome(start, start, true));
         }
-        let publisher = Arc::new(Publisher::new());
+        let publisher = Arc::new(self.dataset.publisher());
         let staged = StagedElement::create(
             self.dataset.layout(),
             &publisher,
@@ -826,7 +826,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
      -> Result<()> {
         // The marker tells a replay on which side of the swap the staged folder is.
         let marker = format!("{SWAP_MARKER_PREFIX}{}", unique_id());
-        let publisher = Publisher::new();
+        let publisher = dataset.publisher();
         publisher.write(&staged.join(&marker), b"")?;
         publisher.sync()?;
         let from = relative(root, staged);
@@ -890,7 +890,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     );
                 }
                 if patch.region_becomes_list {
-                    let stage_publisher = Arc::new(Publisher::new());
+                    let stage_publisher = Arc::new(dataset.publisher());
                     let staged = StagedElement::create(
                         layout,
                         &stage_publisher,
@@ -1110,13 +1110,37 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     // The appended rows are stored only now that every check has passed: a refused
     // commit changes no committed file. They lie beyond the committed shapes, where
     // readers do not look, until the journal's documents grow the arrays.
-    let row_publisher = Arc::new(Publisher::new());
+    let row_publisher = Arc::new(dataset.publisher());
     let arrays = table::arrays_at(root, &row_publisher)?;
     for op in ops.iter_mut() {
         if let Op::TableAppend { writes, .. } = op {
             table::append::write(&arrays, std::mem::take(writes))?;
         }
     }
+    // The journal, and the files its `Write` steps publish (in folders that exist),
+    // are written ahead to temporary files, so that ONE fsync round makes the rows,
+    // the journal and those files durable (spec/commit-protocol.md §3.3).
+    let publisher = dataset.publisher();
+    for step in &journal.steps {
+        if let Step::Write { path, text } = step {
+            let target = root.join(path);
+            let Some(folder) = target.parent() else {
+                continue;
+            };
+            // A missing folder of the hidden one (the first idempotency record of a
+            // table) is made now: nothing reads it before the commit names it.
+            if !folder.is_dir() && folder.starts_with(&layout.hidden) {
+                publisher.create_dir_all(folder)?;
+            }
+            if folder.is_dir() {
+                publisher.prepare(&target, text.as_bytes())?;
+            }
+        }
+    }
+    let journal_path = layout.hidden.join(JOURNAL_FILE);
+    publisher.write_deferred(&journal_path, &journal.to_bytes())?;
+    Publisher::sync_written(&[&row_publisher, &publisher])?;
+    // The rows reach their places (and their folders are fsynced) before the journal.
     row_publisher.sync()?;
 
     // From here on the staged folders belong to the journal: never delete them on
@@ -1138,17 +1162,13 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         staging_dirs.push(staged.dir.clone());
     }
     // The commit point: once the journal is durable, the commit will happen.
-    let publisher = Publisher::new();
-    let journal_path = layout.hidden.join(JOURNAL_FILE);
-    if let Err(error) = publisher
-        .write(&journal_path, &journal.to_bytes())
-        .and_then(|()| publisher.sync())
-    {
+    if let Err(error) = publisher.sync() {
         // Undecided: withdraw the journal if it reached its place. If even that
         // fails, the commit stays decided and the next writer finishes it.
-        return match Publisher::new()
+        let withdraw = dataset.publisher();
+        return match withdraw
             .remove_file(&journal_path)
-            .and_then(|()| sync_dir(&layout.hidden))
+            .and_then(|()| withdraw.sync_dir(&layout.hidden))
         {
             Ok(()) => Err(error),
             Err(_) => Err(decided_error(error)),
@@ -1179,9 +1199,11 @@ fn finish(dataset: &Dataset, journal: &Journal, publisher: &Publisher) -> Result
     let journal_path = layout.hidden.join(JOURNAL_FILE);
     journal.apply(&layout.root, publisher, &journal_path)?;
     publisher.sync()?;
-    // Removing the journal marks the hidden folder, which this sync fsyncs.
+    // The removal is not fsynced: should a power loss bring the journal back, its
+    // replay finds every step done (§6 of spec/commit-protocol.md: a rename into a
+    // cleanup folder that is gone is done too), and the next commit's fsync of the
+    // hidden folder makes the removal durable before that commit is decided.
     publisher.remove_file(&journal_path)?;
-    publisher.sync()?;
     for path in &journal.cleanup {
         if let Some(rel) = crate::util::safe_relative(path) {
             let path = layout.root.join(rel);
@@ -1214,7 +1236,7 @@ pub(crate) fn recover_with(
     let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
     dirs.extend(ElementKind::ALL.iter().map(|k| layout.root.join(k.group())));
     if let Some(journal) = Journal::load(&layout.hidden)? {
-        let publisher = Publisher::new();
+        let publisher = dataset.publisher();
         finish(dataset, &journal, &publisher)?;
         report.finished_commit = Some(journal.generation);
         dirs.extend(journal.written_folders(&layout.root));
@@ -1231,6 +1253,11 @@ pub(crate) fn recover_with(
     }
     // Under the write lock no atomic write is in flight outside staging folders, so
     // every temporary file there belongs to a dead writer.
+    if everywhere {
+        // Idempotency records are published through temporary files written before
+        // their commit is decided.
+        dirs.push(layout.hidden.join("appends"));
+    }
     dirs.sort();
     dirs.dedup();
     let mut stack = dirs;
@@ -1249,7 +1276,7 @@ pub(crate) fn recover_with(
                 continue;
             };
             if kind.is_file() && name.starts_with(crate::storage::publish::TEMP_PREFIX) {
-                crate::storage::publish::Publisher::new().remove_file(&path)?;
+                dataset.publisher().remove_file(&path)?;
                 report.removed_temp_files.push(path);
             } else if everywhere
                 && kind.is_dir()

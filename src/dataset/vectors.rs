@@ -8,7 +8,6 @@ use super::{CommitInfo, Dataset, StagedElement};
 use crate::element::shapes::Shapes;
 use crate::element::{ElementKind, ElementName, Transformations, points, shapes};
 use crate::error::Result;
-use crate::storage::Publisher;
 use crate::table::AppendOutcome;
 
 impl Dataset {
@@ -24,7 +23,7 @@ impl Dataset {
     ) -> Result<StagedElement> {
         self.ensure_writable()?;
         let name = ElementName::new(name)?;
-        let publisher = Arc::new(Publisher::new());
+        let publisher = Arc::new(self.publisher());
         let staged = StagedElement::create(self.layout(), &publisher, ElementKind::Points, name)?;
         points::write_points_element(
             &staged.element_dir(),
@@ -48,7 +47,7 @@ impl Dataset {
     ) -> Result<StagedElement> {
         self.ensure_writable()?;
         let name = ElementName::new(name)?;
-        let publisher = Arc::new(Publisher::new());
+        let publisher = Arc::new(self.publisher());
         let staged = StagedElement::create(self.layout(), &publisher, ElementKind::Shapes, name)?;
         shapes::write_shapes_element(
             &staged.element_dir(),

@@ -1,8 +1,10 @@
 //! Atomic file storage: the publish helper and the zarrs store built on it.
 
+pub mod durability;
 pub mod publish;
 pub mod trace;
 pub mod zarr_store;
 
+pub use durability::Durability;
 pub use publish::Publisher;
 pub use zarr_store::AtomicStore;

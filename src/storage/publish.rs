@@ -11,12 +11,16 @@
 //! every queued file at once, from several threads (a journaling filesystem folds
 //! concurrent fsyncs into one commit), then renames each over its target in the
 //! order written. Either way no target is replaced before its new data is durable.
+//! fsyncs go through the files' open descriptors, and the fsyncs issued together
+//! (one round) are announced as one [`FsOp::FsyncRound`]. At
+//! [`Durability::Process`] nothing is fsynced; every other step is the same.
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::durability::Durability;
 use super::trace::{FsOp, observe};
 use crate::error::{Error, Result, io_err};
 
@@ -50,44 +54,84 @@ const MAX_PENDING: usize = 256;
 /// Most threads issuing fsyncs at once.
 const FSYNC_THREADS: usize = 16;
 
-/// A file written to its temporary name, waiting to be fsynced and renamed.
+/// A file written to its temporary name, waiting to be fsynced and renamed. The file
+/// stays open so that its fsync needs no second `open`.
 #[derive(Debug)]
 struct PendingWrite {
     temp: PathBuf,
     target: PathBuf,
+    file: std::fs::File,
+    /// Already fsynced (in a round of [`Publisher::sync_written`]).
+    synced: bool,
 }
 
-/// Publishes files atomically and batches the fsync of their folders.
+/// A file written ahead to its temporary name ([`Publisher::prepare`]), waiting for
+/// the [`Publisher::write_deferred`] of the same bytes to the same target.
+#[derive(Debug)]
+struct PreparedWrite {
+    write: PendingWrite,
+    bytes: Vec<u8>,
+}
+
+/// Publishes files atomically and batches the fsync of their folders. At
+/// [`Durability::Process`] it makes no fsync at all; everything else is the same.
 #[derive(Debug, Default)]
 pub struct Publisher {
     dirty: Mutex<BTreeSet<PathBuf>>,
     pending: Mutex<Vec<PendingWrite>>,
+    prepared: Mutex<Vec<PreparedWrite>>,
+    durability: Durability,
 }
 
-/// fsyncs every file of `paths`, from up to [`FSYNC_THREADS`] threads at once. Every
-/// fsync is announced first, in order, from the calling thread.
-fn fsync_all(paths: &[&Path], dirs: bool) -> Result<()> {
-    for path in paths {
-        let op = if dirs {
-            FsOp::FsyncDir(path.to_path_buf())
-        } else {
-            FsOp::Fsync(path.to_path_buf())
-        };
-        observe(|| op).map_err(io_err("fsync", path))?;
+/// One fsync of a round: a file already open, or a folder to open.
+enum SyncTarget<'a> {
+    File(&'a std::fs::File, &'a Path),
+    Dir(&'a Path),
+}
+
+impl SyncTarget<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            SyncTarget::File(_, path) | SyncTarget::Dir(path) => path,
+        }
     }
-    let fsync = |path: &Path| -> Result<()> {
-        std::fs::File::open(path)
-            .and_then(|f| f.sync_all())
-            .map_err(io_err("fsync", path))
-    };
-    if paths.len() <= 1 {
-        return paths.iter().try_for_each(|p| fsync(p));
+
+    fn announce(&self) -> std::io::Result<()> {
+        match self {
+            SyncTarget::File(_, path) => observe(|| FsOp::Fsync(path.to_path_buf())),
+            SyncTarget::Dir(path) => observe(|| FsOp::FsyncDir(path.to_path_buf())),
+        }
     }
-    let per_thread = paths.len().div_ceil(FSYNC_THREADS);
+
+    fn sync(&self) -> Result<()> {
+        match self {
+            SyncTarget::File(file, path) => file.sync_all().map_err(io_err("fsync", path)),
+            SyncTarget::Dir(path) => std::fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("fsync folder", path)),
+        }
+    }
+}
+
+/// One fsync round: every target fsynced at once, from up to [`FSYNC_THREADS`]
+/// threads, and waited for. The round, then each fsync, is announced first, in
+/// order, from the calling thread.
+fn fsync_round(targets: &[SyncTarget<'_>]) -> Result<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    observe(|| FsOp::FsyncRound(targets.len())).map_err(io_err("fsync", targets[0].path()))?;
+    for target in targets {
+        target.announce().map_err(io_err("fsync", target.path()))?;
+    }
+    if targets.len() == 1 {
+        return targets[0].sync();
+    }
+    let per_thread = targets.len().div_ceil(FSYNC_THREADS);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = paths
+        let handles: Vec<_> = targets
             .chunks(per_thread)
-            .map(|group| scope.spawn(move || group.iter().try_for_each(|p| fsync(p))))
+            .map(|group| scope.spawn(move || group.iter().try_for_each(SyncTarget::sync)))
             .collect();
         handles
             .into_iter()
@@ -107,18 +151,34 @@ fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// fsyncs a folder, so that the entries created, renamed or removed in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    observe(|| FsOp::FsyncDir(dir.to_path_buf())).map_err(io_err("fsync folder", dir))?;
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("fsync folder", dir))
-}
-
 impl Publisher {
-    /// A publisher with nothing pending.
+    /// A publisher with nothing pending, at [`Durability::Full`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A publisher with nothing pending, fsyncing as `durability` says.
+    pub fn with_durability(durability: Durability) -> Self {
+        Self {
+            dirty: Mutex::default(),
+            pending: Mutex::default(),
+            prepared: Mutex::default(),
+            durability,
+        }
+    }
+
+    /// The durability level this publisher writes at.
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// fsyncs the folder `dir` now (nothing at [`Durability::Process`]), so that the
+    /// entries created, renamed or removed in it are durable.
+    pub fn sync_dir(&self, dir: &Path) -> Result<()> {
+        if !self.durability.syncs() {
+            return Ok(());
+        }
+        fsync_round(&[SyncTarget::Dir(dir)])
     }
 
     fn mark(&self, dir: PathBuf) {
@@ -144,9 +204,10 @@ impl Publisher {
             observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
                 .map_err(io_err("write", &temp))?;
             file.write_all(bytes).map_err(io_err("write", &temp))?;
-            observe(|| FsOp::Fsync(temp.clone())).map_err(io_err("fsync", &temp))?;
-            // An fsync error is final: the page cache may have dropped the data.
-            file.sync_all().map_err(io_err("fsync", &temp))?;
+            if self.durability.syncs() {
+                // An fsync error is final: the page cache may have dropped the data.
+                fsync_round(&[SyncTarget::File(&file, &temp)])?;
+            }
             drop(file);
             observe(|| FsOp::Rename(temp.clone(), path.to_path_buf()))
                 .map_err(io_err("rename into place", path))?;
@@ -166,13 +227,27 @@ impl Publisher {
     /// [`sync`](Self::sync). Until then `path` keeps its old content (see
     /// [`is_pending`](Self::is_pending)). The folder must exist.
     pub fn write_deferred(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let ahead = {
+            let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+            prepared
+                .iter()
+                .position(|p| p.write.target == path && p.bytes == bytes)
+                .map(|at| prepared.remove(at).write)
+        };
+        if let Some(write) = ahead {
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(write);
+            return Ok(());
+        }
         let dir = parent_of(path);
         let (temp, mut file) = create_temp(&dir)?;
         let written = observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
             .and_then(|()| file.write_all(bytes))
             .map_err(io_err("write", &temp));
-        drop(file);
         if let Err(e) = written {
+            drop(file);
             let _ = observe(|| FsOp::Unlink(temp.clone()));
             let _ = std::fs::remove_file(&temp);
             return Err(e);
@@ -182,6 +257,8 @@ impl Publisher {
             pending.push(PendingWrite {
                 temp,
                 target: path.to_path_buf(),
+                file,
+                synced: false,
             });
             pending.len() >= MAX_PENDING
         };
@@ -216,8 +293,14 @@ impl Publisher {
         }
         let mut renamed = 0;
         let result = (|| {
-            let temps: Vec<&Path> = batch.iter().map(|w| w.temp.as_path()).collect();
-            fsync_all(&temps, false)?;
+            if self.durability.syncs() {
+                let temps: Vec<SyncTarget<'_>> = batch
+                    .iter()
+                    .filter(|w| !w.synced)
+                    .map(|w| SyncTarget::File(&w.file, &w.temp))
+                    .collect();
+                fsync_round(&temps)?;
+            }
             for write in &batch {
                 observe(|| FsOp::Rename(write.temp.clone(), write.target.clone()))
                     .and_then(|()| std::fs::rename(&write.temp, &write.target))
@@ -231,6 +314,75 @@ impl Publisher {
             discard(&batch[renamed..]);
         }
         result
+    }
+
+    /// Writes `bytes` ahead to a new temporary file beside `path` (the folder must
+    /// exist), without queueing it: a later [`write_deferred`](Self::write_deferred)
+    /// of the same bytes to `path` takes this file instead of writing another, so
+    /// that its fsync can join an earlier round ([`sync_written`](Self::sync_written)).
+    /// Unclaimed, it is removed when the publisher is dropped.
+    pub fn prepare(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let dir = parent_of(path);
+        let (temp, mut file) = create_temp(&dir)?;
+        let written = observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
+            .and_then(|()| file.write_all(bytes))
+            .map_err(io_err("write", &temp));
+        let write = PendingWrite {
+            temp,
+            target: path.to_path_buf(),
+            file,
+            synced: false,
+        };
+        if let Err(e) = written {
+            discard(std::slice::from_ref(&write));
+            return Err(e);
+        }
+        self.prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(PreparedWrite {
+                write,
+                bytes: bytes.to_vec(),
+            });
+        Ok(())
+    }
+
+    /// fsyncs, in ONE round, every temporary file that the publishers of `all` have
+    /// written (queued or prepared) and not fsynced yet; renames nothing. Their later
+    /// flushes only rename. Nothing at [`Durability::Process`].
+    pub fn sync_written(all: &[&Publisher]) -> Result<()> {
+        let mut pending: Vec<_> = all
+            .iter()
+            .map(|p| p.pending.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let mut prepared: Vec<_> = all
+            .iter()
+            .map(|p| p.prepared.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let syncing = |p: &&Publisher| p.durability.syncs();
+        {
+            let mut targets = Vec::new();
+            for (publisher, (queued, ahead)) in all.iter().zip(pending.iter().zip(prepared.iter()))
+            {
+                if !syncing(publisher) {
+                    continue;
+                }
+                let writes = queued.iter().chain(ahead.iter().map(|p| &p.write));
+                targets.extend(
+                    writes
+                        .filter(|w| !w.synced)
+                        .map(|w| SyncTarget::File(&w.file, &w.temp)),
+                );
+            }
+            fsync_round(&targets)?;
+        }
+        for (queued, ahead) in pending.iter_mut().zip(prepared.iter_mut()) {
+            let writes = queued
+                .iter_mut()
+                .chain(ahead.iter_mut().map(|p| &mut p.write));
+            writes.for_each(|w| w.synced = true);
+        }
+        Ok(())
     }
 
     /// Creates `dir` and any missing parents, remembering each new entry's folder.
@@ -320,13 +472,16 @@ impl Publisher {
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
         let dirs = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
+        if !self.durability.syncs() {
+            return Ok(());
+        }
         // A folder that was itself renamed away since is synced under its new name.
-        let existing: Vec<&Path> = dirs
+        let existing: Vec<SyncTarget<'_>> = dirs
             .iter()
-            .map(PathBuf::as_path)
             .filter(|d| d.exists())
+            .map(|d| SyncTarget::Dir(d))
             .collect();
-        fsync_all(&existing, true)
+        fsync_round(&existing)
     }
 }
 
@@ -335,6 +490,10 @@ impl Drop for Publisher {
     fn drop(&mut self) {
         let batch = std::mem::take(self.pending.get_mut().unwrap_or_else(|p| p.into_inner()));
         discard(&batch);
+        let ahead = std::mem::take(self.prepared.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for prepared in &ahead {
+            discard(std::slice::from_ref(&prepared.write));
+        }
     }
 }
 

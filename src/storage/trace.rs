@@ -30,6 +30,9 @@ pub enum FsOp {
     RemoveTree(PathBuf),
     /// fsync a folder.
     FsyncDir(PathBuf),
+    /// The next N `Fsync`/`FsyncDir` announced are issued together (in parallel), and
+    /// the caller waits for all of them: one fsync round.
+    FsyncRound(usize),
 }
 
 /// Sees every [`FsOp`] before it happens; an error returned is what the operation

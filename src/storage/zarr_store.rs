@@ -95,6 +95,14 @@ impl AtomicStore {
         }
     }
 
+    /// Publishes this store's deferred writes when one of them is the file `path`.
+    pub fn flush_if_pending(&self, path: &Path) -> crate::Result<()> {
+        match self.publisher.as_deref() {
+            Some(publisher) if publisher.is_pending(path) => publisher.flush(),
+            _ => Ok(()),
+        }
+    }
+
     /// Publishes the deferred writes when one of them is `key` (or, with `None`, when
     /// there are any), so that reads see this store's own writes.
     fn read_own_writes(&self, key: Option<&str>) -> Result<(), StorageError> {

@@ -87,13 +87,14 @@ impl Arrays {
     /// The metadata document of the array at `path` (relative, no leading `/`),
     /// including this handle's own writes.
     pub fn metadata(&self, path: &str) -> Result<Value> {
-        self.store.flush()?;
-        read_json(
-            &self
-                .root
-                .join(path.trim_start_matches('/'))
-                .join("zarr.json"),
-        )
+        let doc = self
+            .root
+            .join(path.trim_start_matches('/'))
+            .join("zarr.json");
+        // Only a write of this very document must be published first: other
+        // writes (chunks of other arrays) wait, to be fsynced together.
+        self.store.flush_if_pending(&doc)?;
+        read_json(&doc)
     }
 
     /// Creates an array with `shape` and `chunks`, writes `attributes` and `values`

@@ -532,3 +532,25 @@ pub fn node_path(path: &Path, worker: usize) -> PathBuf {
         .map(|relative| roots[worker % roots.len()].join(relative))
         .unwrap_or_else(|| path.to_path_buf())
 }
+
+/// `n` rows of `region`, `instance_id` 0..n and `area` 0.0..n, without X.
+pub fn region_rows(region: &str, n: i64) -> spatialzarr::table::RowBatch {
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let obs = RecordBatch::try_from_iter(vec![
+        (
+            "region",
+            Arc::new(StringArray::from_iter_values((0..n).map(|_| region))) as ArrayRef,
+        ),
+        (
+            "instance_id",
+            Arc::new(Int64Array::from_iter_values(0..n)) as ArrayRef,
+        ),
+        (
+            "area",
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    spatialzarr::table::RowBatch { obs, x: None }
+}

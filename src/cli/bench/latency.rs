@@ -12,7 +12,7 @@ use ndarray::{ArrayD, IxDyn};
 use serde_json::json;
 use spatialzarr::lock::{DatasetLock, LockOptions};
 use spatialzarr::storage::Publisher;
-use spatialzarr::{Dataset, DatasetOptions, RasterOptions, Transform, Transformations};
+use spatialzarr::{Dataset, DatasetOptions, Durability, RasterOptions, Transform, Transformations};
 
 use super::{Measure, arg, numbers, percentile, run_workers};
 
@@ -43,13 +43,13 @@ fn commits(ds: &Dataset, count: usize, first: usize) -> anyhow::Result<Vec<f64>>
 
 /// Times `count` atomic publishes of a small file (temp, fsync, rename, folder
 /// fsync), in microseconds.
-fn publishes(folder: &Path, count: usize) -> anyhow::Result<Vec<f64>> {
+fn publishes(folder: &Path, count: usize, durability: Durability) -> anyhow::Result<Vec<f64>> {
     let path = folder.join("small.json");
     (0..count)
         .map(|k| {
             let text = format!("{{\"k\": {k}}}");
             let started = Instant::now();
-            let publisher = Publisher::new();
+            let publisher = Publisher::with_durability(durability);
             publisher.write(&path, text.as_bytes())?;
             publisher.sync()?;
             Ok(started.elapsed().as_secs_f64() * 1e6)
@@ -77,11 +77,21 @@ pub fn commit_latency(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure
     let publish_dir = scratch.join("publish");
     std::fs::create_dir_all(&publish_dir)?;
 
-    // One writer, in blocks alternating with the baseline.
+    // One writer, in blocks alternating with the baseline; at each durability level.
+    let without_fsync = Dataset::open(
+        &path,
+        DatasetOptions {
+            durability: Some(Durability::Process),
+            ..DatasetOptions::default()
+        },
+    )?;
     let (mut ours, mut baseline) = (Vec::new(), Vec::new());
+    let (mut ours_process, mut baseline_process) = (Vec::new(), Vec::new());
     for block in 0..blocks {
         ours.extend(commits(&ds, per_block, block * per_block)?);
-        baseline.extend(publishes(&publish_dir, per_block)?);
+        baseline.extend(publishes(&publish_dir, per_block, Durability::Full)?);
+        ours_process.extend(commits(&without_fsync, per_block, block * per_block)?);
+        baseline_process.extend(publishes(&publish_dir, per_block, Durability::Process)?);
     }
     // Eight writer processes at once.
     let lists: Vec<Vec<String>> = (0..8)
@@ -99,11 +109,22 @@ pub fn commit_latency(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure
     for lines in &outputs {
         eight.extend(numbers(lines)?);
     }
-    baseline.extend(publishes(&publish_dir, per_block)?);
+    baseline.extend(publishes(&publish_dir, per_block, Durability::Full)?);
 
     let name = "one atomic publish of a small file (temp, fsync, rename, folder fsync)";
     let details = |samples: &[f64], writers: usize| json!({"writers": writers, "commits": samples.len(), "baseline_publishes": baseline.len()});
     Ok(vec![
+        Measure::new(
+            "commit_latency_p50_1_writer_process",
+            (
+                percentile(&ours_process, 0.5),
+                percentile(&baseline_process, 0.5),
+            ),
+            "one atomic publish of a small file without fsync (temp, rename)",
+            "us",
+            None,
+            details(&ours_process, 1),
+        ),
         Measure::new(
             "commit_latency_p50_1_writer",
             (percentile(&ours, 0.5), percentile(&baseline, 0.5)),

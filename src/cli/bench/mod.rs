@@ -3,15 +3,19 @@
 //!
 //! Scenarios (`--quick` shrinks each):
 //! 1. `add_labels`: 8 processes add 64 labels of 1024x1024 uint32; baseline: the same
-//!    processes write the same arrays with plain zarrs, no locks, no atomic publish.
+//!    processes write the same arrays with plain zarrs, no locks, no atomic publish,
+//!    every file and folder fsynced; `add_labels_process`: ours without fsync
+//!    (`Durability::Process`) beside the baseline without fsync.
 //! 2. `append_rows`: 8 processes make 400 appends of 1,000 rows (10 numeric columns,
 //!    a categorical region, dense X of width 50); baseline: one process appends the
-//!    same batches with plain zarrs.
+//!    same batches with plain zarrs, fsyncing each append's files and folders;
+//!    `append_rows_process`: both without fsync.
 //! 3. `append_scaling`: one 1,000-row append into tables of 10^3, 10^5 and 10^7
 //!    rows; `append_vs_rewrite`: the same at 10^5 rows beside the rewrite workaround
 //!    (read the whole table, concatenate, write it anew).
 //! 4. `commit_latency`: a small metadata-only commit (new transformations), 1 and 8
-//!    writers; baseline: one atomic publish of a small file.
+//!    writers; baseline: one atomic publish of a small file (fsynced); also 1 writer
+//!    without fsync beside a publish without fsync.
 //! 5. `lock_handoff`: release-to-acquire across two processes; baseline: raw flock.
 //!
 //! Multi-process scenarios start their workers (`spatialzarr bench-worker`, hidden),
@@ -335,4 +339,63 @@ fn numbers(lines: &[String]) -> anyhow::Result<Vec<f64>> {
                 .with_context(|| format!("bench worker printed {l:?}, not a number"))
         })
         .collect()
+}
+
+/// fsyncs every file of `files` and every folder holding one, all at once (from up
+/// to 16 threads), and waits: what making plain writes durable costs at least.
+pub fn fsync_files(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut all: Vec<PathBuf> = files.to_vec();
+    let mut folders: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    folders.sort();
+    folders.dedup();
+    all.extend(folders);
+    let per_thread = all.len().div_ceil(16).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = all
+            .chunks(per_thread)
+            .map(|group| {
+                scope.spawn(move || {
+                    group.iter().try_for_each(|p| {
+                        match std::fs::File::open(p).and_then(|f| f.sync_all()) {
+                            // A chunk of fill values only is not stored.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                            other => other.with_context(|| format!("cannot fsync {}", p.display())),
+                        }
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("an fsync thread panicked"))
+    })
+}
+
+/// [`fsync_files`] of every file below `dir`.
+pub fn fsync_tree(dir: &Path) -> anyhow::Result<()> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    fsync_files(&files)
+}
+
+/// The durability level a worker role names: `ROLE-process` commits without fsync.
+pub fn role_durability(role: &str) -> spatialzarr::Durability {
+    if role.ends_with("-process") {
+        spatialzarr::Durability::Process
+    } else {
+        spatialzarr::Durability::Full
+    }
 }

@@ -81,10 +81,19 @@ fn spec() -> TableSpec {
 }
 
 /// Our side, in one worker: `appends` appends to the dataset's table.
-pub fn ours(dataset: &Path, w: usize, appends: usize) -> anyhow::Result<()> {
+pub fn ours(
+    dataset: &Path,
+    w: usize,
+    appends: usize,
+    durability: spatialzarr::Durability,
+) -> anyhow::Result<()> {
     let batches: Vec<RowBatch> = (0..appends).map(|i| batch(w, i)).collect();
     super::ready_and_wait()?;
-    let ds = Dataset::open(dataset, DatasetOptions::default())?;
+    let options = DatasetOptions {
+        durability: Some(durability),
+        ..DatasetOptions::default()
+    };
+    let ds = Dataset::open(dataset, options)?;
     let spec = spec();
     for rows in &batches {
         ds.append_rows(TABLE, rows, Some(&spec), None)?;
@@ -97,13 +106,17 @@ pub fn ours(dataset: &Path, w: usize, appends: usize) -> anyhow::Result<()> {
 /// array and writing the new rows in place.
 struct PlainTable {
     store: Arc<FilesystemStore>,
+    folder: std::path::PathBuf,
 }
 
 impl PlainTable {
     fn create(folder: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(folder)?;
         let store = Arc::new(FilesystemStore::new(folder)?);
-        let table = Self { store };
+        let table = Self {
+            store,
+            folder: folder.to_path_buf(),
+        };
         let chunk = spatialzarr::table::arrays::ROW_CHUNK;
         table.make("/obs/region", spatialzarr::DType::I32, vec![0], vec![chunk])?;
         table.make(
@@ -146,7 +159,14 @@ impl PlainTable {
         Ok(())
     }
 
-    fn append<T: Element>(&self, path: &str, values: Vec<T>, row_len: u64) -> anyhow::Result<()> {
+    /// Appends `values` to the array at `path`; returns the files it wrote (the
+    /// array's `zarr.json` and the chunks holding the new rows).
+    fn append<T: Element>(
+        &self,
+        path: &str,
+        values: Vec<T>,
+        row_len: u64,
+    ) -> anyhow::Result<Vec<std::path::PathBuf>> {
         let mut array = ZarrArray::open(self.store.clone(), path)?;
         let mut shape = array.shape().to_vec();
         let start = shape[0];
@@ -158,93 +178,140 @@ impl PlainTable {
             .chain(shape[1..].iter().map(|&n| 0..n))
             .collect();
         array.store_array_subset(&ArraySubset::new_with_ranges(&ranges), values)?;
-        Ok(())
+        let node = self.folder.join(path.trim_start_matches('/'));
+        let mut written = vec![node.join("zarr.json")];
+        let chunk_rows = array.chunk_shape(&vec![0; shape.len()])?[0].get();
+        for chunk in start / chunk_rows..(start + rows).div_ceil(chunk_rows) {
+            let mut file = node.join("c").join(chunk.to_string());
+            for _ in 1..shape.len() {
+                file = file.join("0");
+            }
+            written.push(file);
+        }
+        Ok(written)
     }
 
-    fn append_batch(&self, w: usize, rows: &RowBatch) -> anyhow::Result<()> {
+    /// Appends one batch to every array; returns the files written.
+    fn append_batch(&self, w: usize, rows: &RowBatch) -> anyhow::Result<Vec<std::path::PathBuf>> {
         let n = rows.obs.num_rows();
-        self.append("/obs/region", vec![w as i32; n], 1)?;
+        let mut written = self.append("/obs/region", vec![w as i32; n], 1)?;
         let ids = rows
             .obs
             .column(1)
             .as_primitive::<Int64Type>()
             .values()
             .to_vec();
-        self.append("/obs/instance_id", ids, 1)?;
+        written.extend(self.append("/obs/instance_id", ids, 1)?);
         for c in 0..FLOATS {
             let values = rows.obs.column(2 + c).as_primitive::<Float64Type>();
-            self.append(&format!("/obs/feature_{c}"), values.values().to_vec(), 1)?;
+            written.extend(self.append(
+                &format!("/obs/feature_{c}"),
+                values.values().to_vec(),
+                1,
+            )?);
         }
         let Some(XRows::Dense(x)) = &rows.x else {
             anyhow::bail!("the batch has no dense X");
         };
         let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-        self.append("/X", x, X_WIDTH as u64)
+        written.extend(self.append("/X", x, X_WIDTH as u64)?);
+        Ok(written)
     }
 }
 
-/// The baseline, in one process: every worker's batches appended with plain zarrs.
-pub fn plain(folder: &Path, workers: usize, appends: usize) -> anyhow::Result<()> {
+/// The baseline, in one process: every worker's batches appended with plain zarrs;
+/// with `fsync`, after each append the files it wrote and their folders are fsynced
+/// (in one round).
+pub fn plain(folder: &Path, workers: usize, appends: usize, fsync: bool) -> anyhow::Result<()> {
     let batches: Vec<(usize, RowBatch)> = (0..appends)
         .flat_map(|i| (0..workers).map(move |w| (w, batch(w, i))))
         .collect();
     super::ready_and_wait()?;
     let table = PlainTable::create(folder)?;
     for (w, rows) in &batches {
-        table.append_batch(*w, rows)?;
+        let written = table.append_batch(*w, rows)?;
+        if fsync {
+            super::fsync_files(&written)?;
+        }
     }
     Ok(())
 }
 
-/// The `append_rows` scenario.
+/// The `append_rows` scenario: 8 writers at each durability level beside the one
+/// process of the baseline, with fsync (for `Durability::Full`) and without (for
+/// `Durability::Process`).
 pub fn append_rows(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> {
     let (appends, rounds) = append_size(quick);
-    let mut times = [Vec::new(), Vec::new()];
+    let mut times: [Vec<f64>; 4] = Default::default();
     for round in 0..rounds {
-        let target = scratch.join(format!("ours-{round}"));
-        Dataset::create(&target, DatasetOptions::default())?;
-        let lists: Vec<Vec<String>> = (0..WORKERS)
-            .map(|w| {
-                vec![
-                    "rows-ours".into(),
+        for (side, role) in [
+            "rows-ours",
+            "rows-plain-fsync",
+            "rows-ours-process",
+            "rows-plain",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let target = scratch.join(format!("{role}-{round}"));
+            let elapsed = if role.starts_with("rows-ours") {
+                Dataset::create(&target, DatasetOptions::default())?;
+                let lists: Vec<Vec<String>> = (0..WORKERS)
+                    .map(|w| {
+                        vec![
+                            role.into(),
+                            arg(&target),
+                            w.to_string(),
+                            appends.to_string(),
+                        ]
+                    })
+                    .collect();
+                let (elapsed, _) = run_workers(&lists)?;
+                let info = Dataset::open(&target, DatasetOptions::default())?.table_info(TABLE)?;
+                ensure!(
+                    info.n_obs == (WORKERS * appends * ROWS) as u64,
+                    "append_rows: the table has {} rows, expected {}",
+                    info.n_obs,
+                    WORKERS * appends * ROWS
+                );
+                elapsed
+            } else {
+                let list = vec![
+                    role.into(),
                     arg(&target),
-                    w.to_string(),
+                    WORKERS.to_string(),
                     appends.to_string(),
-                ]
-            })
-            .collect();
-        let (elapsed, _) = run_workers(&lists)?;
-        let info = Dataset::open(&target, DatasetOptions::default())?.table_info(TABLE)?;
-        ensure!(
-            info.n_obs == (WORKERS * appends * ROWS) as u64,
-            "append_rows: the table has {} rows, expected {}",
-            info.n_obs,
-            WORKERS * appends * ROWS
-        );
-        times[0].push(elapsed.as_secs_f64());
-        std::fs::remove_dir_all(&target)?;
-
-        let target = scratch.join(format!("plain-{round}"));
-        let list = vec![
-            "rows-plain".into(),
-            arg(&target),
-            WORKERS.to_string(),
-            appends.to_string(),
-        ];
-        let (elapsed, _) = run_workers(&[list])?;
-        times[1].push(elapsed.as_secs_f64());
-        std::fs::remove_dir_all(&target)?;
+                ];
+                run_workers(&[list])?.0
+            };
+            times[side].push(elapsed.as_secs_f64());
+            std::fs::remove_dir_all(&target)?;
+        }
     }
-    Ok(vec![Measure::new(
-        "append_rows",
-        (median(&times[0]), median(&times[1])),
-        "plain zarrs, one process, no locks",
-        "s",
-        Some(1.25),
+    let details = |ours: usize, baseline: usize| {
         json!({"processes": WORKERS, "appends": WORKERS * appends, "rows_per_append": ROWS,
                "numeric_columns": FLOATS + 1, "x_width": X_WIDTH, "rounds": rounds,
-               "ours_runs": times[0], "baseline_runs": times[1]}),
-    )])
+               "ours_runs": times[ours], "baseline_runs": times[baseline],
+               "ratio_to_floor_without_fsync": median(&times[ours]) / median(&times[3])})
+    };
+    Ok(vec![
+        Measure::new(
+            "append_rows",
+            (median(&times[0]), median(&times[1])),
+            "plain zarrs, one process, no locks, each append's files and folders fsynced",
+            "s",
+            Some(1.25),
+            details(0, 1),
+        ),
+        Measure::new(
+            "append_rows_process",
+            (median(&times[2]), median(&times[3])),
+            "plain zarrs, one process, no locks, no fsync",
+            "s",
+            Some(1.25),
+            details(2, 3),
+        ),
+    ])
 }
 
 /// `n` rows of the scaling table (a region per 100,000 rows, no X), from row `start`.

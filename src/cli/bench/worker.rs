@@ -11,8 +11,9 @@ use super::{labels, latency, rows};
 /// Arguments of `spatialzarr bench-worker`.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
-    /// What to do: `labels-ours`, `labels-plain`, `rows-ours`, `rows-plain`,
-    /// `commit` or `handoff`.
+    /// What to do: `labels-ours`, `labels-plain`, `rows-ours`, `rows-plain` (each
+    /// `ours` also as `...-process`, without fsync; each `plain` also as `...-fsync`,
+    /// fsyncing what it writes), `commit` or `handoff`.
     role: String,
     /// The role's arguments: a folder, then numbers.
     args: Vec<String>,
@@ -37,10 +38,32 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("bench-worker {}: {text:?} is not a number", args.role))
     };
     match args.role.as_str() {
-        "labels-ours" => labels::ours(&folder(0)?, number(1)?, number(2)?, number(3)?)?,
-        "labels-plain" => labels::plain(&folder(0)?, number(1)?, number(2)?, number(3)?)?,
-        "rows-ours" => rows::ours(&folder(0)?, number(1)?, number(2)?)?,
-        "rows-plain" => rows::plain(&folder(0)?, number(1)?, number(2)?)?,
+        "labels-ours" | "labels-ours-process" => labels::ours(
+            &folder(0)?,
+            number(1)?,
+            number(2)?,
+            number(3)?,
+            super::role_durability(&args.role),
+        )?,
+        "labels-plain" | "labels-plain-fsync" => labels::plain(
+            &folder(0)?,
+            number(1)?,
+            number(2)?,
+            number(3)?,
+            args.role.ends_with("-fsync"),
+        )?,
+        "rows-ours" | "rows-ours-process" => rows::ours(
+            &folder(0)?,
+            number(1)?,
+            number(2)?,
+            super::role_durability(&args.role),
+        )?,
+        "rows-plain" | "rows-plain-fsync" => rows::plain(
+            &folder(0)?,
+            number(1)?,
+            number(2)?,
+            args.role.ends_with("-fsync"),
+        )?,
         "commit" => latency::commit_worker(&folder(0)?, number(1)?, number(2)?)?,
         "handoff" => {
             let raw = match args.args.get(1).map(String::as_str) {

@@ -1,0 +1,253 @@
+//! Durability levels, counted through the storage observer: `Durability::Process`
+//! performs exactly the operations of `Durability::Full` except every fsync; `Full`
+//! issues its fsyncs in few parallel rounds (spec/commit-protocol.md §11). And the
+//! level's choice: option, `--durability`, `SPATIALZARR_DURABILITY`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ndarray::{ArrayD, IxDyn};
+use spatialzarr::storage::trace::{FsObserver, FsOp, set_observer};
+use spatialzarr::table::{RowBatch, TableSpec};
+use spatialzarr::{Dataset, DatasetOptions, Durability, RasterOptions};
+
+/// The observer is process-wide: the tests of this file take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<FsOp>>);
+
+impl FsObserver for Recorder {
+    fn before(&self, op: &FsOp) -> std::io::Result<()> {
+        self.0.lock().unwrap().push(op.clone());
+        Ok(())
+    }
+}
+
+fn rows(n: i64) -> RowBatch {
+    common::region_rows("tile", n)
+}
+
+fn options(durability: Durability) -> DatasetOptions {
+    DatasetOptions {
+        durability: Some(durability),
+        ..DatasetOptions::default()
+    }
+}
+
+/// A dataset with a table of 1,000 rows (chunks partly filled), at `durability`.
+fn prepared(dir: &Path, durability: Durability) -> Dataset {
+    let ds = Dataset::create(&dir.join(format!("{durability}.zarr")), options(durability)).unwrap();
+    ds.append_rows("cells", &rows(1000), Some(&TableSpec::default()), None)
+        .unwrap();
+    ds
+}
+
+/// The operations of one call, recorded.
+fn record(call: impl FnOnce()) -> Vec<FsOp> {
+    let recorder = Arc::new(Recorder::default());
+    set_observer(Some(recorder.clone()));
+    call();
+    set_observer(None);
+    recorder.0.lock().unwrap().clone()
+}
+
+fn add_labels(ds: &Dataset) {
+    let labels = ArrayD::from_elem(IxDyn(&[32, 32]), 7u32);
+    ds.add_labels("tile", labels.view(), &RasterOptions::default())
+        .unwrap();
+}
+
+fn append_rows(ds: &Dataset) {
+    ds.append_rows("cells", &rows(1000), None, Some("run1/fov1"))
+        .unwrap();
+}
+
+fn is_fsync(op: &FsOp) -> bool {
+    matches!(op, FsOp::Fsync(_) | FsOp::FsyncDir(_) | FsOp::FsyncRound(_))
+}
+
+/// An operation's kind and its path(s) below `root`, with the unique parts of
+/// temporary and staging names left out.
+fn shape(op: &FsOp, root: &Path) -> String {
+    let rel = |p: &PathBuf| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .components()
+            .map(|c| {
+                let c = c.as_os_str().to_string_lossy();
+                match c.find("sz-tmp-").or_else(|| c.find("sz-swap-")) {
+                    Some(at) => format!("{}*", &c[..at + 7]),
+                    None if c.len() >= 20 && c.chars().any(|ch| ch.is_ascii_digit()) => {
+                        "<id>".to_string()
+                    }
+                    None => c.into_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    match op {
+        FsOp::CreateFile(p) => format!("create {}", rel(p)),
+        FsOp::Write(p, bytes) => format!("write {} ({} bytes)", rel(p), bytes.len()),
+        FsOp::Fsync(p) => format!("fsync {}", rel(p)),
+        FsOp::Rename(a, b) => format!("rename {} {}", rel(a), rel(b)),
+        FsOp::Exchange(a, b) => format!("exchange {} {}", rel(a), rel(b)),
+        FsOp::Mkdir(p) => format!("mkdir {}", rel(p)),
+        FsOp::Unlink(p) => format!("unlink {}", rel(p)),
+        FsOp::RemoveTree(p) => format!("remove {}", rel(p)),
+        FsOp::FsyncDir(p) => format!("fsync folder {}", rel(p)),
+        FsOp::FsyncRound(n) => format!("round of {n}"),
+        // Kinds the observer learns later are shown as they print.
+        #[allow(unreachable_patterns)]
+        other => format!("{other:?}"),
+    }
+}
+
+/// The fsync rounds of `ops`: how many fsyncs each round issued together.
+pub fn rounds(ops: &[FsOp]) -> Vec<usize> {
+    let mut rounds = Vec::new();
+    let mut owed = 0;
+    for op in ops {
+        match op {
+            FsOp::FsyncRound(n) => {
+                assert_eq!(owed, 0, "a round began before the last one's fsyncs");
+                assert!(*n > 0, "an empty round");
+                rounds.push(*n);
+                owed = *n;
+            }
+            FsOp::Fsync(_) | FsOp::FsyncDir(_) => {
+                assert!(owed > 0, "an fsync outside a round: {op:?}");
+                owed -= 1;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(owed, 0, "a round's fsyncs are missing");
+    rounds
+}
+
+#[test]
+fn process_level_makes_no_fsync_and_otherwise_the_same_operations_as_full() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let full = prepared(dir.path(), Durability::Full);
+    let process = prepared(dir.path(), Durability::Process);
+    type Call = fn(&Dataset);
+    for (what, call) in [
+        ("add_labels", add_labels as Call),
+        ("append_rows", append_rows as Call),
+    ] {
+        let with_fsync = record(|| call(&full));
+        let without = record(|| call(&process));
+        let fsyncs = with_fsync.iter().filter(|op| is_fsync(op)).count();
+        assert!(fsyncs > 0, "{what}: Full made no fsync");
+        let round_sizes = rounds(&with_fsync);
+        eprintln!(
+            "{what}: Full made {} operations, {} fsyncs in {} rounds {round_sizes:?}",
+            with_fsync.len(),
+            fsyncs - round_sizes.len(),
+            round_sizes.len(),
+        );
+        assert!(
+            !without.iter().any(is_fsync),
+            "{what}: Process made an fsync: {:?}",
+            without.iter().find(|op| is_fsync(op))
+        );
+        let full_rest: Vec<String> = with_fsync
+            .iter()
+            .filter(|op| !is_fsync(op))
+            .map(|op| shape(op, full.root()))
+            .collect();
+        let process_all: Vec<String> = without.iter().map(|op| shape(op, process.root())).collect();
+        assert_eq!(
+            full_rest, process_all,
+            "{what}: Process did not perform Full's operations without the fsyncs"
+        );
+    }
+    // Both levels left the same committed state.
+    for ds in [&full, &process] {
+        assert_eq!(ds.table_info("cells").unwrap().n_obs, 2000);
+        assert!(ds.check(true).unwrap().is_ok());
+    }
+}
+
+#[test]
+fn the_option_wins_over_the_environment_and_a_bad_level_is_refused() {
+    let dir = common::tempdir();
+    let path = dir.path().join("env.zarr");
+    let p = path.to_str().unwrap();
+    let run = |env: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(common::cli());
+        command.args(args).stdin(std::process::Stdio::null());
+        match env {
+            Some(value) => command.env("SPATIALZARR_DURABILITY", value),
+            None => command.env_remove("SPATIALZARR_DURABILITY"),
+        };
+        command.output().unwrap()
+    };
+    let out = run(Some("fast"), &["init", p]);
+    common::assert_fails(&out, 1, &["SPATIALZARR_DURABILITY=fast", "full or process"]);
+    assert!(!path.exists(), "a refused init created the dataset");
+    let out = run(Some("fast"), &["init", p, "--durability", "process"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(None, &["rm", p, "nothing", "--durability", "sometimes"]);
+    common::assert_fails(&out, 2, &["sometimes", "full or process"]);
+    let help = run(None, &["append-rows", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains(spatialzarr::storage::durability::PROCESS_GUARANTEE),
+        "the help of --durability does not state what process risks: {help}"
+    );
+    // The library: explicit option, then environment (as the CLI child saw it), then
+    // Full.
+    let ds = Dataset::open(&path, options(Durability::Process)).unwrap();
+    assert_eq!(ds.durability(), Durability::Process);
+}
+
+/// The fsync rounds of `ops` that belong to the commit: those announced after the
+/// journal's content was written (staging comes before it, without the lock).
+fn commit_rounds(ops: &[FsOp]) -> (Vec<usize>, Vec<usize>) {
+    let journal_temp = ops.iter().enumerate().find_map(|(j, op)| match op {
+        FsOp::Rename(temp, to) if to.ends_with(".spatialzarr/journal.json") => ops[..j]
+            .iter()
+            .position(|o| matches!(o, FsOp::Write(p, _) if p == temp)),
+        _ => None,
+    });
+    let split = journal_temp.expect("the commit published no journal");
+    (rounds(&ops[..split]), rounds(&ops[split..]))
+}
+
+/// Sequential fsync rounds of one uncontended `add_labels` and one keyed
+/// `append_rows` (1,000 rows) into a dataset that has labels and keyed appends
+/// already, counted through the observer: staging 3 rounds (before the lock);
+/// under the lock 3 for the labels, 4 for the rows (spec/commit-protocol.md §8).
+#[test]
+fn fsync_rounds_per_commit() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let ds = prepared(dir.path(), Durability::Full);
+    let labels = ArrayD::from_elem(IxDyn(&[32, 32]), 3u32);
+    ds.add_labels("first", labels.view(), &RasterOptions::default())
+        .unwrap();
+    ds.append_rows("cells", &rows(10), None, Some("run0/fov0"))
+        .unwrap();
+    let (staging, commit) = commit_rounds(&record(|| add_labels(&ds)));
+    eprintln!("add_labels: staging rounds {staging:?}, commit rounds {commit:?}");
+    assert_eq!(staging.len(), 3, "staging: {staging:?}");
+    assert!(commit.len() <= 3, "add_labels commit: {commit:?}");
+    let (before, commit) = commit_rounds(&record(|| append_rows(&ds)));
+    eprintln!("append_rows: commit rounds {commit:?}");
+    assert!(before.is_empty(), "an append stages nothing: {before:?}");
+    assert!(commit.len() <= 4, "append_rows commit: {commit:?}");
+    // The first round carries every row chunk, the journal and the documents.
+    assert!(commit[0] >= 5, "append_rows first round: {commit:?}");
+    assert_eq!(ds.table_info("cells").unwrap().n_obs, 2010);
+}
