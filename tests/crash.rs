@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arrow_array::{ArrayRef, Float64Array, RecordBatch};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use ndarray::{ArrayD, IxDyn};
 use spatialzarr::storage::trace::{FsObserver, FsOp, set_observer};
 use spatialzarr::table::{RowBatch, TableSpec};
