@@ -125,6 +125,7 @@ impl Dataset {
             } else {
                 ConsolidatedMetadata::KeepCurrent
             },
+            ..DatasetOptions::default()
         };
         let inner = py
             .detach(|| {
