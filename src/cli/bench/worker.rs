@@ -6,13 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use super::{labels, latency, rows};
+use super::{labels, latency, rows, scale};
 
 /// Arguments of `spatialzarr bench-worker`.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// What to do: `labels-ours`, `labels-plain`, `rows-ours`, `rows-plain`,
-    /// `commit` or `handoff`.
+    /// `writers`, `commit` or `handoff`.
     role: String,
     /// The role's arguments: a folder, then numbers.
     args: Vec<String>,
@@ -41,6 +41,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         "labels-plain" => labels::plain(&folder(0)?, number(1)?, number(2)?, number(3)?)?,
         "rows-ours" => rows::ours(&folder(0)?, number(1)?, number(2)?)?,
         "rows-plain" => rows::plain(&folder(0)?, number(1)?, number(2)?)?,
+        "writers" => scale::writer(&folder(0)?, number(1)?, number(2)?)?,
         "commit" => latency::commit_worker(&folder(0)?, number(1)?, number(2)?)?,
         "handoff" => {
             let raw = match args.args.get(1).map(String::as_str) {
