@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Shrink every scenario so that the whole run takes under a minute.
     #[arg(long)]
     quick: bool,
+    /// The number of labels elements of `many_elements`' large dataset (default 10^5;
+    /// 2,000 with --quick).
+    #[arg(long, value_name = "N")]
+    elements: Option<usize>,
     /// Run only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
@@ -193,7 +197,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "append_rows" => rows::append_rows(&scratch, args.quick)?,
             "append_scaling" => rows::append_scaling(&scratch, args.quick)?,
             "commit_latency" => latency::commit_latency(&scratch, args.quick)?,
-            "many_elements" => scale::many_elements(&scratch, args.quick)?,
+            "many_elements" => scale::many_elements(&scratch, args.quick, args.elements)?,
             "many_writers" => scale::many_writers(&scratch, args.quick)?,
             _ => latency::lock_handoff(&scratch, args.quick)?,
         };

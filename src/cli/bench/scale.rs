@@ -88,8 +88,13 @@ fn cli(args: &[String]) -> anyhow::Result<f64> {
 }
 
 /// The `many_elements` scenario.
-pub fn many_elements(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> {
-    let (n, rows, commits) = elements_size(quick);
+pub fn many_elements(
+    scratch: &Path,
+    quick: bool,
+    elements: Option<usize>,
+) -> anyhow::Result<Vec<Measure>> {
+    let (default_n, rows, commits) = elements_size(quick);
+    let n = elements.unwrap_or(default_n).max(10);
     let large_path = scratch.join("large.zarr");
     let small_path = scratch.join("small.zarr");
     let build_seconds = timed(|| build(&large_path, n, rows).map(drop))?;
