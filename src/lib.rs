@@ -31,8 +31,9 @@ pub mod table;
 mod util;
 
 pub use dataset::{
-    CheckReport, CommitInfo, ConsolidatedMetadata, Container, Dataset, DatasetOptions, ElementInfo,
-    ElementList, RasterBlockWriter, RecoveryReport, StagedElement, WriteTxn,
+    CONSOLIDATED_LIMIT_BYTES, CheckReport, CommitInfo, ConsolidatedMetadata, Container, Dataset,
+    DatasetOptions, ElementInfo, ElementList, LabelsList, RasterBlockWriter, RecoveryReport,
+    StagedElement, WriteTxn,
 };
 pub use element::{
     DType, ElementKind, ElementName, Pixel, RasterInfo, RasterOptions, Transform, Transformations,

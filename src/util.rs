@@ -12,6 +12,7 @@ pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
     let mut failed = "open";
     let read = retry_stale(|| {
         failed = "open";
+        crate::storage::trace::note_open(path);
         let file = std::fs::File::open(path)?;
         failed = "stat";
         let len = file.metadata()?.len();
@@ -62,7 +63,7 @@ pub fn no_links_below(root: &Path, path: &Path) -> Result<()> {
     let mut current = root.to_path_buf();
     for component in relative.components() {
         current.push(component);
-        match std::fs::symlink_metadata(&current) {
+        match crate::storage::trace::lstat(&current) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 return Err(Error::Corrupt {
                     path: current,

@@ -134,6 +134,8 @@ impl Dataset {
                 ConsolidatedMetadata::KeepCurrent
             },
             durability,
+
+            ..DatasetOptions::default()
         };
         let inner = py
             .detach(|| {

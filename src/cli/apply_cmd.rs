@@ -123,6 +123,7 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let commit = txn.commit()?;
     if args.json {
         let ops: Vec<&Value> = done.iter().map(|d| &d.json).collect();
+        super::print_notices(&commit);
         let object = json!({"generation": commit.generation, "ops": ops});
         print_lines(|out| writeln!(out, "{object}"))?;
     } else {
@@ -132,6 +133,7 @@ pub fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
             super::counted(done.len(), "operation"),
             phrases.join("; ")
         );
+        super::print_notices(&commit);
         print_change(false, &line, commit.generation, &())?;
     }
     Ok(ExitCode::SUCCESS)

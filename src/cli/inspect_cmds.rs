@@ -238,7 +238,12 @@ struct CheckJson<'a> {
 /// problem (one line each, or the JSON report) and fails with exit status 1.
 pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
-    let report = dataset.check(args.deep)?;
+    let bar = super::progress_bar("{bar:40} {pos}/{len} elements checked, {elapsed}");
+    let report = dataset.check_with_progress(args.deep, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
     if args.json {
         let json = CheckJson {
             ok: report.is_ok(),

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use spatialzarr::lock::{DatasetLock, LockOptions, inherit::HELD_LOCK_ENV};
+use spatialzarr::{Dataset, DatasetOptions};
 
 /// Arguments of `spatialzarr lock`.
 #[derive(Debug, clap::Args)]
@@ -40,12 +41,28 @@ pub fn run(args: LockArgs) -> anyhow::Result<ExitCode> {
         command.env(HELD_LOCK_ENV, handed.env_value());
         command.status()
     } else {
-        let guard = lock.write(timeout)?;
+        // Elements the command writes (spatialdata's `write_element`) are adopted
+        // before the lock is released, through the same lock handle.
+        let dataset = Dataset::open(&args.dir, DatasetOptions::default()).ok();
+        let guard = match &dataset {
+            Some(dataset) => dataset.lock().write(timeout)?,
+            None => lock.write(timeout)?,
+        };
         let handed = guard
             .hand_down()
             .context("cannot share the lock with the command")?;
         command.env(HELD_LOCK_ENV, handed.env_value());
-        command.status()
+        let status = command.status();
+        if let Some(dataset) = &dataset {
+            match dataset.reconcile() {
+                Ok(_) | Err(spatialzarr::Error::UnsupportedFormat { .. }) => {}
+                Err(e) => eprintln!(
+                    "warning: the elements the command wrote are not yet recorded ({e}); the next commit records them"
+                ),
+            }
+        }
+        drop(guard);
+        status
     }
     .with_context(|| format!("cannot run {:?}", args.command[0]))?;
     let code = match (status.code(), status.signal()) {

@@ -100,18 +100,44 @@ pub struct WriteOptions {
     /// commit instead of keeping it current (readers then list the hierarchy).
     #[arg(long)]
     drop_consolidated_metadata: bool,
+
+    /// Consolidated metadata in the root `zarr.json`, when the dataset has it: `keep`
+    /// it current while the document is at most 1 MiB, then drop it (the default);
+    /// `keep-unbounded` at any size; `drop` it at this commit.
+    #[arg(long, value_name = "POLICY", value_parser = ["keep", "keep-unbounded", "drop"])]
+    consolidated: Option<String>,
+
+    /// The `ome.labels` list of `labels/zarr.json`: `N` (written while there are at
+    /// most N labels, removed above; default 10000), `always` or `never`.
+    #[arg(long, value_name = "N|always|never", value_parser = parse_labels_list)]
+    labels_list: Option<spatialzarr::LabelsList>,
+}
+
+/// Parses `--labels-list`.
+fn parse_labels_list(text: &str) -> Result<spatialzarr::LabelsList, String> {
+    match text {
+        "always" => Ok(spatialzarr::LabelsList::Always),
+        "never" => Ok(spatialzarr::LabelsList::Never),
+        n => n
+            .parse()
+            .map(spatialzarr::LabelsList::Bounded)
+            .map_err(|_| format!("{n:?} is not a number of labels, `always` or `never`")),
+    }
 }
 
 impl WriteOptions {
     /// The options of the dataset handles a changing command opens.
     fn dataset_options(&self) -> DatasetOptions {
         DatasetOptions {
-            consolidated: if self.drop_consolidated_metadata {
-                ConsolidatedMetadata::Drop
-            } else {
-                ConsolidatedMetadata::KeepCurrent
+            consolidated: match self.consolidated.as_deref() {
+                _ if self.drop_consolidated_metadata => ConsolidatedMetadata::Drop,
+                Some("drop") => ConsolidatedMetadata::Drop,
+                Some("keep-unbounded") => ConsolidatedMetadata::KeepUnbounded,
+                _ => ConsolidatedMetadata::KeepCurrent,
             },
             durability: self.durability.level(),
+
+            labels_list: self.labels_list.unwrap_or_default(),
             ..self.read.dataset_options()
         }
     }
@@ -129,6 +155,22 @@ impl WriteOptions {
             args.push("--drop-consolidated-metadata".to_string());
         }
         args.extend(self.durability.to_args());
+
+        if let Some(policy) = &self.consolidated {
+            args.extend(["--consolidated".to_string(), policy.clone()]);
+        }
+        match self.labels_list {
+            None => {}
+            Some(spatialzarr::LabelsList::Always) => {
+                args.extend(["--labels-list".to_string(), "always".to_string()])
+            }
+            Some(spatialzarr::LabelsList::Never) => {
+                args.extend(["--labels-list".to_string(), "never".to_string()])
+            }
+            Some(spatialzarr::LabelsList::Bounded(n)) => {
+                args.extend(["--labels-list".to_string(), n.to_string()])
+            }
+        }
         args
     }
 }
@@ -315,6 +357,30 @@ pub fn print_lines(
 /// `n` and the noun, plural unless `n` is 1.
 fn counted(n: usize, noun: &str) -> String {
     format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal (hidden otherwise).
+fn progress_bar(template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        None,
+        indicatif::ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
+    bar
+}
+
+/// Prints on stderr what a commit says the user should know (once, when it happened).
+fn print_notices(commit: &spatialzarr::CommitInfo) {
+    if let Some(nodes) = commit.dropped_consolidated {
+        eprintln!(
+            "notice: dropped zarr-python's consolidated metadata from zarr.json ({nodes} nodes, over {} bytes); readers now list folders (`--consolidated keep-unbounded` keeps it at any size)",
+            spatialzarr::CONSOLIDATED_LIMIT_BYTES
+        );
+    }
 }
 
 /// Prints the one line of a command that changed the dataset: `line` then the

@@ -129,6 +129,7 @@ pub fn add(kind: ElementKind, args: AddArgs) -> anyhow::Result<ExitCode> {
         "shape": array.shape(),
         "dtype": array.dtype().name(),
     });
+    super::print_notices(&commit);
     print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -200,6 +201,7 @@ pub fn set_transformations(args: SetTransformationsArgs) -> anyhow::Result<ExitC
     let systems: Vec<&String> = transformations.0.keys().collect();
     let line = format!("set the transformations of {name}");
     let fields = json!({ "name": name, "coordinate_systems": systems });
+    super::print_notices(&commit);
     print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -219,6 +221,7 @@ pub fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
     let commit = txn.commit()?;
     let line = format!("removed {kind} {}", args.name);
     let fields = json!({ "removed": args.name, "type": kind });
+    super::print_notices(&commit);
     print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -245,7 +248,9 @@ pub fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
         ..args.options.dataset_options()
     };
     let dataset = Dataset::open(&args.dataset, options)?;
-    let report = dataset.recover()?;
+    let bar = super::progress_bar("{spinner} {pos} folders swept, {elapsed}");
+    let report = dataset.recover_with_progress(&mut |swept| bar.set_position(swept))?;
+    bar.finish_and_clear();
     let finished = match report.finished_commit {
         Some(generation) => format!("finished the interrupted commit of generation {generation}"),
         None => "no interrupted commit".to_string(),

@@ -97,6 +97,7 @@ pub fn append_rows(args: AppendRowsArgs) -> anyhow::Result<ExitCode> {
     let outcome = append_in(&mut txn, &dataset, &args, input)?;
     let commit = txn.commit()?;
 
+    super::print_notices(&commit);
     super::print_append_outcome(&outcome, "rows", commit.generation, args.json)?;
     Ok(ExitCode::SUCCESS)
 }

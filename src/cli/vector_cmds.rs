@@ -137,6 +137,7 @@ pub fn add_points(args: AddPointsArgs) -> anyhow::Result<ExitCode> {
         counted(batch.num_rows(), "point")
     );
     let fields = json!({"added": args.name, "type": "points", "n": batch.num_rows()});
+    super::print_notices(&commit);
     print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -202,6 +203,7 @@ pub fn append_points(args: AppendPointsArgs) -> anyhow::Result<ExitCode> {
         .append_points(&args.name, &batch, args.key.as_deref())
         .with_context(|| append_context(&args))?;
     let commit = txn.commit()?;
+    super::print_notices(&commit);
     super::print_append_outcome(&outcome, "points", commit.generation, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -275,6 +277,7 @@ pub fn add_shapes(args: AddShapesArgs) -> anyhow::Result<ExitCode> {
         "n": shapes.len(),
         "geometry": shapes.geometry().to_string(),
     });
+    super::print_notices(&commit);
     print_change(args.json, &line, commit.generation, &fields)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,7 @@ pub const JOURNAL_VERSION: u32 = 2;
 /// absent: any other error (EIO, ESTALE, EACCES) is returned, never taken as an
 /// answer, because replay decisions rest on it.
 fn exists(path: &Path) -> Result<bool> {
-    match path.symlink_metadata() {
+    match crate::storage::trace::lstat(path) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(crate::error::io_err("stat", path)(e)),

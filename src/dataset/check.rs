@@ -41,6 +41,15 @@ impl Dataset {
     /// reports it, and the staging folders of writers that are gone, as warnings
     /// (problems found beside an interrupted commit may be the ones it would mend).
     pub fn check(&self, deep: bool) -> Result<CheckReport> {
+        self.check_with_progress(deep, &mut |_, _| {})
+    }
+
+    /// [`Self::check`], calling `progress(checked, total)` after each element.
+    pub fn check_with_progress(
+        &self,
+        deep: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CheckReport> {
         let _guard = self.inner.lock.read(self.inner.options.lock_timeout)?;
         let root = self.root();
         let mut report = CheckReport::default();
@@ -67,8 +76,10 @@ impl Dataset {
             }
         }
         let elements = ElementSet::load(root, manifest.as_ref())?;
+        let total = elements.iter().count() as u64;
         for (name, kind) in elements.iter() {
             report.elements_checked += 1;
+            progress(report.elements_checked as u64, total);
             let dir = root.join(element_path(kind, name));
             if let Err(problem) = check_element(&dir, kind, deep) {
                 report
@@ -86,7 +97,7 @@ impl Dataset {
         for kind in ElementKind::ALL {
             // Every group document a commit may rewrite must be readable.
             let group = root.join(kind.group()).join("zarr.json");
-            if !group.exists() {
+            if !crate::storage::trace::exists(&group) {
                 continue;
             }
             match read_json(&group) {

@@ -17,6 +17,14 @@ pub fn present(root_doc: &Value) -> bool {
         .is_some_and(Value::is_object)
 }
 
+/// The number of nodes the consolidated metadata holds.
+pub fn node_count(root_doc: &Value) -> usize {
+    root_doc
+        .pointer("/consolidated_metadata/metadata")
+        .and_then(Value::as_object)
+        .map_or(0, Map::len)
+}
+
 fn entries(root_doc: &mut Value) -> Option<&mut Map<String, Value>> {
     root_doc
         .pointer_mut("/consolidated_metadata/metadata")
@@ -65,11 +73,12 @@ pub fn insert_tree(root_doc: &mut Value, prefix: &str, dir: &Path) -> Result<()>
 
 fn collect_nodes(dir: &Path, key: &str, out: &mut Vec<(String, Value)>) -> Result<()> {
     let meta = dir.join("zarr.json");
-    if !meta.is_file() {
+    if !crate::storage::trace::is_file(&meta) {
         return Ok(());
     }
     out.push((key.to_owned(), crate::element::raster::read_json(&meta)?));
-    let entries = std::fs::read_dir(dir).map_err(crate::error::io_err("list", dir))?;
+    let entries =
+        crate::storage::trace::read_dir(dir).map_err(crate::error::io_err("list", dir))?;
     let mut children: Vec<_> = entries
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))

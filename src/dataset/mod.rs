@@ -10,6 +10,7 @@ mod check;
 mod consolidated;
 pub mod layout;
 mod staging;
+mod stamps;
 mod tables;
 mod txn;
 mod vectors;
@@ -36,14 +37,56 @@ use crate::lock::{DatasetLock, LockOptions, ReadGuard};
 use crate::storage::{Durability, Publisher};
 use layout::{Layout, element_path};
 
-/// What to do with zarr-python's consolidated metadata in the root `zarr.json`.
+/// What to do with zarr-python's consolidated metadata in the root `zarr.json` (the
+/// store never adds it; spec/format.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ConsolidatedMetadata {
-    /// Keep it current in every commit when the dataset has it (the default).
+    /// Keep it current in every commit when the dataset has it, while the root
+    /// document stays at most [`CONSOLIDATED_LIMIT_BYTES`]; the commit that would make
+    /// it larger drops it instead (and says so in [`CommitInfo::dropped_consolidated`]).
+    /// The default.
     #[default]
     KeepCurrent,
+    /// Keep it current whatever its size (every commit rewrites the whole
+    /// hierarchy's metadata, and every reader opening the root parses it).
+    KeepUnbounded,
     /// Remove it at the next commit; readers then list the hierarchy itself.
     Drop,
+}
+
+/// The largest root `zarr.json` (with its consolidated metadata) that
+/// [`ConsolidatedMetadata::KeepCurrent`] keeps: 1 MiB, about 700 single-level labels.
+pub const CONSOLIDATED_LIMIT_BYTES: usize = 1 << 20;
+
+/// When a commit that changes the labels set writes the NGFF `ome.labels` list of
+/// `labels/zarr.json` (no reader of the SpatialData layout needs it, and it holds
+/// every labels name; spec/format.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelsList {
+    /// The exact list while there are at most this many labels; above, the key is
+    /// removed (never left stale). The default, with 10,000.
+    Bounded(usize),
+    /// The exact list at any size.
+    Always,
+    /// Never: the key is removed by the next commit that changes the labels set.
+    Never,
+}
+
+impl Default for LabelsList {
+    fn default() -> Self {
+        Self::Bounded(10_000)
+    }
+}
+
+impl LabelsList {
+    /// Whether the list is written for `count` labels.
+    pub fn writes(self, count: usize) -> bool {
+        match self {
+            Self::Bounded(limit) => count <= limit,
+            Self::Always => true,
+            Self::Never => false,
+        }
+    }
 }
 
 /// How a [`Dataset`] handle behaves.
@@ -58,6 +101,9 @@ pub struct DatasetOptions {
     /// What an acknowledged commit survives (`None`: the level the environment
     /// variable `SPATIALZARR_DURABILITY` names, else [`Durability::Full`]).
     pub durability: Option<Durability>,
+
+    /// The `ome.labels` list policy.
+    pub labels_list: LabelsList,
 }
 
 /// The SpatialData container format of a dataset.
@@ -164,7 +210,7 @@ fn container_of(root: &Path) -> Result<Container> {
     };
     // Only "not found" means absent: any other failure (a dead network mount answers
     // ENOTCONN) is reported as itself, never as "no dataset here".
-    let is_file = |path: &Path| match std::fs::metadata(path) {
+    let is_file = |path: &Path| match crate::storage::trace::stat(path) {
         Ok(meta) => Ok(meta.is_file()),
         Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => Ok(false),
         Err(source) => Err(Error::Io {
@@ -196,7 +242,7 @@ fn container_of(root: &Path) -> Result<Container> {
     if is_file(&root.join(".zgroup"))? {
         return Ok(Container::V01);
     }
-    if !root.is_dir() {
+    if !crate::storage::trace::is_dir(root) {
         return Err(not_dataset("it does not exist or is not a folder".into()));
     }
     Err(not_dataset(
@@ -231,7 +277,7 @@ impl Dataset {
         let lock = DatasetLock::open(path, options.lock.clone())?;
         let guard = lock.write(options.lock_timeout)?;
         let layout = Layout::new(path);
-        if path.join("zarr.json").exists() {
+        if crate::storage::trace::exists(&path.join("zarr.json")) {
             return Err(Error::AlreadyExists(path.to_path_buf()));
         }
         publisher.write(
@@ -277,7 +323,9 @@ impl Dataset {
 
     /// Opens the dataset at `path`, creating an empty one if nothing is there.
     pub fn open_or_create(path: &Path, options: DatasetOptions) -> Result<Self> {
-        if path.join("zarr.json").exists() || path.join(".zgroup").exists() {
+        if crate::storage::trace::exists(&path.join("zarr.json"))
+            || crate::storage::trace::exists(&path.join(".zgroup"))
+        {
             return Self::open(path, options);
         }
         match Self::create(path, options.clone()) {
@@ -333,7 +381,7 @@ impl Dataset {
             .join(crate::commit::journal::JOURNAL_FILE);
         loop {
             let guard = self.inner.lock.read(timeout)?;
-            if held_before || !journal.exists() {
+            if held_before || !crate::storage::trace::exists(&journal) {
                 return Ok(guard);
             }
             drop(guard);
@@ -356,7 +404,7 @@ impl Dataset {
 
     fn elements_locked(&self) -> Result<ElementSet> {
         let manifest = Manifest::load(&self.inner.layout.hidden)?;
-        ElementSet::load(self.root(), manifest.as_ref())
+        ElementSet::load_current(&self.inner.layout, manifest.as_ref())
     }
 
     /// Lists the committed elements.
@@ -547,13 +595,30 @@ impl Dataset {
         WriteTxn::begin(self)
     }
 
+    /// Under the write lock: makes the committed element set what a listing of every
+    /// group folder finds, committing a new generation when elements were written or
+    /// removed by other tools (spatialdata's `write_element` under `spatialzarr
+    /// lock`); otherwise records the groups' stamps only. Commits, `ls` and `info` look
+    /// at a group folder only when its stamp changed (spec/format.md §3).
+    pub fn reconcile(&self) -> Result<CommitInfo> {
+        let mut txn = self.write()?;
+        txn.adopt_foreign()?;
+        txn.commit()
+    }
+
     /// Under the write lock: finishes an interrupted commit, removes staging folders of
     /// dead writers, leftover trash, and temporary files of interrupted writes anywhere
     /// in the dataset.
     pub fn recover(&self) -> Result<RecoveryReport> {
+        self.recover_with_progress(&mut |_| {})
+    }
+
+    /// [`Self::recover`], calling `progress(folders)` with the number of folders
+    /// swept so far.
+    pub fn recover_with_progress(&self, progress: &mut dyn FnMut(u64)) -> Result<RecoveryReport> {
         self.ensure_writable()?;
         let guard = self.inner.lock.write(self.inner.options.lock_timeout)?;
-        txn::recover_with(self, &guard, true)
+        txn::recover_with(self, &guard, true, progress)
     }
 
     fn ensure_writable(&self) -> Result<()> {

@@ -120,7 +120,7 @@ pub(crate) fn abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
     let staging = layout.staging();
     // Never clean up a staging folder reached through a link: it could be any folder.
     crate::util::no_links_below(&layout.root, &staging)?;
-    let entries = match std::fs::read_dir(&staging) {
+    let entries = match crate::storage::trace::read_dir(&staging) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err("list", &staging)(e)),
@@ -177,7 +177,7 @@ fn owner_is_gone(dir: &Path) -> bool {
 
 /// Whether `dir` was last changed more than a minute ago.
 fn is_old(dir: &Path) -> bool {
-    dir.symlink_metadata()
+    crate::storage::trace::lstat(dir)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())

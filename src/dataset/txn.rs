@@ -59,6 +59,9 @@ enum Op {
         /// The node, relative to the dataset root.
         target: String,
     },
+    /// The committed element set made what a listing of every group folder finds
+    /// (elements other tools wrote or removed become committed or are forgotten).
+    Adopt,
     /// A staged file moved into an existing element (a new points part).
     AddFile {
         staged: StagedElement,
@@ -94,6 +97,10 @@ pub struct CommitInfo {
     pub generation: u64,
     /// Whether this commit wrote to disk (false when nested or empty).
     pub durable: bool,
+    /// When this commit removed zarr-python's consolidated metadata from the root
+    /// `zarr.json` because it outgrew [`super::CONSOLIDATED_LIMIT_BYTES`]: the number
+    /// of nodes it held (readers now list folders).
+    pub dropped_consolidated: Option<usize>,
 }
 
 /// What a recovery did.
@@ -121,7 +128,13 @@ pub struct WriteTxn<'a> {
     key: TxnKey,
     frame: Frame,
     nested: bool,
+    /// The element set [`Self::simulated`] last computed, and the shape (frame, number
+    /// of changes) of the open frames it includes.
+    simulated: RefCell<Option<SimulatedSet>>,
 }
+
+/// An element set and the frames (identity, changes applied) it was computed from.
+type SimulatedSet = (ElementSet, Vec<(*const RefCell<Vec<Op>>, usize)>);
 
 /// Identifies the dataset's lock file within this process: a child forked while its
 /// parent's thread had a transaction open must not join that copy of it.
@@ -154,6 +167,7 @@ impl<'a> WriteTxn<'a> {
             key,
             frame,
             nested,
+            simulated: RefCell::new(None),
         })
     }
 
@@ -164,15 +178,42 @@ impl<'a> WriteTxn<'a> {
 
     /// The element set as this transaction would leave it: committed state plus the
     /// changes of every open transaction of this thread on this dataset, in order.
-    fn simulated(&self) -> Result<ElementSet> {
-        let mut set = self.dataset.elements_locked()?;
+    /// The committed state is read once per transaction (nobody else commits while it
+    /// holds the write lock); later calls apply only the changes added since.
+    fn simulated(&self) -> Result<std::cell::Ref<'_, ElementSet>> {
         let frames = OPEN.with(|open| open.borrow().get(&self.key).cloned().unwrap_or_default());
-        for frame in frames {
-            for op in frame.borrow().iter() {
-                apply_to_set(&mut set, op)?;
+        let shape: Vec<(*const RefCell<Vec<Op>>, usize)> = frames
+            .iter()
+            .map(|f| (Rc::as_ptr(f), f.borrow().len()))
+            .collect();
+        let mut cache = self.simulated.borrow_mut();
+        // Valid while only the innermost frame has grown since it was built.
+        let valid = cache.as_ref().is_some_and(|(_, built)| {
+            built.len() == shape.len()
+                && built.iter().zip(&shape).enumerate().all(|(i, (b, s))| {
+                    b.0 == s.0 && (b.1 == s.1 || (i + 1 == shape.len() && b.1 <= s.1))
+                })
+        });
+        if !valid {
+            *cache = Some((self.dataset.elements_locked()?, Vec::new()));
+        }
+        let (set, built) = cache.as_mut().expect("just built");
+        let applied = |frame: usize| built.get(frame).map_or(0, |b| b.1);
+        let mut result = Ok(());
+        for (i, frame) in frames.iter().enumerate() {
+            for op in frame.borrow().iter().skip(applied(i)) {
+                result = result.and_then(|()| apply_to_set(set, op));
             }
         }
-        Ok(set)
+        if let Err(e) = result {
+            *cache = None;
+            return Err(e);
+        }
+        *built = shape;
+        drop(cache);
+        Ok(std::cell::Ref::map(self.simulated.borrow(), |c| {
+            &c.as_ref().expect("just built").0
+        }))
     }
 
     /// The kind of the element `name` as this transaction would leave the dataset
@@ -191,7 +232,7 @@ impl<'a> WriteTxn<'a> {
             )));
         }
         let op = Op::Add { staged, overwrite };
-        apply_to_set(&mut self.simulated()?, &op)?;
+        check_op(&*self.simulated()?, &op)?;
         self.frame.borrow_mut().push(op);
         Ok(())
     }
@@ -217,7 +258,7 @@ impl<'a> WriteTxn<'a> {
         let op = Op::Remove {
             name: ElementName::new(name)?,
         };
-        apply_to_set(&mut self.simulated()?, &op).map_err(|e| match e {
+        check_op(&*self.simulated()?, &op).map_err(|e| match e {
             Error::NoSuchElement { name, .. } => Error::NoSuchElement {
                 dataset: self.dataset.root().to_path_buf(),
                 name,
@@ -390,7 +431,8 @@ impl<'a> WriteTxn<'a> {
             }
             _ => None,
         });
-        let range = match self.simulated()?.kind_of(name.as_str()) {
+        let committed_kind = self.simulated()?.kind_of(name.as_str());
+        let range = match committed_kind {
             None => {
                 let spec = create.ok_or_else(|| Error::NoSuchElement {
                     dataset: root.clone(),
@@ -565,7 +607,8 @@ impl<'a> WriteTxn<'a> {
         if let Some(repeated) = self.repeated_append(&name, key, key_rel.as_deref(), &digest)? {
             return Ok(repeated);
         }
-        match self.simulated()?.kind_of(name.as_str()) {
+        let committed_kind = self.simulated()?.kind_of(name.as_str());
+        match committed_kind {
             Some(ElementKind::Points) => {}
             Some(other) => {
                 return Err(Error::WrongElementType {
@@ -666,9 +709,28 @@ impl<'a> WriteTxn<'a> {
             return Ok(CommitInfo {
                 generation: 0,
                 durable: false,
+                dropped_consolidated: None,
             });
         }
         commit_ops(self.dataset, &self.guard, ops)
+    }
+
+    /// Makes the committed element set what a listing of every group folder finds,
+    /// when it differs from the manifest's (elements written or removed by other
+    /// tools). Otherwise only records the groups' stamps, so that the next calls need
+    /// not list them. Returns whether the commit will change the element set.
+    pub fn adopt_foreign(&mut self) -> Result<bool> {
+        let layout = self.dataset.layout();
+        let manifest = Manifest::load(&layout.hidden)?.unwrap_or_default();
+        let listed = ElementSet::load(&layout.root, Some(&manifest))?;
+        if listed.to_manifest_map() == manifest.elements {
+            if !self.nested && self.frame.borrow().is_empty() {
+                super::stamps::record(layout, manifest.generation);
+            }
+            return Ok(false);
+        }
+        self.frame.borrow_mut().push(Op::Adopt);
+        Ok(true)
     }
 
     /// Removes this transaction's frame from the thread's stack; returns the frame
@@ -697,10 +759,20 @@ impl Drop for WriteTxn<'_> {
 
 /// Applies one change to an element set, checking it.
 fn apply_to_set(set: &mut ElementSet, op: &Op) -> Result<()> {
+    check_op(set, op)?;
+    match op {
+        Op::Add { staged, .. } => set.insert(staged.kind, staged.name.as_str()),
+        Op::Remove { name } => set.remove(name.as_str()),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks that one change can be applied to an element set.
+fn check_op(set: &ElementSet, op: &Op) -> Result<()> {
     match op {
         Op::Add { staged, overwrite } => {
             set.check_add(staged.kind, &staged.name, *overwrite)?;
-            set.insert(staged.kind, staged.name.as_str());
         }
         Op::Remove { name } => {
             if set.kind_of(name.as_str()).is_none() {
@@ -709,7 +781,6 @@ fn apply_to_set(set: &mut ElementSet, op: &Op) -> Result<()> {
                     name: name.to_string(),
                 });
             }
-            set.remove(name.as_str());
         }
         Op::TableAppend { name, .. } => match set.kind_of(name.as_str()) {
             Some(ElementKind::Tables) => {}
@@ -728,7 +799,7 @@ fn apply_to_set(set: &mut ElementSet, op: &Op) -> Result<()> {
                 });
             }
         }
-        Op::WriteHidden { .. } => {}
+        Op::WriteHidden { .. } | Op::Adopt => {}
         Op::ReplaceNode { .. } => {}
         Op::AddFile { staged, .. } => {
             if set.kind_of(staged.name.as_str()) != Some(staged.kind) {
@@ -787,19 +858,30 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         return Ok(CommitInfo {
             generation: manifest.generation,
             durable: false,
+            dropped_consolidated: None,
         });
     }
-    let mut elements = ElementSet::load(root, Some(&manifest))?;
+    let adopt = ops.iter().any(|op| matches!(op, Op::Adopt));
+    let mut elements = if adopt {
+        ElementSet::load(root, Some(&manifest))?
+    } else {
+        ElementSet::load_current(layout, Some(&manifest))?
+    };
     let root_path = root.join("zarr.json");
     let mut root_doc = read_json(&root_path)?;
     let had_consolidated = consolidated::present(&root_doc);
-    let keep =
-        had_consolidated && dataset.options().consolidated == ConsolidatedMetadata::KeepCurrent;
+    let keep = had_consolidated && dataset.options().consolidated != ConsolidatedMetadata::Drop;
 
     let mut steps = Vec::new();
     let mut cleanup = Vec::new();
     let mut new_groups = BTreeSet::new();
-    let mut labels_changed = false;
+    // Adopting rewrites the labels list when the labels found differ from the manifest's.
+    let mut labels_changed = adopt
+        && manifest
+            .elements
+            .get(&ElementKind::Labels)
+            .map_or(&[][..], Vec::as_slice)
+            != elements.names(ElementKind::Labels).as_slice();
     let trash_dir = layout.hidden_relative(&[super::layout::TRASH_DIR]);
     // A new entry of the trash folder (made by the commit, deleted after it).
     let new_trash = |steps: &mut Vec<Step>, cleanup: &mut Vec<String>| -> String {
@@ -936,7 +1018,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                         name: staged.name.to_string(),
                     });
                 }
-                if root.join(to).symlink_metadata().is_ok() {
+                if crate::storage::trace::lstat(&root.join(to)).is_ok() {
                     return Err(Error::Corrupt {
                         path: root.join(to),
                         reason: "a part of that name appeared; retry the append".into(),
@@ -961,6 +1043,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 });
                 consolidated::set_node(&mut root_doc, &target, doc.clone());
             }
+            Op::Adopt => {}
             Op::WriteHidden { path, text } => {
                 if let Some(parent) = Path::new(path).parent() {
                     steps.push(Step::Mkdir {
@@ -975,7 +1058,9 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
             Op::Add { staged, overwrite } => {
                 let replaces = elements.check_add(staged.kind, &staged.name, *overwrite)?;
                 let group = staged.kind.group();
-                if !root.join(group).join("zarr.json").exists() && new_groups.insert(staged.kind) {
+                if !crate::storage::trace::exists(&root.join(group).join("zarr.json"))
+                    && new_groups.insert(staged.kind)
+                {
                     steps.push(Step::Mkdir { path: group.into() });
                     if staged.kind != ElementKind::Labels {
                         steps.push(Step::Write {
@@ -998,7 +1083,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 }
                 if !replaces
                     && !vacated.contains(&target)
-                    && root.join(&target).symlink_metadata().is_ok()
+                    && crate::storage::trace::lstat(&root.join(&target)).is_ok()
                 {
                     return Err(Error::Corrupt {
                         path: root.join(&target),
@@ -1034,7 +1119,9 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 changed_tables.remove(&target);
                 consolidated::remove_tree(&mut root_doc, &target);
                 let records = layout.hidden_relative(&["appends", name.as_str()]);
-                if kind == ElementKind::Tables && root.join(&records).exists() {
+                if kind == ElementKind::Tables
+                    && crate::storage::trace::exists(&root.join(&records))
+                {
                     move_to_trash(&mut removal, &mut cleanup, &records);
                 }
                 removals.push((target, removal));
@@ -1053,27 +1140,48 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         consolidated::set_node(&mut root_doc, table, doc);
     }
     if labels_changed {
-        // The NGFF list of labels in `labels/zarr.json` follows the committed set.
+        // The NGFF list of labels in `labels/zarr.json` follows the committed set, or
+        // is absent (LabelsList): never stale.
         let path = root.join("labels/zarr.json");
-        let mut doc = if path.exists() {
+        let existed = crate::storage::trace::exists(&path);
+        let mut doc = if existed {
             read_json(&path)?
         } else {
             empty_group()
         };
-        doc["attributes"]["ome"]["labels"] = json!(elements.names(ElementKind::Labels));
-        steps.push(Step::Write {
-            path: "labels/zarr.json".into(),
-            text: to_text(&doc),
-        });
-        consolidated::set_node(&mut root_doc, "labels", doc);
+        let names = elements.names(ElementKind::Labels);
+        let listed = doc.pointer("/attributes/ome/labels").is_some();
+        if dataset.options().labels_list.writes(names.len()) {
+            doc["attributes"]["ome"]["labels"] = json!(names);
+        } else if let Some(ome) = doc
+            .pointer_mut("/attributes/ome")
+            .and_then(Value::as_object_mut)
+        {
+            ome.remove("labels");
+        }
+        if !existed || listed || doc.pointer("/attributes/ome/labels").is_some() {
+            steps.push(Step::Write {
+                path: "labels/zarr.json".into(),
+                text: to_text(&doc),
+            });
+            consolidated::set_node(&mut root_doc, "labels", doc);
+        }
     }
+    let mut dropped_consolidated = None;
     if had_consolidated {
-        if !keep {
+        let mut text = to_text(&root_doc);
+        let too_large = dataset.options().consolidated == ConsolidatedMetadata::KeepCurrent
+            && text.len() > super::CONSOLIDATED_LIMIT_BYTES;
+        if !keep || too_large {
+            if too_large {
+                dropped_consolidated = Some(consolidated::node_count(&root_doc));
+            }
             consolidated::drop_all(&mut root_doc);
+            text = to_text(&root_doc);
         }
         steps.push(Step::Write {
             path: "zarr.json".into(),
-            text: to_text(&root_doc),
+            text,
         });
     }
     for (_, removal) in removals {
@@ -1175,6 +1283,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         };
     }
     finish(dataset, &journal, &publisher).map_err(decided_error)?;
+    super::stamps::record(layout, journal.generation);
     drop(ops);
     drop(extra_staged);
     for dir in staging_dirs {
@@ -1183,6 +1292,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     Ok(CommitInfo {
         generation: journal.generation,
         durable: true,
+        dropped_consolidated,
     })
 }
 
@@ -1218,7 +1328,7 @@ fn finish(dataset: &Dataset, journal: &Journal, publisher: &Publisher) -> Result
 /// Under the write lock: finishes an interrupted commit, then removes staging
 /// folders of dead writers and leftover trash.
 pub(crate) fn recover(dataset: &Dataset, proof: &WriteGuard) -> Result<RecoveryReport> {
-    recover_with(dataset, proof, false)
+    recover_with(dataset, proof, false, &mut |_| {})
 }
 
 /// [`recover`]; with `everywhere`, also walks the whole dataset for temporary files
@@ -1228,13 +1338,30 @@ pub(crate) fn recover_with(
     dataset: &Dataset,
     _proof: &WriteGuard,
     everywhere: bool,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<RecoveryReport> {
     let layout = dataset.layout();
     let mut report = RecoveryReport::default();
     // Folders swept for temporary files: the top ones, and those an interrupted commit
     // was writing into (its replay has just rewritten their files).
+    // A group folder as the last commit left it (its stamp, super::stamps) holds no
+    // temporary file: creating one would have changed the stamp.
     let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
-    dirs.extend(ElementKind::ALL.iter().map(|k| layout.root.join(k.group())));
+    let stamps = Manifest::load(&layout.hidden)
+        .ok()
+        .flatten()
+        .and_then(|m| super::stamps::load(layout, m.generation));
+    dirs.extend(
+        ElementKind::ALL
+            .iter()
+            .filter(|&&k| {
+                everywhere
+                    || !stamps
+                        .as_ref()
+                        .is_some_and(|s| s.unchanged(&layout.root, k))
+            })
+            .map(|k| layout.root.join(k.group())),
+    );
     if let Some(journal) = Journal::load(&layout.hidden)? {
         let publisher = dataset.publisher();
         finish(dataset, &journal, &publisher)?;
@@ -1245,7 +1372,7 @@ pub(crate) fn recover_with(
     let trash = layout.trash();
     // Never empty a trash reached through a link: it could be any folder elsewhere.
     crate::util::no_links_below(&layout.root, &trash)?;
-    if let Ok(entries) = std::fs::read_dir(&trash) {
+    if let Ok(entries) = crate::storage::trace::read_dir(&trash) {
         for entry in entries.flatten() {
             remove_tree(&entry.path())?;
             report.removed_trash.push(entry.path());
@@ -1261,11 +1388,14 @@ pub(crate) fn recover_with(
     dirs.sort();
     dirs.dedup();
     let mut stack = dirs;
+    let mut swept = 0;
     while let Some(dir) = stack.pop() {
+        swept += 1;
+        progress(swept);
         if !crate::util::linkless(&layout.root, &dir) {
             continue;
         }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = crate::storage::trace::read_dir(&dir) else {
             continue;
         };
         for entry in entries.flatten() {

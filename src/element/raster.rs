@@ -424,12 +424,12 @@ pub fn read_json(path: &Path) -> Result<Value> {
 /// The group attributes of an element folder (Zarr v3 `zarr.json` or v2 `.zattrs`).
 pub fn group_attributes(dir: &Path) -> Result<Value> {
     let v3 = dir.join("zarr.json");
-    if v3.exists() {
+    if crate::storage::trace::exists(&v3) {
         let doc = read_json(&v3)?;
         return Ok(doc.get("attributes").cloned().unwrap_or_else(|| json!({})));
     }
     let v2 = dir.join(".zattrs");
-    if v2.exists() {
+    if crate::storage::trace::exists(&v2) {
         return read_json(&v2);
     }
     Err(Error::Corrupt {
@@ -520,7 +520,9 @@ pub fn array_shape_dtype(dir: &Path) -> Result<(Vec<u64>, DType)> {
         path: dir.to_path_buf(),
         reason,
     };
-    let (doc, dtype_key) = if dir.join(".zarray").exists() && !dir.join("zarr.json").exists() {
+    let (doc, dtype_key) = if crate::storage::trace::exists(&dir.join(".zarray"))
+        && !crate::storage::trace::exists(&dir.join("zarr.json"))
+    {
         (read_json(&dir.join(".zarray"))?, "dtype")
     } else {
         (read_json(&dir.join("zarr.json"))?, "data_type")
@@ -556,7 +558,9 @@ fn check_chunks(dir: &Path, dtype: DType) -> Result<()> {
         path: dir.to_path_buf(),
         reason,
     };
-    let doc = if dir.join(".zarray").exists() && !dir.join("zarr.json").exists() {
+    let doc = if crate::storage::trace::exists(&dir.join(".zarray"))
+        && !crate::storage::trace::exists(&dir.join("zarr.json"))
+    {
         read_json(&dir.join(".zarray"))?
     } else {
         read_json(&dir.join("zarr.json"))?

@@ -131,6 +131,7 @@ impl ReadableStorageTraits for AtomicStore {
         // open (`util::retry_stale`).
         let ranges: Vec<_> = byte_ranges.collect();
         let read = crate::util::retry_stale(|| {
+            super::trace::note_open(&self.path_of(key.as_str()));
             let parts = match self
                 .reader
                 .get_partial_many(key, Box::new(ranges.iter().copied()))
@@ -154,7 +155,7 @@ impl ReadableStorageTraits for AtomicStore {
     fn size_key(&self, key: &StoreKey) -> Result<Option<u64>, StorageError> {
         self.read_own_writes(Some(key.as_str()))?;
         // Only "not found" means absent (zarrs' own store takes every error for it).
-        match crate::util::retry_stale(|| std::fs::metadata(self.path_of(key.as_str()))) {
+        match crate::util::retry_stale(|| super::trace::stat(&self.path_of(key.as_str()))) {
             Ok(meta) => Ok(Some(meta.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::IOError(Arc::new(e))),
@@ -174,11 +175,13 @@ impl ListableStorageTraits for AtomicStore {
 
     fn list_prefix(&self, prefix: &StorePrefix) -> Result<StoreKeys, StorageError> {
         self.read_own_writes(None)?;
+        super::trace::observe_read(|| super::trace::ReadOp::ReadDir(self.path_of(prefix.as_str())));
         self.reader.list_prefix(prefix)
     }
 
     fn list_dir(&self, prefix: &StorePrefix) -> Result<StoreKeysPrefixes, StorageError> {
         self.read_own_writes(None)?;
+        super::trace::observe_read(|| super::trace::ReadOp::ReadDir(self.path_of(prefix.as_str())));
         self.reader.list_dir(prefix)
     }
 

@@ -218,7 +218,7 @@ impl KeyRecord {
 /// Reads a committed key record.
 pub fn read_key_record(root: &std::path::Path, rel: &str) -> Result<Option<KeyRecord>> {
     let path = root.join(rel);
-    if !path.is_file() {
+    if !crate::storage::trace::is_file(&path) {
         return Ok(None);
     }
     let doc = crate::element::raster::read_json(&path)?;

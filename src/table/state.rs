@@ -163,7 +163,7 @@ impl TableState {
         }
         let index_kind = ColumnKind::detect(&dir.join("obs").join(&index_name))?;
         let n_obs = length_at(&dir.join(string_values_path(&index_name, &index_kind)))?;
-        let x = if dir.join("X/zarr.json").is_file() {
+        let x = if crate::storage::trace::is_file(&dir.join("X/zarr.json")) {
             let doc = read_json(&dir.join("X/zarr.json"))?;
             if doc.get("node_type").and_then(Value::as_str) == Some("array") {
                 let shape = doc
@@ -210,7 +210,7 @@ impl TableState {
             XState::Dense { n_vars, .. } | XState::Csr { n_vars, .. } => *n_vars,
             XState::None => {
                 let vdir = dir.join("var").join(var_index);
-                if vdir.join("values").is_dir() {
+                if crate::storage::trace::is_dir(&vdir.join("values")) {
                     length_at(&vdir.join("values")).unwrap_or(0)
                 } else {
                     length_at(&vdir).unwrap_or(0)

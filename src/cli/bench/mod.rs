@@ -17,6 +17,11 @@
 //!    writers; baseline: one atomic publish of a small file (fsynced); also 1 writer
 //!    without fsync beside a publish without fsync.
 //! 5. `lock_handoff`: release-to-acquire across two processes; baseline: raw flock.
+//! 6. `many_elements`: 50 single `add_labels` (library and CLI), `ls`, `info`, 1,000-row
+//!    appends into a 10^6-row table and `check` in a dataset of 10^5 labels; baseline:
+//!    the same at 10 elements.
+//! 7. `many_writers`: 256 processes, each one labels element and 4 keyed appends of 200
+//!    rows; baseline: 8 processes doing the same total work.
 //!
 //! Multi-process scenarios start their workers (`spatialzarr bench-worker`, hidden),
 //! let each prepare its data, then release them together and time until the last
@@ -26,6 +31,7 @@
 mod labels;
 mod latency;
 mod rows;
+mod scale;
 mod worker;
 
 use std::io::{BufRead, BufReader, Write};
@@ -42,12 +48,14 @@ pub use worker::{WorkerArgs, run as worker};
 use super::workers::Running;
 
 /// The names of the scenarios, in the order they run.
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 7] = [
     "add_labels",
     "append_rows",
     "append_scaling",
     "commit_latency",
     "lock_handoff",
+    "many_elements",
+    "many_writers",
 ];
 
 /// Arguments of `spatialzarr bench`.
@@ -59,6 +67,10 @@ pub struct BenchArgs {
     /// Shrink every scenario so that the whole run takes under a minute.
     #[arg(long)]
     quick: bool,
+    /// The number of labels elements of `many_elements`' large dataset (default 10^5;
+    /// 2,000 with --quick).
+    #[arg(long, value_name = "N")]
+    elements: Option<usize>,
     /// Run only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     only: Vec<String>,
@@ -189,6 +201,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "append_rows" => rows::append_rows(&scratch, args.quick)?,
             "append_scaling" => rows::append_scaling(&scratch, args.quick)?,
             "commit_latency" => latency::commit_latency(&scratch, args.quick)?,
+            "many_elements" => scale::many_elements(&scratch, args.quick, args.elements)?,
+            "many_writers" => scale::many_writers(&scratch, args.quick)?,
             _ => latency::lock_handoff(&scratch, args.quick)?,
         };
         std::fs::remove_dir_all(&scratch)

@@ -315,7 +315,7 @@ pub fn append_rows(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> 
 }
 
 /// `n` rows of the scaling table (a region per 100,000 rows, no X), from row `start`.
-fn scaling_rows(start: usize, n: usize) -> RowBatch {
+pub(super) fn scaling_rows(start: usize, n: usize) -> RowBatch {
     let float = |k: f64| -> ArrayRef {
         Arc::new(Float64Array::from_iter_values(
             (start..start + n).map(|i| i as f64 * k),

@@ -6,14 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use super::{labels, latency, rows};
+use super::{labels, latency, rows, scale};
 
 /// Arguments of `spatialzarr bench-worker`.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// What to do: `labels-ours`, `labels-plain`, `rows-ours`, `rows-plain` (each
     /// `ours` also as `...-process`, without fsync; each `plain` also as `...-fsync`,
-    /// fsyncing what it writes), `commit` or `handoff`.
+    /// fsyncing what it writes), `writers`, `commit` or `handoff`.
     role: String,
     /// The role's arguments: a folder, then numbers.
     args: Vec<String>,
@@ -64,6 +64,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             number(2)?,
             args.role.ends_with("-fsync"),
         )?,
+        "writers" => scale::writer(&folder(0)?, number(1)?, number(2)?)?,
         "commit" => latency::commit_worker(&folder(0)?, number(1)?, number(2)?)?,
         "handoff" => {
             let raw = match args.args.get(1).map(String::as_str) {

@@ -1,0 +1,102 @@
+//! Group stamps: what the five group folders looked like right after the last commit
+//! of this store (`.spatialzarr/groups.json`).
+//!
+//! A commit records, after it has applied its changes, the generation it made and a
+//! stamp of each group folder (`images`, `labels`, `points`, `shapes`, `tables`):
+//! inode, link count, modification and change times. While a group's stamp is
+//! unchanged and the generation is the manifest's, nobody else added, removed or
+//! renamed an entry of that folder, so the manifest's names of that kind are its
+//! elements and the folder need not be listed nor its elements looked at. A group
+//! whose stamp differs (another tool wrote an element there) is listed, as every
+//! group is when the file is missing, unreadable or of another generation.
+//!
+//! The file is a cache, not part of the committed state: it is written without fsync
+//! after the commit (a crash leaves an older generation or no file, and the next call
+//! lists the groups), errors writing it are ignored, and it is not announced to the
+//! storage observer (the crash suites' replayed states lack it, which is one of the
+//! states it may be in).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::Layout;
+use crate::element::ElementKind;
+
+/// The stamp file's name inside the hidden folder.
+pub const STAMPS_FILE: &str = "groups.json";
+/// The largest stamp file read (it holds five stamps).
+const MAX_STAMPS_BYTES: u64 = 64 << 10;
+
+/// What `stat` said of one group folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    ino: u64,
+    nlink: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+/// The stamps recorded after one commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStamps {
+    /// The generation the commit made.
+    pub generation: u64,
+    /// Each group folder's stamp (`None`: it did not exist, or was not a real folder).
+    pub groups: BTreeMap<ElementKind, Option<Stamp>>,
+}
+
+/// The stamp of the group folder of `kind` now (one `lstat`); `None` when it is
+/// missing or not a real folder.
+pub fn current(root: &Path, kind: ElementKind) -> Option<Stamp> {
+    let meta = crate::storage::trace::lstat(&root.join(kind.group())).ok()?;
+    meta.is_dir().then(|| Stamp {
+        ino: meta.ino(),
+        nlink: meta.nlink(),
+        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+    })
+}
+
+/// The recorded stamps, if they are readable and were taken at `generation`.
+pub fn load(layout: &Layout, generation: u64) -> Option<GroupStamps> {
+    let path = layout.hidden.join(STAMPS_FILE);
+    let bytes = crate::util::read_limited(&path, MAX_STAMPS_BYTES).ok()?;
+    let stamps: GroupStamps = serde_json::from_slice(&bytes).ok()?;
+    (stamps.generation == generation).then_some(stamps)
+}
+
+impl GroupStamps {
+    /// Whether the group of `kind` is as the last commit left it.
+    pub fn unchanged(&self, root: &Path, kind: ElementKind) -> bool {
+        self.groups
+            .get(&kind)
+            .is_some_and(|recorded| *recorded == current(root, kind))
+    }
+}
+
+/// Records the stamps of every group at `generation`, right after a commit made it
+/// (under the write lock). Best effort: see the module documentation.
+pub fn record(layout: &Layout, generation: u64) {
+    let stamps = GroupStamps {
+        generation,
+        groups: ElementKind::ALL
+            .iter()
+            .map(|&kind| (kind, current(&layout.root, kind)))
+            .collect(),
+    };
+    let Ok(text) = serde_json::to_vec(&stamps) else {
+        return;
+    };
+    let path = layout.hidden.join(STAMPS_FILE);
+    let temp = layout.hidden.join(format!(
+        "{}groups-{}",
+        crate::storage::publish::TEMP_PREFIX,
+        super::layout::unique_id()
+    ));
+    if std::fs::write(&temp, text).is_err() || std::fs::rename(&temp, &path).is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+}

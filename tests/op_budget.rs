@@ -1,0 +1,248 @@
+//! The metadata operations of one commit do not grow with the number of committed
+//! elements: one `add_labels` and one `append_rows` are counted through the storage
+//! observer in a dataset of 10 elements and in one of 10^4 (built in batched
+//! transactions), and the counts may differ by a small constant only. The size of
+//! the large dataset can be changed with `SPATIALZARR_OP_BUDGET_ELEMENTS`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use ndarray::{ArrayD, IxDyn};
+use spatialzarr::storage::trace::{FsObserver, FsOp, ReadOp, set_observer};
+use spatialzarr::table::{Prim, RowBatch, TableSpec, XRows, XSpec};
+use spatialzarr::{Dataset, DatasetOptions, ElementKind, RasterOptions};
+
+/// Elements added per transaction while building a dataset.
+const BATCH: usize = 500;
+/// The most the counts at 10^4 elements may exceed those at 10.
+const MAX_GROWTH: usize = 4;
+
+/// Counts the operations on paths inside one dataset.
+struct Counter {
+    root: PathBuf,
+    ops: Mutex<Vec<(String, PathBuf)>>,
+}
+
+impl Counter {
+    fn note(&self, kind: &str, path: &Path) {
+        if path.starts_with(&self.root) {
+            let relative = path.strip_prefix(&self.root).unwrap().to_path_buf();
+            self.ops.lock().unwrap().push((kind.to_owned(), relative));
+        }
+    }
+}
+
+impl FsObserver for Counter {
+    fn before(&self, op: &FsOp) -> std::io::Result<()> {
+        match op {
+            FsOp::CreateFile(p) => self.note("create", p),
+            FsOp::Write(..) | FsOp::FsyncRound(_) => {}
+            FsOp::Fsync(p) | FsOp::FsyncDir(p) => self.note("fsync", p),
+            FsOp::Rename(a, _) | FsOp::Exchange(a, _) => self.note("rename", a),
+            FsOp::Mkdir(p) => self.note("mkdir", p),
+            FsOp::Unlink(p) | FsOp::RemoveTree(p) => self.note("unlink", p),
+        }
+        Ok(())
+    }
+
+    fn read(&self, op: &ReadOp) {
+        match op {
+            ReadOp::Stat(p) => self.note("stat", p),
+            ReadOp::Open(p) => self.note("open", p),
+            ReadOp::ReadDir(p) => self.note("readdir", p),
+        }
+    }
+}
+
+/// The operations of one call, by kind, plus the sequential fsync rounds (maximal
+/// runs of fsyncs without a namespace change between them).
+#[derive(Debug)]
+struct Counts {
+    by_kind: BTreeMap<String, usize>,
+    total: usize,
+    fsyncs: usize,
+    rounds: usize,
+    paths: Vec<PathBuf>,
+}
+
+fn count(root: &Path, call: impl FnOnce()) -> Counts {
+    let counter = Arc::new(Counter {
+        root: root.to_path_buf(),
+        ops: Mutex::default(),
+    });
+    set_observer(Some(counter.clone()));
+    call();
+    set_observer(None);
+    let ops = std::mem::take(&mut *counter.ops.lock().unwrap());
+    let mut by_kind = BTreeMap::new();
+    let (mut fsyncs, mut rounds, mut in_round) = (0, 0, false);
+    for (kind, _) in &ops {
+        *by_kind.entry(kind.clone()).or_insert(0) += 1;
+        match kind.as_str() {
+            "fsync" => {
+                fsyncs += 1;
+                if !in_round {
+                    rounds += 1;
+                    in_round = true;
+                }
+            }
+            "rename" | "mkdir" | "unlink" | "create" => in_round = false,
+            _ => {}
+        }
+    }
+    Counts {
+        total: ops.len(),
+        by_kind,
+        fsyncs,
+        rounds,
+        paths: ops.into_iter().map(|(_, p)| p).collect(),
+    }
+}
+
+fn labels(width: usize, value: u32) -> ArrayD<u32> {
+    ArrayD::from_elem(IxDyn(&[width, width]), value)
+}
+
+fn rows(n: usize, region: &str) -> RowBatch {
+    let obs = RecordBatch::try_from_iter(vec![
+        (
+            "instance_id",
+            Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+        ),
+        (
+            "area",
+            Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64))) as ArrayRef,
+        ),
+        (
+            "region",
+            Arc::new(StringArray::from_iter_values((0..n).map(|_| region))) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    RowBatch {
+        obs,
+        x: Some(XRows::Dense((0..n * 5).map(|i| i as f64).collect())),
+    }
+}
+
+fn spec() -> TableSpec {
+    TableSpec {
+        x: XSpec::Dense {
+            dtype: Prim::F64,
+            var_names: (0..5).map(|v| format!("gene{v}")).collect(),
+        },
+        ..TableSpec::default()
+    }
+}
+
+/// A dataset of `n` labels elements (built `BATCH` per transaction) and a table.
+fn build(root: &Path, n: usize) -> Dataset {
+    let ds = Dataset::create(root, DatasetOptions::default()).unwrap();
+    let mut next = 0;
+    while next < n {
+        let mut txn = ds.write().unwrap();
+        for i in next..(next + BATCH).min(n) {
+            txn.add_raster(
+                ElementKind::Labels,
+                &format!("tile{i:06}"),
+                labels(4, i as u32).view(),
+                &RasterOptions::default(),
+                false,
+            )
+            .unwrap();
+        }
+        txn.commit().unwrap();
+        next += BATCH;
+    }
+    ds.append_rows(
+        "cells",
+        &rows(10, "tile000000"),
+        Some(&spec()),
+        Some("seed"),
+    )
+    .unwrap();
+    ds
+}
+
+/// One `add_labels` and one `append_rows` in a dataset of `n` elements.
+fn measure(base: &Path, n: usize) -> (Counts, Counts) {
+    let root = base.join(format!("n{n}.zarr"));
+    let ds = build(&root, n);
+    let add = count(&root, || {
+        ds.add_labels("probe", labels(32, 7).view(), &RasterOptions::default())
+            .unwrap();
+    });
+    let append = count(&root, || {
+        ds.append_rows("cells", &rows(1000, "tile000001"), None, Some("probe"))
+            .unwrap();
+    });
+    assert_eq!(ds.list().unwrap().labels.len(), n + 1);
+    println!("n = {n}: add_labels {add:?}");
+    println!("n = {n}: append_rows {append:?}");
+    (add, append)
+}
+
+/// Paths below `labels/` and `tables/` that name an element other than `touched`.
+fn untouched(counts: &Counts, touched: &str) -> Vec<PathBuf> {
+    counts
+        .paths
+        .iter()
+        .filter(|p| {
+            let mut parts = p.components();
+            let group = parts
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let element = parts
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned());
+            matches!(group.as_deref(), Some("labels" | "tables" | "images"))
+                && element.is_some_and(|e| e != touched && e != "zarr.json" && !e.starts_with('.'))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_commit_costs_what_it_changes() {
+    let large: usize = std::env::var("SPATIALZARR_OP_BUDGET_ELEMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    // The counts do not depend on the filesystem; a memory one builds the large
+    // dataset faster.
+    let dir = match tempfile::tempdir_in("/dev/shm") {
+        Ok(dir) => dir,
+        Err(_) => common::tempdir(),
+    };
+    let (small_add, small_append) = measure(dir.path(), 10);
+    let (large_add, large_append) = measure(dir.path(), large);
+    for (what, small, large, touched) in [
+        ("add_labels", &small_add, &large_add, "probe"),
+        ("append_rows", &small_append, &large_append, "cells"),
+    ] {
+        assert!(
+            large.total <= small.total + MAX_GROWTH,
+            "{what}: {} operations at {} elements against {} at 10 ({:?} against {:?})",
+            large.total,
+            large_add.paths.len(),
+            small.total,
+            large.by_kind,
+            small.by_kind,
+        );
+        assert!(large.fsyncs <= small.fsyncs, "{what}: more fsyncs at scale");
+        assert!(
+            large.rounds <= small.rounds,
+            "{what}: more fsync rounds at scale"
+        );
+        let foreign = untouched(large, touched);
+        assert!(
+            foreign.is_empty(),
+            "{what} touched other elements: {:?}",
+            &foreign[..foreign.len().min(10)]
+        );
+    }
+}
