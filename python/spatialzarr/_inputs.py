@@ -166,6 +166,20 @@ def _normalise_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
+def _pandas_table(frame: Any) -> pa.Table:
+    """A pandas DataFrame as an Arrow table, column by column: the same types as
+    ``pa.Table.from_pandas`` without building its pandas metadata, which costs about
+    three times the conversion itself for a frame of a thousand rows."""
+    names = [str(c) for c in frame.columns]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidInputError(f"invalid input: the column names {repeated} appear more than once")
+    columns = [pa.array(frame.iloc[:, i], from_pandas=True) for i in range(len(names))]
+    if not columns:
+        return pa.table({})
+    return pa.Table.from_arrays(columns, names=names)
+
+
 def record_batch(data: Any, what: str = "rows") -> pa.RecordBatch:
     """One Arrow record batch from a pandas DataFrame, a pyarrow Table or RecordBatch,
     or anything exporting ``__arrow_c_stream__`` / ``__arrow_c_array__``."""
@@ -175,7 +189,7 @@ def record_batch(data: Any, what: str = "rows") -> pa.RecordBatch:
         elif isinstance(data, pa.Table):
             table = data
         elif type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
-            table = pa.Table.from_pandas(data, preserve_index=False)
+            table = _pandas_table(data)
         elif hasattr(data, "__arrow_c_stream__"):
             table = pa.table(data)
         elif hasattr(data, "__arrow_c_array__"):

@@ -134,7 +134,6 @@ impl Dataset {
                 ConsolidatedMetadata::KeepCurrent
             },
             durability,
-
             ..DatasetOptions::default()
         };
         let inner = py
