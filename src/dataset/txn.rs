@@ -1229,9 +1229,25 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     // are written ahead to temporary files, so that ONE fsync round makes the rows,
     // the journal and those files durable (spec/commit-protocol.md §3.3).
     let publisher = dataset.publisher();
+    // Folders that a step of the journal moves or removes: a file written ahead into
+    // one of them would move away with it (a node replaced by a wider one, then its
+    // new document written), so such writes wait for their own step.
+    let moved: Vec<PathBuf> = journal
+        .steps
+        .iter()
+        .flat_map(|step| match step {
+            Step::Rename { from, to } => vec![root.join(from), root.join(to)],
+            Step::Exchange { from, to, .. } => vec![root.join(from), root.join(to)],
+            Step::Unlink { path } => vec![root.join(path)],
+            _ => Vec::new(),
+        })
+        .collect();
     for step in &journal.steps {
         if let Step::Write { path, text } = step {
             let target = root.join(path);
+            if moved.iter().any(|m| target.starts_with(m)) {
+                continue;
+            }
             let Some(folder) = target.parent() else {
                 continue;
             };
