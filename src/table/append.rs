@@ -162,6 +162,31 @@ fn numbers(name: &str, prim: Prim, values: &Values) -> Result<(TypedValues, Vec<
 /// Checks and converts every column of `rows` against `state`, extending categories
 /// and regions in `state`; returns the writes of the obs columns (rows from
 /// `state.n_obs`, category lists from 0). Writes nothing.
+/// The writes of a string column's rows at `start`: its values, and for a nullable
+/// one its mask (true where missing).
+fn push_strings(
+    writes: &mut Vec<ArrayWrite>,
+    base: &str,
+    name: &str,
+    kind: &ColumnKind,
+    start: u64,
+    strings: Vec<String>,
+    mask: Vec<bool>,
+) {
+    writes.push(ArrayWrite::rows(
+        format!("{base}/{}", string_values_path(name, kind)),
+        start,
+        TypedValues::Str(strings),
+    ));
+    if *kind == ColumnKind::NullableStr {
+        writes.push(ArrayWrite::rows(
+            format!("{base}/obs/{name}/mask"),
+            start,
+            TypedValues::Bool(mask),
+        ));
+    }
+}
+
 fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<ArrayWrite>> {
     let batch = &rows.obs;
     let k = batch.num_rows();
@@ -225,18 +250,7 @@ fn prepare(state: &mut TableState, base: &str, rows: &RowBatch) -> Result<Vec<Ar
                 }
                 let strings: Vec<String> =
                     strings.into_iter().map(Option::unwrap_or_default).collect();
-                writes.push(ArrayWrite::rows(
-                    format!("{base}/{}", string_values_path(&name, &kind)),
-                    start,
-                    TypedValues::Str(strings),
-                ));
-                if kind == ColumnKind::NullableStr {
-                    writes.push(ArrayWrite::rows(
-                        format!("{column}/mask"),
-                        start,
-                        TypedValues::Bool(mask),
-                    ));
-                }
+                push_strings(&mut writes, base, &name, &kind, start, strings, mask);
             }
             ColumnKind::Categorical { codes: prim, .. } => {
                 let strings = values.into_strings(&name)?;
@@ -424,18 +438,16 @@ pub fn plan(arrays: &Arrays, patch: &mut TablePatch, rows: &RowBatch) -> Result<
     // The obs index: row numbers as strings.
     let (index_name, index_kind) = state.index.clone();
     let names: Vec<String> = (start..end).map(|i| i.to_string()).collect();
-    writes.push(ArrayWrite::rows(
-        format!("{base}/{}", string_values_path(&index_name, &index_kind)),
+    let present = vec![false; names.len()];
+    push_strings(
+        &mut writes,
+        &base,
+        &index_name,
+        &index_kind,
         start,
-        TypedValues::Str(names),
-    ));
-    if index_kind == ColumnKind::NullableStr {
-        writes.push(ArrayWrite::rows(
-            format!("{base}/obs/{index_name}/mask"),
-            start,
-            TypedValues::Bool(vec![false; k as usize]),
-        ));
-    }
+        names,
+        present,
+    );
     let x_group = prepare_x(&mut state, &base, rows, start, &mut writes)?;
     let mut docs = patch.docs.clone();
     let group_doc = |docs: &BTreeMap<String, Value>, path: &str| -> Result<Value> {
