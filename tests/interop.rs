@@ -521,46 +521,11 @@ mod tables {
 
 #[test]
 fn fixture_int8_codes_are_widened_when_categories_outgrow_them() {
-    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-    use spatialzarr::table::{RowBatch, XRows};
-    use std::sync::Arc;
     let dir = common::tempdir();
     let path = dir.path().join("fixture.zarr");
     copy_tree(&common::fixture("v3"), &path);
     let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
-    let n = 200;
-    let celltypes: Vec<String> = (0..n).map(|i| format!("type{i}")).collect();
-    let obs = RecordBatch::try_from_iter(vec![
-        (
-            "region",
-            Arc::new(StringArray::from_iter_values(
-                (0..n).map(|_| "cells_labels"),
-            )) as ArrayRef,
-        ),
-        (
-            "instance_id",
-            Arc::new(Int64Array::from_iter_values(3..3 + n as i64)) as ArrayRef,
-        ),
-        (
-            "label_str",
-            Arc::new(StringArray::from_iter_values(
-                (0..n).map(|i| format!("s{i}")),
-            )) as ArrayRef,
-        ),
-        (
-            "celltype",
-            Arc::new(StringArray::from(celltypes.clone())) as ArrayRef,
-        ),
-    ])
-    .unwrap();
-    let rows = RowBatch {
-        obs,
-        x: Some(XRows::Csr {
-            indptr: vec![0; n + 1],
-            indices: vec![],
-            data: vec![],
-        }),
-    };
+    let (rows, celltypes) = common::fixture_rows_with_new_celltypes(200);
     // Widening belongs to the append's own commit: a transaction dropped after the
     // append changes no file, and the append that commits makes one generation. (The
     // dataset written by spatialdata has no staging folder yet: the first staging

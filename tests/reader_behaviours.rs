@@ -1,5 +1,6 @@
 //! The behaviours of spatialdata 0.8 and zarr-python 3 that the publication order
-//! for readers without the lock relies on (spec/commit-protocol.md §10), checked
+//! for readers without the lock relies on (spec/commit-protocol.md §10; B1-B10 of
+//! spec/commit-path-v3.md §3, one test each), checked
 //! against the real readers (`tests/interop/reader_behaviours.py` in the interop
 //! python), and the element document of a table (P6): its form is zarr-python's,
 //! `check` compares it with the node documents, an append refuses a stale one and
@@ -228,4 +229,187 @@ fn spatialdata_lists_elements_from_the_root_block() {
         json!(["cells_labels", "committed"]),
         "{listed}"
     );
+}
+
+/// A copy of the spatialdata fixture whose root `zarr.json` is edited by `edit`.
+fn fixture_with_root(dir: &Path, edit: impl FnOnce(&mut Value)) -> std::path::PathBuf {
+    let path = dir.join("fixture.zarr");
+    copy_tree(&common::fixture("v3"), &path);
+    let mut root = read_json(&path.join("zarr.json"));
+    edit(&mut root);
+    write_json(&path.join("zarr.json"), &root);
+    path
+}
+
+/// B2: spatialdata reads each element by path. The root block's copies of the nodes
+/// below an element are not used: a labels level whose entry in the root block says
+/// another shape is read with the shape its own `zarr.json` gives.
+#[test]
+fn spatialdata_reads_each_element_by_path_not_from_the_root_block() {
+    let dir = common::tempdir();
+    let path = fixture_with_root(dir.path(), |root| {
+        let level = &mut root["consolidated_metadata"]["metadata"]["labels/cells_labels/s0"];
+        assert_eq!(level["shape"], json!([64, 64]), "the fixture changed");
+        level["shape"] = json!([7, 5]);
+    });
+    let seen = probe("b2", &[s(&path)]);
+    assert_eq!(
+        seen["labels"]["cells_labels"],
+        json!([[64, 64], [32, 32]]),
+        "{seen}"
+    );
+}
+
+/// B3: without an element document of its own, a table is read node by node: the
+/// documents of the table group's members (`X` among them) are fetched before those
+/// of the `obs` columns, so a commit between them tears the read. With the element
+/// document the store writes (B4), no document below the table is fetched at all.
+#[test]
+fn a_table_without_its_block_is_read_node_by_node_and_with_it_from_one_file() {
+    let fetched_under = |path: &Path, table: &str| -> Vec<String> {
+        let seen = probe("b3", &[s(path)]);
+        let prefix = format!("tables/{table}/");
+        seen["fetched"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|key| key.as_str())
+            .filter_map(|key| key.strip_prefix(&prefix))
+            .map(str::to_owned)
+            .collect()
+    };
+    let dir = common::tempdir();
+    let fixture = dir.path().join("fixture.zarr");
+    copy_tree(&common::fixture("v3"), &fixture);
+    let order = fetched_under(&fixture, "table");
+    let first = |doc: &str| {
+        order
+            .iter()
+            .position(|key| key == doc)
+            .unwrap_or_else(|| panic!("{doc} not fetched: {order:?}"))
+    };
+    assert!(
+        first("X/zarr.json") < first("obs/instance_id/zarr.json"),
+        "{order:?}"
+    );
+    assert!(
+        first("obs/zarr.json") < first("obs/_index/zarr.json"),
+        "{order:?}"
+    );
+    let ours = dir.path().join("ours");
+    std::fs::create_dir(&ours).unwrap();
+    let ours = dataset_with_table(&ours, 10);
+    let order = fetched_under(&ours, "cells");
+    assert!(!order.is_empty(), "the table was not read");
+    assert!(
+        order.iter().all(|key| key == "zarr.json"),
+        "documents below the table were fetched: {order:?}"
+    );
+}
+
+/// B6: spatialdata does not read the `ome.labels` list of `labels/zarr.json`: with
+/// the list emptied, every labels element is still listed and read.
+#[test]
+fn spatialdata_does_not_read_the_labels_list() {
+    let dir = common::tempdir();
+    let ds = common::new_dataset(dir.path());
+    let dataset = spatialzarr::Dataset::open(&ds, spatialzarr::DatasetOptions::default()).unwrap();
+    for name in ["a", "b", "c"] {
+        let pixels = ndarray::ArrayD::<u8>::zeros(ndarray::IxDyn(&[4, 4]));
+        dataset
+            .add_labels(name, pixels.view(), &Default::default())
+            .unwrap();
+    }
+    let list = ds.join("labels/zarr.json");
+    let mut doc = read_json(&list);
+    assert_eq!(doc["attributes"]["ome"]["labels"], json!(["a", "b", "c"]));
+    doc["attributes"]["ome"]["labels"] = json!([]);
+    write_json(&list, &doc);
+    let listed = probe("b1", &[s(&ds)]);
+    assert_eq!(listed["labels"], json!(["a", "b", "c"]), "{listed}");
+}
+
+/// B7: zarr-python parses the whole root block when it opens the root, so its cost
+/// grows with every element it lists: an entry of an element nobody asks for, made
+/// malformed, makes the open of the root fail. The block's size per labels element
+/// is what bounds it (spec/format.md §3).
+#[test]
+fn the_root_block_is_parsed_whole_at_every_open() {
+    let dir = common::tempdir();
+    let path = fixture_with_root(dir.path(), |_| {});
+    assert_eq!(probe("b7", &[s(&path)])["opened"], true);
+    let before = std::fs::metadata(path.join("zarr.json")).unwrap().len();
+    let ds = spatialzarr::Dataset::open(&path, spatialzarr::DatasetOptions::default()).unwrap();
+    for i in 0..10 {
+        let pixels = ndarray::ArrayD::<u8>::zeros(ndarray::IxDyn(&[4, 4]));
+        ds.add_labels(&format!("extra{i}"), pixels.view(), &Default::default())
+            .unwrap();
+    }
+    let per_element = (std::fs::metadata(path.join("zarr.json")).unwrap().len() - before) / 10;
+    assert!(
+        (300..5_000).contains(&per_element),
+        "{per_element} bytes per element"
+    );
+    let mut root = read_json(&path.join("zarr.json"));
+    root["consolidated_metadata"]["metadata"]["labels/extra7/s0"]["shape"] = json!("not a shape");
+    write_json(&path.join("zarr.json"), &root);
+    let seen = probe("b7", &[s(&path)]);
+    assert_eq!(seen["opened"], false, "{seen}");
+}
+
+/// B8: spatialdata skips names starting with `.` in group folders, and zarr-python
+/// does not take a folder without `zarr.json` for a node (a dataset without a root
+/// block, so both list the folder).
+#[test]
+fn hidden_names_and_folders_without_metadata_are_not_elements() {
+    let dir = common::tempdir();
+    let ds = common::new_dataset(dir.path());
+    let dataset = spatialzarr::Dataset::open(&ds, spatialzarr::DatasetOptions::default()).unwrap();
+    let pixels = ndarray::ArrayD::<u8>::zeros(ndarray::IxDyn(&[4, 4]));
+    dataset
+        .add_labels("kept", pixels.view(), &Default::default())
+        .unwrap();
+    copy_tree(&ds.join("labels/kept"), &ds.join("labels/.hidden"));
+    std::fs::create_dir_all(ds.join("labels/no_metadata/0")).unwrap();
+    let seen = probe("b8", &[s(&ds)]);
+    assert_eq!(seen["spatialdata"], json!(["kept"]), "{seen}");
+    assert!(
+        !seen["zarr"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("no_metadata")),
+        "{seen}"
+    );
+}
+
+/// B9: a zarr-python handle on the fixture's sharded `int8` codes, opened before an
+/// append that widens them (the node is replaced with `int32` codes), fails when read
+/// after it instead of returning values: a reader holding handles across commits can
+/// get an error, never values of the other encoding read as its own.
+#[test]
+fn a_handle_on_codes_replaced_by_wider_ones_fails_instead_of_reading_garbage() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let dir = common::tempdir();
+    let path = dir.path().join("fixture.zarr");
+    copy_tree(&common::fixture("v3"), &path);
+    let mut reader = Command::new(common::python())
+        .arg(common::repo().join("tests/interop/reader_behaviours.py"))
+        .args(["b9", s(&path), "table", "obs/celltype/codes"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run reader_behaviours.py");
+    let mut lines = BufReader::new(reader.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "opened");
+    let ds = spatialzarr::Dataset::open(&path, spatialzarr::DatasetOptions::default()).unwrap();
+    let (rows, _) = common::fixture_rows_with_new_celltypes(200);
+    ds.append_rows("table", &rows, None, Some("wider")).unwrap();
+    writeln!(reader.stdin.take().unwrap(), "committed").unwrap();
+    let seen: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).expect("probe JSON");
+    assert!(reader.wait().unwrap().success());
+    assert_eq!(seen["dtype_before"], "int8", "{seen}");
+    assert_eq!(seen["dtype_after"], "int32", "{seen}");
+    let error = seen["error"].as_str().unwrap_or_default();
+    assert!(error.contains("ValueError"), "{seen}");
 }

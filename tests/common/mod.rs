@@ -554,3 +554,42 @@ pub fn region_rows(region: &str, n: i64) -> spatialzarr::table::RowBatch {
     .unwrap();
     spatialzarr::table::RowBatch { obs, x: None }
 }
+
+/// `n` rows for the table of the spatialdata fixtures (`tables/table`: `region`,
+/// `instance_id` from 3, `label_str`, `celltype`, a CSR X of width 3 with no stored
+/// values) whose `celltype` brings `n` new categories `type0..`, enough from 127 on
+/// to outgrow the fixture's `int8` codes. Returns the rows and the categories.
+pub fn fixture_rows_with_new_celltypes(n: usize) -> (spatialzarr::table::RowBatch, Vec<String>) {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let celltypes: Vec<String> = (0..n).map(|i| format!("type{i}")).collect();
+    let obs = RecordBatch::try_from_iter(vec![
+        (
+            "region",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|_| "cells_labels"),
+            )) as ArrayRef,
+        ),
+        (
+            "instance_id",
+            Arc::new(Int64Array::from_iter_values(3..3 + n as i64)) as ArrayRef,
+        ),
+        (
+            "label_str",
+            Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("s{i}")),
+            )) as ArrayRef,
+        ),
+        (
+            "celltype",
+            Arc::new(StringArray::from(celltypes.clone())) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let x = spatialzarr::table::XRows::Csr {
+        indptr: vec![0; n + 1],
+        indices: vec![],
+        data: vec![],
+    };
+    (spatialzarr::table::RowBatch { obs, x: Some(x) }, celltypes)
+}
