@@ -16,6 +16,8 @@ class Dataset:
         allow_node_local_locks: bool = False,
         drop_consolidated_metadata: bool = False,
         durability: str | None = None,
+        consolidated: str | None = None,
+        labels_list: int | str | None = None,
     ) -> None: ...
     @property
     def durability(self) -> str: ...
@@ -67,12 +69,15 @@ class Dataset:
         instance_key: str = "instance_id",
     ) -> tuple[int, int, bool]: ...
     def read_obs(self, table: str) -> pa.RecordBatch: ...
-    def read_x(self, table: str) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray, int] | None: ...
+    def read_x(
+        self, table: str
+    ) -> tuple[str, pa.Array, int, int] | tuple[str, np.ndarray, np.ndarray, pa.Array, int] | None: ...
     def add_points(
         self,
         name: str,
         batch: pa.RecordBatch,
         feature_key: str | None = None,
+        instance_key: str | None = None,
         transformations: str | None = None,
         overwrite: bool = False,
     ) -> int: ...
