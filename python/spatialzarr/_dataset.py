@@ -199,10 +199,10 @@ class Dataset:
     def _add_raster(self, kind, name, data, dims, channel_names, scale_factors, chunks, transformations, overwrite) -> int:
         raster = _inputs.raster_input(data, dims, scale_factors, transformations, channel_names)
         chunks = list(chunks) if chunks is not None else None
-        if _inputs.is_dask_array(raster.data):
-            from ._dask import add_dask_raster
+        if raster.levels is not None or _inputs.is_dask_array(raster.data):
+            from ._dask import add_in_blocks
 
-            return add_dask_raster(self._native, kind, name, raster, chunks, overwrite)
+            return add_in_blocks(self._native, kind, name, raster, chunks, overwrite)
         return self._native.add_raster(
             kind,
             name,

@@ -23,18 +23,19 @@ def is_dask_array(data: Any) -> bool:
 class RasterInput:
     """A raster as the native module takes it."""
 
-    data: Any  # a numpy array or a dask array
+    data: Any  # a numpy array or a dask array: level 0
     dims: list[str] | None
     transformations: str | None
     scale_levels: int
     channel_names: list[str] | None
+    levels: list[Any] | None = None  # every level (numpy or dask), level 0 first, when given
 
 
-def _multiscale_base(tree: Any) -> tuple[Any, int]:
-    """Level 0 of a spatialdata multiscale DataTree, and its number of extra levels
-    (each must halve y and x: the levels are rebuilt from level 0 that way)."""
-    names = sorted(tree.children, key=lambda n: int(n[5:]) if n[5:].isdigit() else 0)
-    if not names or names[0] != "scale0":
+def _multiscale_levels(tree: Any) -> list[Any]:
+    """The levels of a spatialdata multiscale DataTree (``scale0``, ``scale1``, ...), as
+    DataArrays, level 0 first."""
+    names = sorted(tree.children, key=lambda n: int(n[5:]) if n[5:].isdigit() else -1)
+    if not names or names != [f"scale{i}" for i in range(len(names))]:
         raise InvalidInputError(
             f"invalid input: a multiscale DataTree needs levels scale0, scale1, ...; got {list(tree.children)}"
         )
@@ -47,16 +48,7 @@ def _multiscale_base(tree: Any) -> tuple[Any, int]:
                 f"invalid input: level {n} of the DataTree holds {len(variables)} arrays, expected one"
             )
         levels.append(node[variables[0]])
-    base = levels[0]
-    for i, level in enumerate(levels[1:], start=1):
-        for d in ("y", "x"):
-            expected = base.sizes[d] >> i
-            if level.sizes[d] != expected:
-                raise InvalidInputError(
-                    f"invalid input: level scale{i} has {d} size {level.sizes[d]}; spatialzarr builds pyramids"
-                    f" that halve y and x at every level, so it expects {expected}"
-                )
-    return base, len(levels) - 1
+    return levels
 
 
 def _scale_levels(scale_factors: Sequence[Any] | None) -> int:
@@ -78,13 +70,21 @@ def raster_input(
     transformations: Mapping[str, Any] | None,
     channel_names: Sequence[str] | None = None,
 ) -> RasterInput:
-    """Normalises an image or labels input."""
+    """Normalises an image or labels input. A multiscale DataTree's levels are kept,
+    to be written as given (``scale_factors`` then has nothing to say)."""
     levels = _scale_levels(scale_factors)
     found_transformations = None
+    given_levels = None
     if hasattr(data, "children") and hasattr(data, "subtree"):  # an xarray DataTree
-        data, tree_levels = _multiscale_base(data)
-        if scale_factors is None:
-            levels = tree_levels
+        if scale_factors is not None:
+            raise InvalidInputError(
+                "invalid input: a multiscale DataTree carries its own levels, which are written as given;"
+                " give scale_factors only with a single-scale array"
+            )
+        tree_levels = _multiscale_levels(data)
+        data = tree_levels[0]
+        if len(tree_levels) > 1:
+            given_levels = [level.data for level in tree_levels]
     if hasattr(data, "dims") and hasattr(data, "attrs") and hasattr(data, "data"):  # DataArray
         if dims is None:
             dims = [str(d) for d in data.dims]
@@ -104,8 +104,9 @@ def raster_input(
         data=data,
         dims=dims,
         transformations=transformations_json(chosen, spatial_dims) if chosen else None,
-        scale_levels=levels,
+        scale_levels=0 if given_levels is not None else levels,
         channel_names=list(channel_names) if channel_names is not None else None,
+        levels=given_levels,
     )
 
 

@@ -189,6 +189,8 @@ pub(crate) struct RasterPlan {
     pub channel_added: bool,
     /// The positions of `y` and `x`.
     pub yx: [usize; 2],
+    /// The shape of every pyramid level as stored, level 0 first.
+    pub levels: Vec<Vec<u64>>,
 }
 
 /// Checks everything about a raster element of `data_shape` pixels of `dtype` before
@@ -256,23 +258,93 @@ pub(crate) fn plan_raster(
             options.scale_levels, shape[yx[0]], shape[yx[1]]
         )));
     }
+    let levels = (0..=options.scale_levels)
+        .map(|level| {
+            let mut level_shape = shape.clone();
+            for a in yx {
+                level_shape[a] >>= level;
+            }
+            level_shape
+        })
+        .collect();
     Ok(RasterPlan {
         dims,
         shape,
         chunks,
         channel_added,
         yx,
+        levels,
     })
 }
 
-impl RasterPlan {
-    /// The shape of pyramid level `level`: `y` and `x` halved `level` times.
-    pub(crate) fn level_shape(&self, level: usize) -> Vec<u64> {
-        let mut shape = self.shape.clone();
-        for a in self.yx {
-            shape[a] >>= level;
+/// Plans a raster element whose pyramid levels are given rather than built: level
+/// `k` has the shape `level_shapes[k]` (over the axes of the data as given). Every
+/// level has level 0's dimensions, the same size along every axis but `y` and `x`,
+/// and along `y` and `x` at most the size of the level before it. `options.scale_levels`
+/// must be 0 or the number of levels after level 0.
+pub(crate) fn plan_raster_levels(
+    kind: ElementKind,
+    dtype: DType,
+    level_shapes: &[Vec<u64>],
+    options: &RasterOptions,
+) -> Result<RasterPlan> {
+    let Some(first) = level_shapes.first() else {
+        return Err(input_error("a raster needs at least one level".into()));
+    };
+    let extra = level_shapes.len() - 1;
+    if options.scale_levels != 0 && options.scale_levels != extra {
+        return Err(input_error(format!(
+            "{} levels were given but {} scale levels were asked for",
+            level_shapes.len(),
+            options.scale_levels
+        )));
+    }
+    let base = RasterOptions {
+        scale_levels: 0,
+        ..options.clone()
+    };
+    let mut plan = plan_raster(kind, dtype, first, &base)?;
+    let mut levels = vec![plan.shape.clone()];
+    for (k, given) in level_shapes.iter().enumerate().skip(1) {
+        let mut level_shape = given.clone();
+        if plan.channel_added {
+            level_shape.insert(0, 1);
         }
-        shape
+        let previous = &levels[k - 1];
+        let fits = level_shape.len() == plan.shape.len()
+            && (0..level_shape.len()).all(|a| {
+                if plan.yx.contains(&a) {
+                    level_shape[a] > 0 && level_shape[a] <= previous[a]
+                } else {
+                    level_shape[a] == plan.shape[a]
+                }
+            });
+        if !fits {
+            return Err(input_error(format!(
+                "level {k} has shape {given:?}, which does not fit level 0 of shape {first:?}: \
+                 a level keeps every axis but y and x, and along y and x is at most the level before it ({:?})",
+                &previous[usize::from(plan.channel_added)..]
+            )));
+        }
+        levels.push(level_shape);
+    }
+    plan.levels = levels;
+    Ok(plan)
+}
+
+impl RasterPlan {
+    /// The shape of pyramid level `level` as stored.
+    pub(crate) fn level_shape(&self, level: usize) -> Vec<u64> {
+        self.levels[level].clone()
+    }
+
+    /// The chunk shape of pyramid level `level`: level 0's, clipped to the level.
+    pub(crate) fn level_chunks(&self, level: usize) -> Vec<u64> {
+        self.chunks
+            .iter()
+            .zip(&self.levels[level])
+            .map(|(&c, &n)| c.min(n).max(1))
+            .collect()
     }
 
     /// Creates the (empty) array of pyramid level `level` in `store`, metadata written.
@@ -284,12 +356,7 @@ impl RasterPlan {
         zstd_level: i32,
     ) -> Result<Array<AtomicStore>> {
         let level_shape = self.level_shape(level);
-        let level_chunks: Vec<u64> = self
-            .chunks
-            .iter()
-            .zip(&level_shape)
-            .map(|(&c, &n)| c.min(n).max(1))
-            .collect();
+        let level_chunks = self.level_chunks(level);
         let path = format!("/s{level}");
         let err = zarr_error(&path);
         let array = ArrayBuilder::new(
@@ -307,17 +374,17 @@ impl RasterPlan {
     }
 
     /// Writes the element's group document (`zarr.json`, deferred through
-    /// `publisher`) naming `levels` pyramid levels.
+    /// `publisher`) naming every pyramid level of the plan.
     pub(crate) fn write_group(
         &self,
         dir: &Path,
         publisher: &Publisher,
         kind: ElementKind,
         name: &ElementName,
-        levels: usize,
         options: &RasterOptions,
     ) -> Result<()> {
         let dims = &self.dims;
+        let levels = self.levels.len();
         let datasets: Vec<Value> = (0..levels)
             .map(|level| {
                 let level_shape = self.level_shape(level);
@@ -399,14 +466,7 @@ pub fn write_raster<T: Pixel>(
             .store_array_subset(&array.subset_all(), standard)
             .map_err(|e| zarr_error(&format!("/s{level}"))(&e))?;
     }
-    plan.write_group(
-        dir,
-        publisher,
-        kind,
-        name,
-        options.scale_levels + 1,
-        options,
-    )?;
+    plan.write_group(dir, publisher, kind, name, options)?;
     // Every chunk and document in place together (their folders are fsynced by the
     // caller's sync).
     publisher.flush()
