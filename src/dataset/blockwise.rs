@@ -238,9 +238,9 @@ impl RasterBlockWriter {
             }
         }
         let subset = subset_of(&offset, &shape);
-        let standard = data.as_standard_layout().into_owned();
+        // Borrowed as it is when in C order (a numpy block usually is): no copy.
         array
-            .store_array_subset(&subset, standard)
+            .store_array_subset(&subset, &data)
             .map_err(|e| zarr_error(&format!("/s{level}"))(&e))?;
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         for_each_chunk(level_shape, &chunks, &offset, &shape, |index| {
@@ -321,7 +321,7 @@ impl RasterBlockWriter {
                     let read = subset_of(&from, &size);
                     let block: ndarray::ArrayD<T> =
                         source.retrieve_array_subset(&read).map_err(|e| err(&e))?;
-                    let smaller = downsample(&block, yx, nearest);
+                    let smaller = downsample(block.view(), yx, nearest);
                     let write = subset_of(start, extent);
                     target
                         .store_array_subset(&write, smaller)

@@ -141,7 +141,11 @@ fn default_chunks(dims: &[String], shape: &[u64]) -> Vec<u64> {
 
 /// Halves `y` and `x` of `data` (axes `yx`): labels keep the top-left pixel of each
 /// 2x2 block, images take its mean.
-pub(crate) fn downsample<T: Pixel>(data: &ArrayD<T>, yx: [usize; 2], nearest: bool) -> ArrayD<T> {
+pub(crate) fn downsample<T: Pixel>(
+    data: ArrayViewD<'_, T>,
+    yx: [usize; 2],
+    nearest: bool,
+) -> ArrayD<T> {
     if nearest {
         return data
             .slice_each_axis(|ax| {
@@ -451,19 +455,24 @@ pub fn write_raster<T: Pixel>(
 ) -> Result<()> {
     let data_shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
     let plan = plan_raster(kind, T::DTYPE, &data_shape, options)?;
-    let mut level_data = data.to_owned();
-    if plan.channel_added {
-        level_data.insert_axis_inplace(ndarray::Axis(0));
-    }
+    let full = if plan.channel_added {
+        data.insert_axis(ndarray::Axis(0))
+    } else {
+        data
+    };
+    // Level 0 is written from the caller's pixels (no copy when they are in C
+    // order); each level after it is made from the one before.
+    let mut smaller: Option<ArrayD<T>> = None;
     let store = Arc::new(AtomicStore::new(dir, publisher.clone())?);
     for level in 0..=options.scale_levels {
         if level > 0 {
-            level_data = downsample(&level_data, plan.yx, kind == ElementKind::Labels);
+            let previous = smaller.as_ref().map_or_else(|| full.view(), |a| a.view());
+            smaller = Some(downsample(previous, plan.yx, kind == ElementKind::Labels));
         }
+        let level_data = smaller.as_ref().map_or_else(|| full.view(), |a| a.view());
         let array = plan.create_level(&store, level, T::DTYPE, options.zstd_level)?;
-        let standard = level_data.as_standard_layout().into_owned();
         array
-            .store_array_subset(&array.subset_all(), standard)
+            .store_array_subset(&array.subset_all(), &level_data)
             .map_err(|e| zarr_error(&format!("/s{level}"))(&e))?;
     }
     plan.write_group(dir, publisher, kind, name, options)?;
@@ -689,10 +698,10 @@ mod tests {
     #[test]
     fn labels_downsample_by_nearest_and_images_by_mean() {
         let data = ArrayD::from_shape_vec(IxDyn(&[2, 4]), vec![1u8, 3, 5, 7, 3, 5, 7, 9]).unwrap();
-        let near = downsample(&data, [0, 1], true);
+        let near = downsample(data.view(), [0, 1], true);
         assert_eq!(near.shape(), &[1, 2]);
         assert_eq!(near.iter().copied().collect::<Vec<_>>(), vec![1, 5]);
-        let mean = downsample(&data, [0, 1], false);
+        let mean = downsample(data.view(), [0, 1], false);
         assert_eq!(mean.iter().copied().collect::<Vec<_>>(), vec![3, 7]);
     }
 
