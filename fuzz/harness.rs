@@ -144,8 +144,10 @@ pub fn csv(data: &[u8]) {
         return;
     };
     let _ = Shapes::circles_from_batch(&batch);
-    let key = batch.schema().fields().last().map(|f| f.name().clone());
-    let _ = dataset().stage_points("p", &batch, key.as_deref(), &Default::default());
+    let fields = batch.schema().fields().clone();
+    let key = fields.last().map(|f| f.name().as_str());
+    let instance = fields.first().map(|f| f.name().as_str());
+    let _ = dataset().stage_points("p", &batch, key, instance, &Default::default());
 }
 
 /// Element metadata: the first byte picks the document (the labels group's or the

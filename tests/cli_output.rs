@@ -227,6 +227,8 @@ fn info_json_carries_every_fact_of_the_text_for_every_kind() {
         s(&points),
         "--feature-key",
         "gene",
+        "--instance-key",
+        "score",
     ]);
     sz_ok(&["append-points", s(&ds), "pts", "--csv", s(&more)]);
     sz_ok(&["add-shapes", s(&ds), "circ", "--csv", s(&circles)]);
@@ -270,6 +272,7 @@ fn info_json_carries_every_fact_of_the_text_for_every_kind() {
     assert_eq!(info("lab")["coordinate_systems"], json!(["global"]));
     assert_eq!(info("pts")["parts"], 2);
     assert_eq!(info("pts")["feature_key"], "gene");
+    assert_eq!(info("pts")["instance_key"], "score");
     assert_eq!(
         info("circ")["columns"],
         json!(["geometry", "radius", "kind"])

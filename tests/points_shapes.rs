@@ -131,7 +131,7 @@ fn cells() -> RecordBatch {
 fn points_round_trip_with_feature_key_and_extra_columns() {
     let dir = common::tempdir();
     let p = Publisher::new();
-    write_points_element(dir.path(), &p, &cells(), Some("gene"), &transforms()).unwrap();
+    write_points_element(dir.path(), &p, &cells(), Some("gene"), None, &transforms()).unwrap();
     p.sync().unwrap();
 
     assert_eq!(
@@ -175,6 +175,35 @@ fn points_round_trip_with_feature_key_and_extra_columns() {
     check_points(dir.path(), true).unwrap();
 }
 
+/// The instance key is recorded where spatialdata 0.8's PointsModel keeps it, read back
+/// by `points_info`, and its column stays required in appended parts.
+#[test]
+fn points_record_their_instance_key() {
+    let dir = common::tempdir();
+    let p = Publisher::new();
+    let t = Transformations::default();
+    write_points_element(dir.path(), &p, &cells(), Some("gene"), Some("score"), &t).unwrap();
+    p.sync().unwrap();
+    assert_eq!(
+        zarr_attributes(dir.path())["spatialdata_attrs"],
+        json!({"instance_key": "score", "feature_key": "gene", "version": "0.2"})
+    );
+    let info = points_info(dir.path()).unwrap();
+    assert_eq!(info.instance_key.as_deref(), Some("score"));
+    assert_eq!(info.feature_key.as_deref(), Some("gene"));
+    let without_score = batch(vec![
+        ("x", f64s(&[1.0])),
+        ("y", f64s(&[1.0])),
+        ("gene", strs(&["Vim"])),
+        ("ok", Arc::new(BooleanArray::from(vec![true]))),
+        ("note", strs(&["n"])),
+    ]);
+    let part = dir.path().join("points.parquet/part.1.parquet");
+    let m = invalid_message(write_points_part(&part, &p, &without_score, dir.path()));
+    assert!(m.contains("\"score\""), "{m}");
+    assert!(!part.exists());
+}
+
 #[test]
 fn points_parts_append_in_order_and_refuse_mismatches() {
     let dir = common::tempdir();
@@ -184,6 +213,7 @@ fn points_parts_append_in_order_and_refuse_mismatches() {
         &p,
         &cells(),
         Some("gene"),
+        None,
         &Transformations::default(),
     )
     .unwrap();
@@ -272,7 +302,7 @@ fn points_in_3d_without_feature_key() {
         ("y", f64s(&[3.0, 4.0])),
         ("z", f64s(&[5.0, 6.0])),
     ]);
-    write_points_element(dir.path(), &p, &b, None, &Transformations::default()).unwrap();
+    write_points_element(dir.path(), &p, &b, None, None, &Transformations::default()).unwrap();
     let attrs = zarr_attributes(dir.path());
     assert_eq!(attrs["axes"], json!(["x", "y", "z"]));
     assert_eq!(
@@ -289,16 +319,19 @@ fn points_in_3d_without_feature_key() {
     );
 }
 
+/// A points element's feature key and instance key.
+type Keys<'a> = (Option<&'a str>, Option<&'a str>);
+
 #[test]
 fn bad_points_are_refused_before_writing() {
     let dir = common::tempdir();
     let p = Publisher::new();
     let t = Transformations::default();
-    let cases: Vec<(RecordBatch, Option<&str>, &str)> = vec![
-        (batch(vec![("y", f64s(&[1.0]))]), None, "\"x\""),
+    let cases: Vec<(RecordBatch, Keys, &str)> = vec![
+        (batch(vec![("y", f64s(&[1.0]))]), (None, None), "\"x\""),
         (
             batch(vec![("x", strs(&["1"])), ("y", f64s(&[1.0]))]),
-            None,
+            (None, None),
             "numeric",
         ),
         (
@@ -306,22 +339,32 @@ fn bad_points_are_refused_before_writing() {
                 ("x", f64s(&[1.0, 2.0])),
                 ("y", Arc::new(Float64Array::from(vec![Some(1.0), None]))),
             ]),
-            None,
+            (None, None),
             "missing value in row 1",
         ),
         (
             batch(vec![("x", f64s(&[f64::NAN])), ("y", f64s(&[1.0]))]),
-            None,
+            (None, None),
             "finite",
         ),
         (
             batch(vec![("x", f64s(&[1.0])), ("y", f64s(&[1.0]))]),
-            Some("gene"),
+            (Some("gene"), None),
             "\"gene\"",
         ),
         (
+            batch(vec![("x", f64s(&[1.0])), ("y", f64s(&[1.0]))]),
+            (None, Some("cell_id")),
+            "instance key column \"cell_id\"",
+        ),
+        (
+            batch(vec![("x", f64s(&[1.0])), ("y", f64s(&[1.0]))]),
+            (None, Some("y")),
+            "instance key \"y\" cannot be a coordinate",
+        ),
+        (
             batch(vec![("x", f64s(&[])), ("y", f64s(&[]))]),
-            None,
+            (None, None),
             "no rows",
         ),
         (
@@ -330,12 +373,19 @@ fn bad_points_are_refused_before_writing() {
                 ("y", f64s(&[1.0])),
                 ("__null_dask_index__", f64s(&[1.0])),
             ]),
-            None,
+            (None, None),
             "reserved",
         ),
     ];
-    for (b, key, expected) in cases {
-        let m = invalid_message(write_points_element(dir.path(), &p, &b, key, &t));
+    for (b, (feature_key, instance_key), expected) in cases {
+        let m = invalid_message(write_points_element(
+            dir.path(),
+            &p,
+            &b,
+            feature_key,
+            instance_key,
+            &t,
+        ));
         assert!(m.contains(expected), "{m:?} should mention {expected}");
         assert!(is_empty_dir(dir.path()), "nothing written for {expected}");
     }
@@ -344,8 +394,15 @@ fn bad_points_are_refused_before_writing() {
         Transform::Scale(vec![1.0]),
     )]));
     assert!(
-        invalid_message(write_points_element(dir.path(), &p, &cells(), None, &bad_t))
-            .contains("spatial axes")
+        invalid_message(write_points_element(
+            dir.path(),
+            &p,
+            &cells(),
+            None,
+            None,
+            &bad_t
+        ))
+        .contains("spatial axes")
     );
     assert!(is_empty_dir(dir.path()));
 }
@@ -727,7 +784,15 @@ fn spatialdata_reads_our_points_and_shapes() {
     let p = Publisher::new();
 
     let pts = element_dir(&p, &path, "points", "pts2");
-    write_points_element(&pts, &p, &cells(), Some("gene"), &transforms()).unwrap();
+    write_points_element(
+        &pts,
+        &p,
+        &cells(),
+        Some("gene"),
+        Some("score"),
+        &transforms(),
+    )
+    .unwrap();
     let more = batch(vec![
         ("x", f64s(&[10.0, 11.0])),
         ("y", f64s(&[12.0, 13.0])),
@@ -766,6 +831,11 @@ fn spatialdata_reads_our_points_and_shapes() {
     let ours = read_points(&pts).unwrap();
     assert_eq!(points["n"], info.n);
     assert_eq!(points["columns"], json!(info.columns));
+    assert_eq!(info.instance_key.as_deref(), Some("score"));
+    assert_eq!(
+        points["spatialdata_attrs"],
+        json!({"feature_key": "gene", "instance_key": "score"})
+    );
     assert!(close(
         points["sum_x"].as_f64().unwrap(),
         column_f64(&ours, "x").iter().sum()

@@ -13,7 +13,6 @@ import pyarrow as pa
 
 from . import _inputs
 from . import _spatialzarr as _native
-from ._errors import InvalidInputError
 
 PathLike = str | os.PathLike
 
@@ -47,6 +46,8 @@ class _Options:
     allow_node_local_locks: bool = False
     drop_consolidated_metadata: bool = False
     durability: str | None = None
+    consolidated: str | None = None
+    labels_list: int | str | None = None
 
 
 def _reopen(path: str, options: _Options) -> "Dataset":
@@ -68,8 +69,12 @@ class Dataset:
         allow_node_local_locks: bool = False,
         drop_consolidated_metadata: bool = False,
         durability: str | None = None,
+        consolidated: str | None = None,
+        labels_list: int | str | None = None,
     ) -> None:
-        self._options = _Options(lock_timeout, allow_node_local_locks, drop_consolidated_metadata, durability)
+        self._options = _Options(
+            lock_timeout, allow_node_local_locks, drop_consolidated_metadata, durability, consolidated, labels_list
+        )
         self._native = _native.Dataset(
             os.fspath(path),
             create,
@@ -77,6 +82,8 @@ class Dataset:
             allow_node_local_locks=allow_node_local_locks,
             drop_consolidated_metadata=drop_consolidated_metadata,
             durability=durability,
+            consolidated=consolidated,
+            labels_list=labels_list,
         )
 
     def __reduce__(self):
@@ -130,14 +137,19 @@ class Dataset:
         return pa.Table.from_batches([self._native.read_obs(table)])
 
     def read_X(self, table: str):
-        """X of a table: a 2-D numpy array, a ``scipy.sparse.csr_matrix``, or None."""
+        """X of a table in the element type it is stored in: a 2-D numpy array, a
+        ``scipy.sparse.csr_matrix``, or None."""
         x = self._native.read_x(table)
-        if isinstance(x, tuple):
+        if x is None:
+            return None
+        if x[0] == "csr":
             import scipy.sparse
 
-            indptr, indices, data, n_vars = x
+            _, indptr, indices, data, n_vars = x
+            data = data.to_numpy(zero_copy_only=False)
             return scipy.sparse.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_vars))
-        return x
+        _, values, n_obs, n_vars = x
+        return values.to_numpy(zero_copy_only=False).reshape(n_obs, n_vars)
 
     def read_points(self, name: str) -> pa.Table:
         """Every point of a points element, all parts in order."""
@@ -187,10 +199,10 @@ class Dataset:
     def _add_raster(self, kind, name, data, dims, channel_names, scale_factors, chunks, transformations, overwrite) -> int:
         raster = _inputs.raster_input(data, dims, scale_factors, transformations, channel_names)
         chunks = list(chunks) if chunks is not None else None
-        if _inputs.is_dask_array(raster.data):
-            from ._dask import add_dask_raster
+        if raster.levels is not None or _inputs.is_dask_array(raster.data):
+            from ._dask import add_in_blocks
 
-            return add_dask_raster(self._native, kind, name, raster, chunks, overwrite)
+            return add_in_blocks(self._native, kind, name, raster, chunks, overwrite)
         return self._native.add_raster(
             kind,
             name,
@@ -262,17 +274,26 @@ class Dataset:
         transformations: Mapping[str, Any] | None = None,
         overwrite: bool = False,
     ) -> int:
-        """Adds a points element from columns ``x``, ``y`` (and ``z``) and any others."""
-        if instance_key is not None:
-            raise InvalidInputError(
-                "invalid input: an instance_key for points is not supported yet; store the column and name it in the table"
-            )
+        """Adds a points element from columns ``x``, ``y`` (and ``z``) and any others
+        (a pandas or dask DataFrame, spatialdata's PointsModel output, Arrow data).
+        ``feature_key`` names a column stored as a categorical (e.g. the gene),
+        ``instance_key`` the column saying which instance (cell) each point belongs
+        to; both are recorded as spatialdata records them, and taken from the
+        element's ``spatialdata_attrs`` when not given."""
+        attrs = getattr(df, "attrs", None)
+        attrs = attrs if isinstance(attrs, Mapping) else {}
+        recorded = attrs.get("spatialdata_attrs") or {}
+        if feature_key is None:
+            feature_key = recorded.get("feature_key")
+        if instance_key is None:
+            instance_key = recorded.get("instance_key")
         batch = _inputs.record_batch(df, "points")
-        found = getattr(df, "attrs", {}).get("transform") if hasattr(df, "attrs") else None
-        chosen = transformations if transformations is not None else found
+        chosen = transformations if transformations is not None else attrs.get("transform")
         axes = [a for a in ("x", "y", "z") if a in batch.schema.names]
         t = _inputs.transformations_json(chosen, axes) if chosen else None
-        return self._native.add_points(name, batch, feature_key=feature_key, transformations=t, overwrite=overwrite)
+        return self._native.add_points(
+            name, batch, feature_key=feature_key, instance_key=instance_key, transformations=t, overwrite=overwrite
+        )
 
     def append_points(self, name: str, df: Any, *, key: str | None = None) -> AppendResult:
         """Appends points as one new part, exactly once per ``key``."""
@@ -347,6 +368,8 @@ def open(  # noqa: A001 - the name users expect
     allow_node_local_locks: bool = False,
     drop_consolidated_metadata: bool = False,
     durability: str | None = None,
+    consolidated: str | None = None,
+    labels_list: int | str | None = None,
 ) -> Dataset:
     """Opens the dataset at ``path`` (``create``: make an empty one if nothing is there).
 
@@ -355,7 +378,20 @@ def open(  # noqa: A001 - the name users expect
     ``"process"`` (no fsync: it survives the crash or kill -9 of any process at any
     instant, but a power loss or a kernel crash may lose the commits of the last
     seconds and leave the dataset inconsistent, with torn or empty files). ``None``
-    takes the environment variable ``SPATIALZARR_DURABILITY``, else ``"full"``."""
+    takes the environment variable ``SPATIALZARR_DURABILITY``, else ``"full"``.
+
+    ``consolidated`` is what commits do with zarr-python's consolidated metadata in
+    the root ``zarr.json``, when the dataset has it: ``"keep"`` it current while that
+    document stays at most 1 MiB, then drop it (the default); ``"keep-unbounded"`` at
+    any size; ``"drop"`` it at the next commit (readers then list the folders).
+    ``drop_consolidated_metadata=True`` is the older spelling of ``"drop"``.
+
+    ``labels_list`` is when commits that change the labels write the NGFF
+    ``ome.labels`` list of ``labels/zarr.json``: a number N (while there are at most
+    N labels; above, the list is removed, never left stale; default 10000),
+    ``"always"`` or ``"never"``. No reader of the SpatialData layout needs it.
+
+    A value these options do not accept raises InvalidInputError."""
     return Dataset(
         path,
         create=create,
@@ -363,6 +399,8 @@ def open(  # noqa: A001 - the name users expect
         allow_node_local_locks=allow_node_local_locks,
         drop_consolidated_metadata=drop_consolidated_metadata,
         durability=durability,
+        consolidated=consolidated,
+        labels_list=labels_list,
     )
 
 

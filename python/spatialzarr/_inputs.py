@@ -23,18 +23,19 @@ def is_dask_array(data: Any) -> bool:
 class RasterInput:
     """A raster as the native module takes it."""
 
-    data: Any  # a numpy array or a dask array
+    data: Any  # a numpy array or a dask array: level 0
     dims: list[str] | None
     transformations: str | None
     scale_levels: int
     channel_names: list[str] | None
+    levels: list[Any] | None = None  # every level (numpy or dask), level 0 first, when given
 
 
-def _multiscale_base(tree: Any) -> tuple[Any, int]:
-    """Level 0 of a spatialdata multiscale DataTree, and its number of extra levels
-    (each must halve y and x: the levels are rebuilt from level 0 that way)."""
-    names = sorted(tree.children, key=lambda n: int(n[5:]) if n[5:].isdigit() else 0)
-    if not names or names[0] != "scale0":
+def _multiscale_levels(tree: Any) -> list[Any]:
+    """The levels of a spatialdata multiscale DataTree (``scale0``, ``scale1``, ...), as
+    DataArrays, level 0 first."""
+    names = sorted(tree.children, key=lambda n: int(n[5:]) if n[5:].isdigit() else -1)
+    if not names or names != [f"scale{i}" for i in range(len(names))]:
         raise InvalidInputError(
             f"invalid input: a multiscale DataTree needs levels scale0, scale1, ...; got {list(tree.children)}"
         )
@@ -47,16 +48,7 @@ def _multiscale_base(tree: Any) -> tuple[Any, int]:
                 f"invalid input: level {n} of the DataTree holds {len(variables)} arrays, expected one"
             )
         levels.append(node[variables[0]])
-    base = levels[0]
-    for i, level in enumerate(levels[1:], start=1):
-        for d in ("y", "x"):
-            expected = base.sizes[d] >> i
-            if level.sizes[d] != expected:
-                raise InvalidInputError(
-                    f"invalid input: level scale{i} has {d} size {level.sizes[d]}; spatialzarr builds pyramids"
-                    f" that halve y and x at every level, so it expects {expected}"
-                )
-    return base, len(levels) - 1
+    return levels
 
 
 def _scale_levels(scale_factors: Sequence[Any] | None) -> int:
@@ -78,13 +70,21 @@ def raster_input(
     transformations: Mapping[str, Any] | None,
     channel_names: Sequence[str] | None = None,
 ) -> RasterInput:
-    """Normalises an image or labels input."""
+    """Normalises an image or labels input. A multiscale DataTree's levels are kept,
+    to be written as given (``scale_factors`` then has nothing to say)."""
     levels = _scale_levels(scale_factors)
     found_transformations = None
+    given_levels = None
     if hasattr(data, "children") and hasattr(data, "subtree"):  # an xarray DataTree
-        data, tree_levels = _multiscale_base(data)
-        if scale_factors is None:
-            levels = tree_levels
+        if scale_factors is not None:
+            raise InvalidInputError(
+                "invalid input: a multiscale DataTree carries its own levels, which are written as given;"
+                " give scale_factors only with a single-scale array"
+            )
+        tree_levels = _multiscale_levels(data)
+        data = tree_levels[0]
+        if len(tree_levels) > 1:
+            given_levels = [level.data for level in tree_levels]
     if hasattr(data, "dims") and hasattr(data, "attrs") and hasattr(data, "data"):  # DataArray
         if dims is None:
             dims = [str(d) for d in data.dims]
@@ -104,8 +104,9 @@ def raster_input(
         data=data,
         dims=dims,
         transformations=transformations_json(chosen, spatial_dims) if chosen else None,
-        scale_levels=levels,
+        scale_levels=0 if given_levels is not None else levels,
         channel_names=list(channel_names) if channel_names is not None else None,
+        levels=given_levels,
     )
 
 
@@ -166,18 +167,15 @@ def _normalise_type(t: pa.DataType) -> pa.DataType:
     return t
 
 
-def _pandas_table(frame: Any) -> pa.Table:
-    """A pandas DataFrame as an Arrow table, column by column: the same types as
-    ``pa.Table.from_pandas`` without building its pandas metadata, which costs about
-    three times the conversion itself for a frame of a thousand rows."""
+def _pandas_arrays(frame: Any) -> tuple[list[Any], list[str]]:
+    """The columns of a pandas DataFrame as Arrow arrays, column by column: the same
+    types as ``pa.Table.from_pandas`` without building its pandas metadata, which costs
+    about three times the conversion itself for a frame of a thousand rows."""
     names = [str(c) for c in frame.columns]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise InvalidInputError(f"invalid input: the column names {repeated} appear more than once")
-    columns = [pa.array(frame.iloc[:, i], from_pandas=True) for i in range(len(names))]
-    if not columns:
-        return pa.table({})
-    return pa.Table.from_arrays(columns, names=names)
+    return [pa.array(column, from_pandas=True) for _, column in frame.items()], names
 
 
 def record_batch(data: Any, what: str = "rows") -> pa.RecordBatch:
@@ -189,7 +187,14 @@ def record_batch(data: Any, what: str = "rows") -> pa.RecordBatch:
         elif isinstance(data, pa.Table):
             table = data
         elif type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
-            table = _pandas_table(data)
+            arrays, names = _pandas_arrays(data)
+            if not arrays:
+                table = pa.table({})
+            elif all(isinstance(a, pa.Array) and _normalise_type(a.type) == a.type for a in arrays):
+                # One chunk per column, nothing to cast: the batch as it is.
+                return pa.RecordBatch.from_arrays(arrays, names=names)
+            else:
+                table = pa.Table.from_arrays(arrays, names=names)
         elif hasattr(data, "__arrow_c_stream__"):
             table = pa.table(data)
         elif hasattr(data, "__arrow_c_array__"):

@@ -35,19 +35,42 @@ impl RasterWriter {
             .ok_or_else(closed)
     }
 
-    /// Writes one block (a numpy array) at `offset`; it must cover whole chunks.
+    /// The chunk shape of pyramid level `level` (blocks of that level follow it).
+    fn level_chunk_shape(&self, level: usize) -> PyResult<Vec<u64>> {
+        let writer = self.writer.read().unwrap_or_else(|p| p.into_inner());
+        let writer = writer.as_ref().ok_or_else(closed)?;
+        writer
+            .level_chunk_shape(level)
+            .ok_or_else(|| invalid(format!("the element has no level {level}")))
+    }
+
+    /// The number of levels written block by block: 1 when the pyramid is built at
+    /// commit, every level when the levels were given.
+    #[getter]
+    fn writable_levels(&self) -> PyResult<usize> {
+        let writer = self.writer.read().unwrap_or_else(|p| p.into_inner());
+        writer
+            .as_ref()
+            .map(RasterBlockWriter::writable_levels)
+            .ok_or_else(closed)
+    }
+
+    /// Writes one block (a numpy array) of pyramid level `level` at `offset`; it must
+    /// cover whole chunks.
+    #[pyo3(signature = (offset, block, level=0))]
     fn write_block(
         &self,
         py: Python<'_>,
         offset: Vec<u64>,
         block: &Bound<'_, PyAny>,
+        level: usize,
     ) -> PyResult<()> {
         with_pixel!(dtype_of(block)?, T => {
             let array = readonly(typed::<T>(block)?)?;
             let view = array.as_array();
             py.detach(|| {
                 let writer = self.writer.read().unwrap_or_else(|p| p.into_inner());
-                writer.as_ref().map(|w| w.write_block(&offset, view))
+                writer.as_ref().map(|w| w.write_level_block(level, &offset, view))
             })
             .ok_or_else(closed)?
             .or_raise()
@@ -87,8 +110,10 @@ impl RasterWriter {
 #[pymethods]
 impl Dataset {
     /// Stages an empty raster element of `shape` and `dtype`, to be written block by
-    /// block (checks the name and every option now).
-    #[pyo3(signature = (kind, name, shape, dtype, dims=None, channel_names=None, scale_levels=0, chunks=None, transformations=None, overwrite=false))]
+    /// block (checks the name and every option now). With `level_shapes` (level 0
+    /// first, `shape` among them), every pyramid level is given and written block by
+    /// block; none is built.
+    #[pyo3(signature = (kind, name, shape, dtype, dims=None, channel_names=None, scale_levels=0, chunks=None, transformations=None, overwrite=false, level_shapes=None))]
     #[allow(clippy::too_many_arguments)]
     fn stage_raster_blocks(
         &self,
@@ -103,15 +128,26 @@ impl Dataset {
         chunks: Option<Vec<u64>>,
         transformations: Option<&str>,
         overwrite: bool,
+        level_shapes: Option<Vec<Vec<u64>>>,
     ) -> PyResult<RasterWriter> {
         let kind = raster_kind(kind)?;
         let dtype = DType::parse(dtype)
             .ok_or_else(|| invalid(format!("pixel type {dtype} is not supported")))?;
         let options = raster_options(dims, channel_names, scale_levels, chunks, transformations)?;
         let writer = py
-            .detach(|| {
-                self.inner
-                    .stage_raster_blocks(kind, name, &shape, dtype, &options, overwrite)
+            .detach(|| match &level_shapes {
+                Some(levels) if levels.first() != Some(&shape) => {
+                    Err(spatialzarr::Error::InvalidInput(format!(
+                        "level 0 of the levels given has shape {:?}, not the element's {shape:?}",
+                        levels.first()
+                    )))
+                }
+                Some(levels) => self
+                    .inner
+                    .stage_raster_levels(kind, name, levels, dtype, &options, overwrite),
+                None => self
+                    .inner
+                    .stage_raster_blocks(kind, name, &shape, dtype, &options, overwrite),
             })
             .or_raise()?;
         Ok(RasterWriter {

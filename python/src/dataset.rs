@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use spatialzarr::dataset::ElementInfo;
 use spatialzarr::lock::LockOptions;
 use spatialzarr::{
-    ConsolidatedMetadata, DatasetOptions, ElementKind, RasterOptions, Transform, Transformations,
+    ConsolidatedMetadata, DatasetOptions, ElementKind, LabelsList, RasterOptions, Transform,
+    Transformations,
 };
 
 use crate::errors::{OrRaise, invalid};
@@ -96,6 +97,55 @@ pub fn raster_options(
     })
 }
 
+/// `text` parsed as an option named `what` (None: not given).
+fn parsed<T: std::str::FromStr>(what: &str, text: Option<&str>) -> PyResult<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    text.map(|t| t.parse::<T>().map_err(|e| invalid(format!("{what}: {e}"))))
+        .transpose()
+}
+
+/// The consolidated metadata policy from `consolidated` (`keep`, `keep-unbounded`,
+/// `drop`) and the older flag `drop_consolidated_metadata`, which must agree.
+fn consolidated_of(
+    consolidated: Option<&str>,
+    drop_consolidated_metadata: bool,
+) -> PyResult<ConsolidatedMetadata> {
+    match parsed::<ConsolidatedMetadata>("consolidated", consolidated)? {
+        Some(policy) if drop_consolidated_metadata && policy != ConsolidatedMetadata::Drop => {
+            Err(invalid(format!(
+                "consolidated={policy:?} contradicts drop_consolidated_metadata=True; give one of them"
+            )))
+        }
+        Some(policy) => Ok(policy),
+        None if drop_consolidated_metadata => Ok(ConsolidatedMetadata::Drop),
+        None => Ok(ConsolidatedMetadata::default()),
+    }
+}
+
+/// The `ome.labels` list policy from a number of labels, `"always"` or `"never"`
+/// (None: the default bound).
+fn labels_list_of(value: Option<&Bound<'_, PyAny>>) -> PyResult<LabelsList> {
+    let Some(value) = value else {
+        return Ok(LabelsList::default());
+    };
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(invalid(
+            "labels_list is a number of labels, \"always\" or \"never\", not a bool",
+        ));
+    }
+    if let Ok(n) = value.extract::<i64>() {
+        return usize::try_from(n)
+            .map(LabelsList::Bounded)
+            .map_err(|_| invalid(format!("labels_list: {n} is not a number of labels")));
+    }
+    let text: String = value
+        .extract()
+        .map_err(|_| invalid("labels_list is a number of labels, \"always\" or \"never\""))?;
+    Ok(parsed::<LabelsList>("labels_list", Some(&text))?.expect("given"))
+}
+
 /// A handle on one dataset. Every call reads the committed state from disk.
 #[pyclass(module = "spatialzarr._spatialzarr", frozen)]
 pub struct Dataset {
@@ -106,7 +156,8 @@ pub struct Dataset {
 impl Dataset {
     /// Opens (or with `create`, opens or creates) the dataset at `path`.
     #[new]
-    #[pyo3(signature = (path, create, lock_timeout=None, allow_node_local_locks=false, drop_consolidated_metadata=false, durability=None))]
+    #[pyo3(signature = (path, create, lock_timeout=None, allow_node_local_locks=false, drop_consolidated_metadata=false, durability=None, consolidated=None, labels_list=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -115,26 +166,17 @@ impl Dataset {
         allow_node_local_locks: bool,
         drop_consolidated_metadata: bool,
         durability: Option<&str>,
+        consolidated: Option<&str>,
+        labels_list: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let durability = durability
-            .map(|level| {
-                level
-                    .parse::<spatialzarr::Durability>()
-                    .map_err(|e| invalid(format!("durability: {e}")))
-            })
-            .transpose()?;
         let options = DatasetOptions {
             lock_timeout: timeout_of(lock_timeout)?,
             lock: LockOptions {
                 allow_node_local_locks,
             },
-            consolidated: if drop_consolidated_metadata {
-                ConsolidatedMetadata::Drop
-            } else {
-                ConsolidatedMetadata::KeepCurrent
-            },
-            durability,
-            ..DatasetOptions::default()
+            consolidated: consolidated_of(consolidated, drop_consolidated_metadata)?,
+            durability: parsed("durability", durability)?,
+            labels_list: labels_list_of(labels_list)?,
         };
         let inner = py
             .detach(|| {
@@ -204,6 +246,7 @@ impl Dataset {
                 "columns": p.columns,
                 "column_types": p.column_types.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
                 "feature_key": p.feature_key,
+                "instance_key": p.instance_key,
                 "parts": p.parts,
                 "axes": p.axes,
                 "transformations": transformations_json(&p.transformations),

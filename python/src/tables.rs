@@ -1,10 +1,10 @@
 //! Table rows in and out: obs as Arrow record batches, X as numpy arrays.
 
-use arrow_array::RecordBatch;
+use arrow_array::{Array, RecordBatch};
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
-use numpy::{PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
+use numpy::{PyArray1, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::prelude::*;
-use spatialzarr::table::{AppendOutcome, Prim, RowBatch, TableSpec, XRows, XSpec};
+use spatialzarr::table::{AppendOutcome, Prim, RowBatch, TableSpec, XRows, XSpec, XValues};
 
 use crate::dataset::Dataset;
 use crate::errors::{OrRaise, invalid};
@@ -125,34 +125,40 @@ impl Dataset {
         batch.to_pyarrow(py)
     }
 
-    /// Reads X of a table: None, a 2-D float64 array, or `(indptr, indices, data,
-    /// n_vars)` of a CSR matrix.
+    /// Reads X of a table in its stored element type: None, `("dense", values,
+    /// n_obs, n_vars)` with the row-major values as a pyarrow Array, or `("csr",
+    /// indptr, indices, data, n_vars)` with `data` as a pyarrow Array.
     fn read_x<'py>(&self, py: Python<'py>, table: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
         let (info, x) = py
             .detach(|| {
                 let info = self.inner.table_info(table)?;
-                let x = self.inner.read_x_rows(table, 0..info.n_obs)?;
+                let x = self.inner.read_x_values(table, 0..info.n_obs)?;
                 Ok::<_, spatialzarr::Error>((info, x))
             })
             .or_raise()?;
-        let n_vars = info.n_vars as usize;
+        let n_vars = info.n_vars;
         Ok(match x {
             None => None,
-            Some(XRows::Dense(values)) => {
-                let rows = info.n_obs as usize;
-                let array = ndarray::Array2::from_shape_vec((rows, n_vars), values)
-                    .map_err(|e| invalid(format!("X has an unexpected size: {e}")))?;
-                Some(PyArray2::from_owned_array(py, array).into_any())
-            }
-            Some(XRows::Csr {
+            Some(XValues::Dense(values)) => Some(
+                (
+                    "dense",
+                    values.to_data().to_pyarrow(py)?,
+                    info.n_obs,
+                    n_vars,
+                )
+                    .into_pyobject(py)?
+                    .into_any(),
+            ),
+            Some(XValues::Csr {
                 indptr,
                 indices,
                 data,
             }) => Some(
                 (
+                    "csr",
                     PyArray1::from_vec(py, indptr),
                     PyArray1::from_vec(py, indices),
-                    PyArray1::from_vec(py, data),
+                    data.to_data().to_pyarrow(py)?,
                     n_vars,
                 )
                     .into_pyobject(py)?

@@ -41,20 +41,24 @@ impl Dataset {
 #[pymethods]
 impl Dataset {
     /// Adds a points element from an Arrow record batch with `x`, `y` (and `z`).
-    #[pyo3(signature = (name, batch, feature_key=None, transformations=None, overwrite=false))]
+    #[pyo3(signature = (name, batch, feature_key=None, instance_key=None, transformations=None, overwrite=false))]
+    #[allow(clippy::too_many_arguments)]
     fn add_points(
         &self,
         py: Python<'_>,
         name: &str,
         batch: &Bound<'_, PyAny>,
         feature_key: Option<&str>,
+        instance_key: Option<&str>,
         transformations: Option<&str>,
         overwrite: bool,
     ) -> PyResult<u64> {
         let batch = batch_of(batch)?;
         let t = transformations_of(transformations)?;
         py.detach(|| {
-            let staged = self.inner.stage_points(name, &batch, feature_key, &t);
+            let staged = self
+                .inner
+                .stage_points(name, &batch, feature_key, instance_key, &t);
             self.commit_staged(staged, overwrite)
         })
         .or_raise()

@@ -39,6 +39,11 @@ def _bad_inputs(ds, path):
         (sz.InvalidInputError, ValueError, lambda: ds.append_rows("t2", [1, 2, 3])),
         (sz.InvalidInputError, ValueError, lambda: ds.append_rows("t3", pd.DataFrame({"a": [1]}), X=np.ones((1, 2), np.int64))),
         (sz.InvalidInputError, ValueError, lambda: ds.add_points("p", pd.DataFrame({"x": [1.0]}))),
+        (
+            sz.InvalidInputError,
+            ValueError,
+            lambda: ds.add_points("p", pd.DataFrame({"x": [1.0], "y": [2.0]}), instance_key="cell_id"),
+        ),
         (sz.WrongElementTypeError, TypeError, lambda: ds.read_obs("cells_labels")),
         # The key "a" committed instance 1: other rows under it are refused.
         (

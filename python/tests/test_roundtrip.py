@@ -70,18 +70,38 @@ def test_xarray_dataarray_keeps_dims_and_transformations(dataset_path):
     assert np.array_equal(sdata.labels["lab"].values, labels.values)
 
 
-def test_spatialdata_multiscale_datatree(dataset_path):
-    from spatialdata.models import Labels2DModel
+def _levels(tree) -> list[np.ndarray]:
+    return [tree[f"scale{k}"]["image"].values for k in range(len(tree.children))]
+
+
+def test_spatialdata_multiscale_datatree_levels_are_written_as_given(dataset_path):
+    from spatialdata.models import Image2DModel, Labels2DModel
 
     ds = sz.open(dataset_path)
-    pixels = (np.arange(64 * 48).reshape(64, 48) % 50).astype(np.uint32)
-    tree = Labels2DModel.parse(pixels, dims=("y", "x"), scale_factors=[2, 2])
-    ds.add_labels("tree", tree)
-    assert ds.info("tree")["levels"] == 3
-    assert np.array_equal(ds.read_raster("tree"), pixels)
-    assert ds.read_raster("tree", 2).shape == (16, 12)
+    pixels = (np.arange(65 * 47).reshape(65, 47) % 50).astype(np.uint32)
+    labels = Labels2DModel.parse(pixels, dims=("y", "x"), scale_factors=[2, 2])
+    # Factors other than 2, odd sizes, several channels, an image's mean pyramid.
+    image = Image2DModel.parse(
+        np.random.default_rng(4).integers(0, 60000, size=(3, 67, 45), dtype=np.uint16),
+        dims=("c", "y", "x"),
+        scale_factors=[3, 2],
+        chunks=(1, 16, 16),
+        c_coords=["dapi", "cd3", "cd8"],
+    )
+    ds.add_labels("tree", labels)
+    ds.add_image("img", image)
     sdata = spatialdata.read_zarr(dataset_path)
-    assert np.array_equal(sdata.labels["tree"]["scale0"]["image"].values, pixels)
+    for name, tree, group in (("tree", labels, sdata.labels), ("img", image, sdata.images)):
+        given = _levels(tree)
+        assert ds.info(name)["levels"] == len(given) == 3
+        for k, want in enumerate(given):
+            got = ds.read_raster(name, k)
+            assert got.shape == want.shape and got.dtype == want.dtype and np.array_equal(got, want), (name, k)
+            assert np.array_equal(group[name][f"scale{k}"]["image"].values, want), (name, k)
+    assert list(sdata.images["img"]["scale0"]["image"].coords["c"].values) == ["dapi", "cd3", "cd8"]
+    with pytest.raises(sz.InvalidInputError, match="carries its own levels"):
+        ds.add_labels("again", labels, scale_factors=[2])
+    assert "again" not in ds
 
 
 class _ArrowStream:

@@ -186,6 +186,7 @@ fn facts(info: &ElementInfo) -> Facts {
             fact("axes", &p.axes),
             fact("parts", p.parts),
             fact("feature_key", &p.feature_key),
+            fact("instance_key", &p.instance_key),
             coordinate_systems(&p.transformations),
         ],
         ElementInfo::Shapes(sh) => vec![

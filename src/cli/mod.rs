@@ -104,36 +104,23 @@ pub struct WriteOptions {
     /// Consolidated metadata in the root `zarr.json`, when the dataset has it: `keep`
     /// it current while the document is at most 1 MiB, then drop it (the default);
     /// `keep-unbounded` at any size; `drop` it at this commit.
-    #[arg(long, value_name = "POLICY", value_parser = ["keep", "keep-unbounded", "drop"])]
-    consolidated: Option<String>,
+    #[arg(long, value_name = "POLICY", value_parser = str::parse::<ConsolidatedMetadata>)]
+    consolidated: Option<ConsolidatedMetadata>,
 
     /// The `ome.labels` list of `labels/zarr.json`: `N` (written while there are at
     /// most N labels, removed above; default 10000), `always` or `never`.
-    #[arg(long, value_name = "N|always|never", value_parser = parse_labels_list)]
+    #[arg(long, value_name = "N|always|never", value_parser = str::parse::<spatialzarr::LabelsList>)]
     labels_list: Option<spatialzarr::LabelsList>,
-}
-
-/// Parses `--labels-list`.
-fn parse_labels_list(text: &str) -> Result<spatialzarr::LabelsList, String> {
-    match text {
-        "always" => Ok(spatialzarr::LabelsList::Always),
-        "never" => Ok(spatialzarr::LabelsList::Never),
-        n => n
-            .parse()
-            .map(spatialzarr::LabelsList::Bounded)
-            .map_err(|_| format!("{n:?} is not a number of labels, `always` or `never`")),
-    }
 }
 
 impl WriteOptions {
     /// The options of the dataset handles a changing command opens.
     fn dataset_options(&self) -> DatasetOptions {
         DatasetOptions {
-            consolidated: match self.consolidated.as_deref() {
-                _ if self.drop_consolidated_metadata => ConsolidatedMetadata::Drop,
-                Some("drop") => ConsolidatedMetadata::Drop,
-                Some("keep-unbounded") => ConsolidatedMetadata::KeepUnbounded,
-                _ => ConsolidatedMetadata::KeepCurrent,
+            consolidated: if self.drop_consolidated_metadata {
+                ConsolidatedMetadata::Drop
+            } else {
+                self.consolidated.unwrap_or_default()
             },
             durability: self.durability.level(),
 
@@ -156,20 +143,11 @@ impl WriteOptions {
         }
         args.extend(self.durability.to_args());
 
-        if let Some(policy) = &self.consolidated {
-            args.extend(["--consolidated".to_string(), policy.clone()]);
+        if let Some(policy) = self.consolidated {
+            args.extend(["--consolidated".to_string(), policy.to_string()]);
         }
-        match self.labels_list {
-            None => {}
-            Some(spatialzarr::LabelsList::Always) => {
-                args.extend(["--labels-list".to_string(), "always".to_string()])
-            }
-            Some(spatialzarr::LabelsList::Never) => {
-                args.extend(["--labels-list".to_string(), "never".to_string()])
-            }
-            Some(spatialzarr::LabelsList::Bounded(n)) => {
-                args.extend(["--labels-list".to_string(), n.to_string()])
-            }
+        if let Some(list) = self.labels_list {
+            args.extend(["--labels-list".to_string(), list.to_string()]);
         }
         args
     }

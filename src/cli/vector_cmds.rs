@@ -1,7 +1,7 @@
 //! The points and shapes commands:
 //!
 //! ```text
-//! spatialzarr add-points    DATASET NAME --csv FILE [--feature-key gene] [--overwrite] [--json]
+//! spatialzarr add-points    DATASET NAME --csv FILE [--feature-key gene] [--instance-key cell_id] [--overwrite] [--json]
 //! spatialzarr append-points DATASET NAME --csv FILE [--key IDEMPOTENCY_KEY] [--json]
 //! spatialzarr add-shapes    DATASET NAME (--csv FILE | --geojson FILE) [--overwrite] [--json]
 //! ```
@@ -46,6 +46,10 @@ pub struct AddPointsArgs {
     /// (for example the gene of each transcript).
     #[arg(long, value_name = "COLUMN")]
     feature_key: Option<String>,
+    /// A column recorded as the element's instance key: which instance (for example
+    /// which cell) each point belongs to.
+    #[arg(long, value_name = "COLUMN")]
+    instance_key: Option<String>,
     /// Replace an element of the same name.
     #[arg(long)]
     overwrite: bool,
@@ -123,14 +127,19 @@ pub(super) fn open_existing(path: &Path, options: &WriteOptions) -> anyhow::Resu
 pub fn add_points(args: AddPointsArgs) -> anyhow::Result<ExitCode> {
     let dataset = open_existing(&args.dataset, &args.options)?;
     let batch = read_points(&args)?;
-    let commit = dataset
-        .add_points(
+    let commit = (|| {
+        let staged = dataset.stage_points(
             &args.name,
             &batch,
             args.feature_key.as_deref(),
-            args.overwrite,
-        )
-        .with_context(|| add_points_context(&args))?;
+            args.instance_key.as_deref(),
+            &Transformations::default(),
+        )?;
+        let mut txn = dataset.write()?;
+        txn.add_staged(staged, args.overwrite)?;
+        txn.commit()
+    })()
+    .with_context(|| add_points_context(&args))?;
     let line = format!(
         "added points {}: {}",
         args.name,
@@ -182,6 +191,7 @@ pub(super) fn prepare_add_points(
             &args.name,
             &batch,
             args.feature_key.as_deref(),
+            args.instance_key.as_deref(),
             &Transformations::default(),
         )
         .with_context(|| add_points_context(&args))?;

@@ -2,7 +2,10 @@
 //! array, a slide read tile by tile). The element is staged like any other; its
 //! level-0 chunks are written region by region, from any number of threads at once;
 //! [`RasterBlockWriter::finish`] then builds the pyramid levels from what was written,
-//! one output chunk at a time, and hands back the staged element for a commit.
+//! one output chunk at a time, and hands back the staged element for a commit. A
+//! pyramid that already exists (a spatialdata multiscale element) is written as given
+//! instead: [`Dataset::stage_raster_levels`] stages every level, each filled block by
+//! block, and nothing is rebuilt.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +13,7 @@ use ndarray::ArrayViewD;
 use zarrs::array::{Array, ArraySubset};
 
 use super::{Dataset, StagedElement};
-use crate::element::raster::{RasterPlan, downsample, plan_raster, zarr_error};
+use crate::element::raster::{RasterPlan, downsample, plan_raster, plan_raster_levels, zarr_error};
 use crate::element::{DType, ElementKind, ElementName, Pixel, RasterOptions};
 use crate::error::{Error, Result};
 use crate::storage::{AtomicStore, Publisher};
@@ -21,12 +24,14 @@ pub struct RasterBlockWriter {
     staged: StagedElement,
     publisher: Arc<Publisher>,
     store: Arc<AtomicStore>,
-    level0: Array<AtomicStore>,
+    /// The arrays blocks are written into: level 0 only when the pyramid is built by
+    /// [`RasterBlockWriter::finish`], every level when the levels were given.
+    arrays: Vec<Array<AtomicStore>>,
     plan: RasterPlan,
     dtype: DType,
     options: RasterOptions,
-    /// Which level-0 chunks were written, in C order over the chunk grid.
-    written: Mutex<Vec<bool>>,
+    /// Which chunks of each of `arrays` were written, in C order over its chunk grid.
+    written: Mutex<Vec<Vec<bool>>>,
 }
 
 impl Dataset {
@@ -44,28 +49,94 @@ impl Dataset {
         options: &RasterOptions,
         overwrite: bool,
     ) -> Result<RasterBlockWriter> {
+        let plan = plan_raster(kind, dtype, shape, options)?;
+        self.stage_planned(kind, name, plan, 1, dtype, options, overwrite)
+    }
+
+    /// Stages an empty image or labels element whose pyramid levels are given, not
+    /// built: level `k` of shape `level_shapes[k]` (over the axes of the data as given;
+    /// every axis but `y` and `x` as level 0's, `y` and `x` at most those of the level
+    /// before). Each level is filled by [`RasterBlockWriter::write_level_block`];
+    /// [`RasterBlockWriter::finish`] then writes the metadata and rebuilds nothing.
+    /// The same checks as [`Dataset::stage_raster_blocks`] are made now.
+    pub fn stage_raster_levels(
+        &self,
+        kind: ElementKind,
+        name: &str,
+        level_shapes: &[Vec<u64>],
+        dtype: DType,
+        options: &RasterOptions,
+        overwrite: bool,
+    ) -> Result<RasterBlockWriter> {
+        let plan = plan_raster_levels(kind, dtype, level_shapes, options)?;
+        let count = plan.levels.len();
+        self.stage_planned(kind, name, plan, count, dtype, options, overwrite)
+    }
+
+    /// Adds (or with `overwrite` replaces) an image or labels element whose pyramid
+    /// levels are given (`levels[0]` full resolution), writing each level's pixels as
+    /// they are; see [`Dataset::stage_raster_levels`] for the shapes accepted.
+    pub fn add_raster_levels<T: Pixel>(
+        &self,
+        kind: ElementKind,
+        name: &str,
+        levels: &[ArrayViewD<'_, T>],
+        options: &RasterOptions,
+        overwrite: bool,
+    ) -> Result<super::CommitInfo> {
+        let shapes: Vec<Vec<u64>> = levels
+            .iter()
+            .map(|l| l.shape().iter().map(|&n| n as u64).collect())
+            .collect();
+        let writer = self.stage_raster_levels(kind, name, &shapes, T::DTYPE, options, overwrite)?;
+        for (level, data) in levels.iter().enumerate() {
+            let origin = vec![0; data.ndim()];
+            writer.write_level_block(level, &origin, data.view())?;
+        }
+        let staged = writer.finish()?;
+        let mut txn = self.write()?;
+        txn.add_staged(staged, overwrite)?;
+        txn.commit()
+    }
+
+    /// Stages the element `plan` describes, with the arrays of its first `arrays`
+    /// levels created empty.
+    #[allow(clippy::too_many_arguments)]
+    fn stage_planned(
+        &self,
+        kind: ElementKind,
+        name: &str,
+        plan: RasterPlan,
+        arrays: usize,
+        dtype: DType,
+        options: &RasterOptions,
+        overwrite: bool,
+    ) -> Result<RasterBlockWriter> {
         let name = self.raster_name(kind, name)?;
         self.precheck_add(kind, name.as_str(), overwrite)?;
-        let plan = plan_raster(kind, dtype, shape, options)?;
         let publisher = Arc::new(self.publisher());
         let staged = StagedElement::create(self.layout(), &publisher, kind, name)?;
         let store = Arc::new(AtomicStore::new(&staged.element_dir(), publisher.clone())?);
-        let level0 = plan.create_level(&store, 0, dtype, options.zstd_level)?;
-        let chunk_count: u64 = plan
-            .shape
-            .iter()
-            .zip(&plan.chunks)
-            .map(|(n, c)| n.div_ceil(*c))
-            .product();
+        let mut created = Vec::with_capacity(arrays);
+        let mut written = Vec::with_capacity(arrays);
+        for level in 0..arrays {
+            created.push(plan.create_level(&store, level, dtype, options.zstd_level)?);
+            let chunk_count: u64 = plan.levels[level]
+                .iter()
+                .zip(&plan.level_chunks(level))
+                .map(|(n, c)| n.div_ceil(*c))
+                .product();
+            written.push(vec![false; chunk_count as usize]);
+        }
         Ok(RasterBlockWriter {
             staged,
             publisher,
             store,
-            level0,
+            arrays: created,
             plan,
             dtype,
             options: options.clone(),
-            written: Mutex::new(vec![false; chunk_count as usize]),
+            written: Mutex::new(written),
         })
     }
 }
@@ -88,8 +159,20 @@ impl RasterBlockWriter {
     /// The level-0 chunk shape, over the axes of the data as given (without the
     /// channel axis an image given as `y,x` gains). Blocks must follow this grid.
     pub fn chunk_shape(&self) -> Vec<u64> {
+        self.level_chunk_shape(0).expect("every raster has level 0")
+    }
+
+    /// The chunk shape of pyramid level `level` (level 0's, clipped to the level),
+    /// over the axes of the data as given; `None` past the last level.
+    pub fn level_chunk_shape(&self, level: usize) -> Option<Vec<u64>> {
         let skip = usize::from(self.plan.channel_added);
-        self.plan.chunks[skip..].to_vec()
+        (level < self.plan.levels.len()).then(|| self.plan.level_chunks(level)[skip..].to_vec())
+    }
+
+    /// The number of levels blocks are written into: 1 when the pyramid is built by
+    /// [`RasterBlockWriter::finish`], every level when the levels were given.
+    pub fn writable_levels(&self) -> usize {
+        self.arrays.len()
     }
 
     /// Writes one block of level 0 at `offset` (over the axes of the data as given).
@@ -97,6 +180,18 @@ impl RasterBlockWriter {
     /// extent a multiple of it too, or reaching the end of the array. Safe to call
     /// from many threads at once for distinct blocks.
     pub fn write_block<T: Pixel>(&self, offset: &[u64], data: ArrayViewD<'_, T>) -> Result<()> {
+        self.write_level_block(0, offset, data)
+    }
+
+    /// Writes one block of pyramid level `level` at `offset`, as
+    /// [`RasterBlockWriter::write_block`] does for level 0. Only the levels of an
+    /// element staged with [`Dataset::stage_raster_levels`] are written this way.
+    pub fn write_level_block<T: Pixel>(
+        &self,
+        level: usize,
+        offset: &[u64],
+        data: ArrayViewD<'_, T>,
+    ) -> Result<()> {
         if T::DTYPE != self.dtype {
             return Err(Error::InvalidInput(format!(
                 "a block of {} pixels for an element of {} pixels",
@@ -104,6 +199,14 @@ impl RasterBlockWriter {
                 self.dtype
             )));
         }
+        let Some(array) = self.arrays.get(level) else {
+            return Err(Error::InvalidInput(format!(
+                "level {level} of {} {} is not written block by block ({} such levels)",
+                self.staged.kind,
+                self.staged.name,
+                self.arrays.len()
+            )));
+        };
         let mut offset = offset.to_vec();
         let mut data = data;
         if self.plan.channel_added {
@@ -112,6 +215,7 @@ impl RasterBlockWriter {
         }
         let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
         let (plan, ndim) = (&self.plan, self.plan.shape.len());
+        let (level_shape, chunks) = (&plan.levels[level], plan.level_chunks(level));
         if offset.len() != ndim || shape.len() != ndim {
             return Err(Error::InvalidInput(format!(
                 "a block of {} dimensions at an offset of {} for an array of {} dimensions",
@@ -121,32 +225,26 @@ impl RasterBlockWriter {
             )));
         }
         for axis in 0..ndim {
-            let (start, len, chunk, total) = (
-                offset[axis],
-                shape[axis],
-                plan.chunks[axis],
-                plan.shape[axis],
-            );
+            let (start, len, chunk, total) =
+                (offset[axis], shape[axis], chunks[axis], level_shape[axis]);
             let end = start.checked_add(len).filter(|&e| e <= total);
             let aligned = start % chunk == 0 && (len % chunk == 0 || end == Some(total));
             if end.is_none() || !aligned || len == 0 {
                 return Err(Error::InvalidInput(format!(
-                    "block {shape:?} at {offset:?} does not cover whole chunks of {:?} inside the array of shape {:?} (axis {}: {start}..{})",
-                    plan.chunks,
-                    plan.shape,
+                    "block {shape:?} at {offset:?} does not cover whole chunks of {chunks:?} inside level {level} of shape {level_shape:?} (axis {}: {start}..{})",
                     plan.dims[axis],
                     start.saturating_add(len)
                 )));
             }
         }
         let subset = subset_of(&offset, &shape);
-        let standard = data.as_standard_layout().into_owned();
-        self.level0
-            .store_array_subset(&subset, standard)
-            .map_err(|e| zarr_error("/s0")(&e))?;
+        // Borrowed as it is when in C order (a numpy block usually is): no copy.
+        array
+            .store_array_subset(&subset, &data)
+            .map_err(|e| zarr_error(&format!("/s{level}"))(&e))?;
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        for_each_chunk(&plan.shape, &plan.chunks, &offset, &shape, |index| {
-            written[index] = true;
+        for_each_chunk(level_shape, &chunks, &offset, &shape, |index| {
+            written[level][index] = true;
         });
         Ok(())
     }
@@ -156,37 +254,38 @@ impl RasterBlockWriter {
     /// [`WriteTxn::add_staged`](super::WriteTxn::add_staged). Refuses an element with
     /// level-0 chunks never written.
     pub fn finish(self) -> Result<StagedElement> {
-        let missing = self
+        let missing: usize = self
             .written
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|w| !**w)
-            .count();
+            .map(|level| level.iter().filter(|w| !**w).count())
+            .sum();
         if missing > 0 {
             return Err(Error::InvalidInput(format!(
                 "{missing} chunks of {} {} were never written",
                 self.staged.kind, self.staged.name
             )));
         }
-        match self.dtype {
-            DType::U8 => self.build_levels::<u8>(),
-            DType::U16 => self.build_levels::<u16>(),
-            DType::U32 => self.build_levels::<u32>(),
-            DType::U64 => self.build_levels::<u64>(),
-            DType::I8 => self.build_levels::<i8>(),
-            DType::I16 => self.build_levels::<i16>(),
-            DType::I32 => self.build_levels::<i32>(),
-            DType::I64 => self.build_levels::<i64>(),
-            DType::F32 => self.build_levels::<f32>(),
-            DType::F64 => self.build_levels::<f64>(),
-        }?;
+        if self.arrays.len() < self.plan.levels.len() {
+            match self.dtype {
+                DType::U8 => self.build_levels::<u8>(),
+                DType::U16 => self.build_levels::<u16>(),
+                DType::U32 => self.build_levels::<u32>(),
+                DType::U64 => self.build_levels::<u64>(),
+                DType::I8 => self.build_levels::<i8>(),
+                DType::I16 => self.build_levels::<i16>(),
+                DType::I32 => self.build_levels::<i32>(),
+                DType::I64 => self.build_levels::<i64>(),
+                DType::F32 => self.build_levels::<f32>(),
+                DType::F64 => self.build_levels::<f64>(),
+            }?;
+        }
         self.plan.write_group(
             &self.staged.element_dir(),
             &self.publisher,
             self.staged.kind,
             &self.staged.name,
-            self.options.scale_levels + 1,
             &self.options,
         )?;
         self.publisher.sync()?;
@@ -196,7 +295,7 @@ impl RasterBlockWriter {
     fn build_levels<T: Pixel>(&self) -> Result<()> {
         let nearest = self.staged.kind == ElementKind::Labels;
         let yx = self.plan.yx;
-        for level in 1..=self.options.scale_levels {
+        for level in 1..self.plan.levels.len() {
             self.store.flush()?;
             let source = Array::open(self.store.clone(), &format!("/s{}", level - 1))
                 .map_err(|e| zarr_error(&format!("/s{}", level - 1))(&e))?;
@@ -206,13 +305,7 @@ impl RasterBlockWriter {
             let level_path = format!("/s{level}");
             let err = zarr_error(&level_path);
             let shape = target.shape().to_vec();
-            let chunks: Vec<u64> = self
-                .plan
-                .chunks
-                .iter()
-                .zip(&shape)
-                .map(|(&c, &n)| c.min(n).max(1))
-                .collect();
+            let chunks = self.plan.level_chunks(level);
             let mut result = Ok(());
             for_each_chunk_region(&shape, &chunks, |start, extent| {
                 if result.is_err() {
@@ -228,7 +321,7 @@ impl RasterBlockWriter {
                     let read = subset_of(&from, &size);
                     let block: ndarray::ArrayD<T> =
                         source.retrieve_array_subset(&read).map_err(|e| err(&e))?;
-                    let smaller = downsample(&block, yx, nearest);
+                    let smaller = downsample(block.view(), yx, nearest);
                     let write = subset_of(start, extent);
                     target
                         .store_array_subset(&write, smaller)
@@ -369,6 +462,158 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Levels given are written pixel for pixel as given (none rebuilt from level 0),
+    /// in any shapes that shrink along y and x only; each level may come in blocks.
+    #[test]
+    fn given_levels_are_written_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::create(&dir.path().join("d.zarr"), DatasetOptions::default()).unwrap();
+        let level = |shape: &[usize], seed: u32| {
+            ArrayD::from_shape_fn(IxDyn(shape), |i| {
+                (i[0] as u32 * 7919 + i[1] as u32 * 31 + i[2] as u32 + seed * 1000) % 5000
+            })
+        };
+        let levels = [
+            level(&[2, 70, 45], 1),
+            level(&[2, 23, 15], 2),
+            level(&[2, 7, 5], 3),
+        ];
+        let options = RasterOptions {
+            chunk_shape: Some(vec![1, 16, 16]),
+            ..RasterOptions::default()
+        };
+        let views: Vec<_> = levels.iter().map(|l| l.view()).collect();
+        ds.add_raster_levels(ElementKind::Images, "given", &views, &options, false)
+            .unwrap();
+        for (k, want) in levels.iter().enumerate() {
+            assert_eq!(
+                &ds.read_raster::<u32>("given", k).unwrap(),
+                want,
+                "level {k}"
+            );
+        }
+        let Ok(crate::dataset::ElementInfo::Raster(info)) = ds.info("given") else {
+            panic!("a raster")
+        };
+        assert_eq!(info.levels, 3);
+
+        // Block by block: level 1 in two blocks along y.
+        let shapes: Vec<Vec<u64>> = vec![vec![2, 70, 45], vec![2, 23, 15], vec![2, 7, 5]];
+        let writer = ds
+            .stage_raster_levels(
+                ElementKind::Images,
+                "blocks",
+                &shapes,
+                DType::U32,
+                &options,
+                false,
+            )
+            .unwrap();
+        assert_eq!(writer.writable_levels(), 3);
+        assert_eq!(writer.level_chunk_shape(2), Some(vec![1, 7, 5]));
+        writer
+            .write_level_block(0, &[0, 0, 0], levels[0].view())
+            .unwrap();
+        writer
+            .write_level_block(2, &[0, 0, 0], levels[2].view())
+            .unwrap();
+        let top = levels[1].slice_axis(ndarray::Axis(1), ndarray::Slice::from(0..16));
+        writer.write_level_block(1, &[0, 0, 0], top).unwrap();
+        let unfinished = ds
+            .stage_raster_levels(
+                ElementKind::Images,
+                "never",
+                &shapes,
+                DType::U32,
+                &options,
+                false,
+            )
+            .unwrap();
+        unfinished
+            .write_level_block(0, &[0, 0, 0], levels[0].view())
+            .unwrap();
+        let missing = unfinished.finish().unwrap_err();
+        assert!(missing.to_string().contains("chunks"), "{missing}");
+        let bottom = levels[1].slice_axis(ndarray::Axis(1), ndarray::Slice::from(16..23));
+        writer.write_level_block(1, &[0, 16, 0], bottom).unwrap();
+        let past = writer
+            .write_level_block(3, &[0, 0, 0], levels[2].view())
+            .unwrap_err();
+        assert!(past.to_string().contains("level 3"), "{past}");
+        let staged = writer.finish().unwrap();
+        let mut txn = ds.write().unwrap();
+        txn.add_staged(staged, false).unwrap();
+        txn.commit().unwrap();
+        for (k, want) in levels.iter().enumerate() {
+            assert_eq!(
+                &ds.read_raster::<u32>("blocks", k).unwrap(),
+                want,
+                "level {k}"
+            );
+        }
+        assert!(ds.check(true).unwrap().problems.is_empty());
+    }
+
+    /// Levels that grow, change another axis, or disagree with the scale levels asked
+    /// for are refused before anything is staged.
+    #[test]
+    fn given_levels_that_do_not_fit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = Dataset::create(&dir.path().join("d.zarr"), DatasetOptions::default()).unwrap();
+        let options = RasterOptions::default();
+        let cases: [(Vec<Vec<u64>>, &RasterOptions, &str); 4] = [
+            (
+                vec![vec![8, 8], vec![4, 9]],
+                &options,
+                "level 1 has shape [4, 9]",
+            ),
+            (
+                vec![vec![8, 8], vec![4, 4], vec![5, 2]],
+                &options,
+                "level 2",
+            ),
+            (vec![vec![8, 8], vec![4]], &options, "level 1"),
+            (vec![], &options, "at least one level"),
+        ];
+        for (shapes, options, expected) in cases {
+            let e = ds
+                .stage_raster_levels(ElementKind::Labels, "l", &shapes, DType::U8, options, false)
+                .unwrap_err();
+            assert!(
+                e.to_string().contains(expected),
+                "{e} should say {expected}"
+            );
+        }
+        let asked = RasterOptions {
+            scale_levels: 2,
+            ..RasterOptions::default()
+        };
+        let e = ds
+            .stage_raster_levels(
+                ElementKind::Labels,
+                "l",
+                &[vec![8, 8], vec![4, 4]],
+                DType::U8,
+                &asked,
+                false,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("2 scale levels"), "{e}");
+        let e = ds
+            .stage_raster_levels(
+                ElementKind::Images,
+                "i",
+                &[vec![3, 8, 8], vec![2, 4, 4]],
+                DType::U8,
+                &options,
+                false,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("level 1"), "{e}");
+        assert!(ds.list().unwrap().labels.is_empty());
+        assert!(ds.list().unwrap().images.is_empty());
     }
 
     /// Blocks off the chunk grid, of another pixel type, or missing are refused.

@@ -9,6 +9,7 @@ pub mod blockwise;
 mod check;
 mod consolidated;
 pub mod layout;
+mod policies;
 mod staging;
 mod stamps;
 mod tables;
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 pub use blockwise::RasterBlockWriter;
 pub use check::CheckReport;
 pub use layout::ElementSet;
+pub use policies::UnknownPolicy;
 pub use staging::StagedElement;
 pub use txn::{CommitInfo, RecoveryReport, WriteTxn};
 

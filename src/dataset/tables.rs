@@ -10,7 +10,9 @@ use super::layout::element_path;
 use crate::element::ElementKind;
 use crate::error::{Error, Result};
 use crate::storage::Publisher;
-use crate::table::{self, AppendOutcome, RowBatch, TableInfo, TableSpec, TableState, XRows};
+use crate::table::{
+    self, AppendOutcome, RowBatch, TableInfo, TableSpec, TableState, XRows, XValues,
+};
 
 impl Dataset {
     /// Appends rows to table `name` in one commit, creating the table from `create`
@@ -69,5 +71,13 @@ impl Dataset {
         let _guard = self.read_guard()?;
         let (state, arrays, base) = self.table_state(name)?;
         table::read_x_rows(&arrays, &base, &state, range)
+    }
+
+    /// Reads X rows `range` of table `name` in the element type X is stored in
+    /// (`None` when it has no X).
+    pub fn read_x_values(&self, name: &str, range: Range<u64>) -> Result<Option<XValues>> {
+        let _guard = self.read_guard()?;
+        let (state, arrays, base) = self.table_state(name)?;
+        table::read_x_values(&arrays, &base, &state, range)
     }
 }

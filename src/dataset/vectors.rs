@@ -13,12 +13,14 @@ use crate::table::AppendOutcome;
 impl Dataset {
     /// Writes a points element to a private staging folder without the lock. `batch`
     /// holds `x`, `y` (and `z`) and any other columns; `feature_key` names a column
-    /// stored as a categorical.
+    /// stored as a categorical, `instance_key` the column saying which instance (cell)
+    /// each point belongs to (both recorded as spatialdata's `PointsModel` does).
     pub fn stage_points(
         &self,
         name: &str,
         batch: &RecordBatch,
         feature_key: Option<&str>,
+        instance_key: Option<&str>,
         transformations: &Transformations,
     ) -> Result<StagedElement> {
         self.ensure_writable()?;
@@ -30,6 +32,7 @@ impl Dataset {
             &publisher,
             batch,
             feature_key,
+            instance_key,
             transformations,
         )?;
         publisher.sync()?;
@@ -69,7 +72,8 @@ impl Dataset {
         overwrite: bool,
     ) -> Result<CommitInfo> {
         self.precheck_add(ElementKind::Points, name, overwrite)?;
-        let staged = self.stage_points(name, batch, feature_key, &Transformations::default())?;
+        let staged =
+            self.stage_points(name, batch, feature_key, None, &Transformations::default())?;
         let mut txn = self.write()?;
         txn.add_staged(staged, overwrite)?;
         txn.commit()

@@ -36,6 +36,9 @@ pub struct PointsInfo {
     pub column_types: Vec<DataType>,
     /// The feature key column, when recorded.
     pub feature_key: Option<String>,
+    /// The instance key column (which instance, e.g. which cell, each point belongs
+    /// to), when recorded.
+    pub instance_key: Option<String>,
     /// Number of parquet parts.
     pub parts: usize,
     /// Coordinate axes (`x`, `y`, and maybe `z`).
@@ -45,10 +48,12 @@ pub struct PointsInfo {
 }
 
 /// The columns of `batch` as they are stored: coordinates as float64, the feature key
-/// as a dictionary, the others checked. Returns the fields, arrays and the axes.
+/// as a dictionary, the others checked (the key columns must be among them and be no
+/// coordinates). Returns the fields, arrays and the axes.
 fn prepare(
     batch: &RecordBatch,
     feature_key: Option<&str>,
+    instance_key: Option<&str>,
 ) -> Result<(Vec<Field>, Vec<ArrayRef>, Vec<String>)> {
     let schema = batch.schema();
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -60,15 +65,16 @@ fn prepare(
             )));
         }
     }
-    if let Some(key) = feature_key {
+    for (what, key) in [("feature", feature_key), ("instance", instance_key)] {
+        let Some(key) = key else { continue };
         if ["x", "y", "z"].contains(&key) {
             return Err(invalid(format!(
-                "the feature key {key:?} cannot be a coordinate column"
+                "the {what} key {key:?} cannot be a coordinate column"
             )));
         }
         if !names.contains(&key) {
             return Err(invalid(format!(
-                "the feature key column {key:?} is not among the columns {names:?}"
+                "the {what} key column {key:?} is not among the columns {names:?}"
             )));
         }
     }
@@ -131,9 +137,13 @@ fn coordinate(name: &str, array: &dyn Array) -> Result<ArrayRef> {
 fn attributes(
     axes: &[String],
     feature_key: Option<&str>,
+    instance_key: Option<&str>,
     transformations: &Transformations,
 ) -> Value {
     let mut attrs = json!({});
+    if let Some(key) = instance_key {
+        attrs["instance_key"] = json!(key);
+    }
     if let Some(key) = feature_key {
         attrs["feature_key"] = json!(key);
     }
@@ -169,19 +179,22 @@ fn encode_part(
 /// Writes a whole points element into the folder `dir` (empty, private to the caller;
 /// it becomes `points/<name>`): `zarr.json` and `points.parquet/part.0.parquet`.
 /// `batch` needs numeric `x` and `y` columns (and optionally `z`), stored as float64;
-/// the `feature_key` column is stored as a categorical. Everything is checked before
+/// the `feature_key` column is stored as a categorical; the `instance_key` column (as
+/// spatialdata's `PointsModel` names it: which instance each point belongs to) is
+/// stored as given and recorded in the attributes. Everything is checked before
 /// anything is written.
 pub fn write_points_element(
     dir: &Path,
     publisher: &Publisher,
     batch: &RecordBatch,
     feature_key: Option<&str>,
+    instance_key: Option<&str>,
     transformations: &Transformations,
 ) -> Result<()> {
     if batch.num_rows() == 0 {
         return Err(invalid("the points table has no rows".into()));
     }
-    let (fields, arrays, axes) = prepare(batch, feature_key)?;
+    let (fields, arrays, axes) = prepare(batch, feature_key, instance_key)?;
     columnar::check_transformations(transformations, &axes)?;
     let n = batch.num_rows() as i64;
     let index: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n));
@@ -189,7 +202,7 @@ pub fn write_points_element(
     let parts = dir.join(PARTS_FOLDER);
     publisher.create_dir_all(&parts)?;
     publisher.write_deferred(&parts.join("part.0.parquet"), &bytes)?;
-    let doc = attributes(&axes, feature_key, transformations);
+    let doc = attributes(&axes, feature_key, instance_key, transformations);
     publisher.write_deferred(
         &dir.join("zarr.json"),
         &serde_json::to_vec_pretty(&doc).expect("json"),
@@ -221,7 +234,7 @@ pub fn write_points_part(
 /// [`write_points_part`] does, and encodes it as the bytes of one more part file.
 pub fn encode_points_part(batch: &RecordBatch, element_dir: &Path) -> Result<Vec<u8>> {
     let info = points_info(element_dir)?;
-    let (fields, arrays, axes) = prepare(batch, info.feature_key.as_deref())?;
+    let (fields, arrays, axes) = prepare(batch, info.feature_key.as_deref(), None)?;
     if axes != info.axes {
         return Err(invalid(format!(
             "the points element has axes {:?} but the new rows have {axes:?}",
@@ -363,6 +376,10 @@ pub fn points_info(element_dir: &Path) -> Result<PointsInfo> {
         column_types,
         feature_key: attrs
             .pointer("/spatialdata_attrs/feature_key")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        instance_key: attrs
+            .pointer("/spatialdata_attrs/instance_key")
             .and_then(Value::as_str)
             .map(str::to_owned),
         parts: parts.len(),

@@ -141,7 +141,11 @@ fn default_chunks(dims: &[String], shape: &[u64]) -> Vec<u64> {
 
 /// Halves `y` and `x` of `data` (axes `yx`): labels keep the top-left pixel of each
 /// 2x2 block, images take its mean.
-pub(crate) fn downsample<T: Pixel>(data: &ArrayD<T>, yx: [usize; 2], nearest: bool) -> ArrayD<T> {
+pub(crate) fn downsample<T: Pixel>(
+    data: ArrayViewD<'_, T>,
+    yx: [usize; 2],
+    nearest: bool,
+) -> ArrayD<T> {
     if nearest {
         return data
             .slice_each_axis(|ax| {
@@ -189,6 +193,8 @@ pub(crate) struct RasterPlan {
     pub channel_added: bool,
     /// The positions of `y` and `x`.
     pub yx: [usize; 2],
+    /// The shape of every pyramid level as stored, level 0 first.
+    pub levels: Vec<Vec<u64>>,
 }
 
 /// Checks everything about a raster element of `data_shape` pixels of `dtype` before
@@ -256,23 +262,93 @@ pub(crate) fn plan_raster(
             options.scale_levels, shape[yx[0]], shape[yx[1]]
         )));
     }
+    let levels = (0..=options.scale_levels)
+        .map(|level| {
+            let mut level_shape = shape.clone();
+            for a in yx {
+                level_shape[a] >>= level;
+            }
+            level_shape
+        })
+        .collect();
     Ok(RasterPlan {
         dims,
         shape,
         chunks,
         channel_added,
         yx,
+        levels,
     })
 }
 
-impl RasterPlan {
-    /// The shape of pyramid level `level`: `y` and `x` halved `level` times.
-    pub(crate) fn level_shape(&self, level: usize) -> Vec<u64> {
-        let mut shape = self.shape.clone();
-        for a in self.yx {
-            shape[a] >>= level;
+/// Plans a raster element whose pyramid levels are given rather than built: level
+/// `k` has the shape `level_shapes[k]` (over the axes of the data as given). Every
+/// level has level 0's dimensions, the same size along every axis but `y` and `x`,
+/// and along `y` and `x` at most the size of the level before it. `options.scale_levels`
+/// must be 0 or the number of levels after level 0.
+pub(crate) fn plan_raster_levels(
+    kind: ElementKind,
+    dtype: DType,
+    level_shapes: &[Vec<u64>],
+    options: &RasterOptions,
+) -> Result<RasterPlan> {
+    let Some(first) = level_shapes.first() else {
+        return Err(input_error("a raster needs at least one level".into()));
+    };
+    let extra = level_shapes.len() - 1;
+    if options.scale_levels != 0 && options.scale_levels != extra {
+        return Err(input_error(format!(
+            "{} levels were given but {} scale levels were asked for",
+            level_shapes.len(),
+            options.scale_levels
+        )));
+    }
+    let base = RasterOptions {
+        scale_levels: 0,
+        ..options.clone()
+    };
+    let mut plan = plan_raster(kind, dtype, first, &base)?;
+    let mut levels = vec![plan.shape.clone()];
+    for (k, given) in level_shapes.iter().enumerate().skip(1) {
+        let mut level_shape = given.clone();
+        if plan.channel_added {
+            level_shape.insert(0, 1);
         }
-        shape
+        let previous = &levels[k - 1];
+        let fits = level_shape.len() == plan.shape.len()
+            && (0..level_shape.len()).all(|a| {
+                if plan.yx.contains(&a) {
+                    level_shape[a] > 0 && level_shape[a] <= previous[a]
+                } else {
+                    level_shape[a] == plan.shape[a]
+                }
+            });
+        if !fits {
+            return Err(input_error(format!(
+                "level {k} has shape {given:?}, which does not fit level 0 of shape {first:?}: \
+                 a level keeps every axis but y and x, and along y and x is at most the level before it ({:?})",
+                &previous[usize::from(plan.channel_added)..]
+            )));
+        }
+        levels.push(level_shape);
+    }
+    plan.levels = levels;
+    Ok(plan)
+}
+
+impl RasterPlan {
+    /// The shape of pyramid level `level` as stored.
+    pub(crate) fn level_shape(&self, level: usize) -> Vec<u64> {
+        self.levels[level].clone()
+    }
+
+    /// The chunk shape of pyramid level `level`: level 0's, clipped to the level.
+    pub(crate) fn level_chunks(&self, level: usize) -> Vec<u64> {
+        self.chunks
+            .iter()
+            .zip(&self.levels[level])
+            .map(|(&c, &n)| c.min(n).max(1))
+            .collect()
     }
 
     /// Creates the (empty) array of pyramid level `level` in `store`, metadata written.
@@ -284,12 +360,7 @@ impl RasterPlan {
         zstd_level: i32,
     ) -> Result<Array<AtomicStore>> {
         let level_shape = self.level_shape(level);
-        let level_chunks: Vec<u64> = self
-            .chunks
-            .iter()
-            .zip(&level_shape)
-            .map(|(&c, &n)| c.min(n).max(1))
-            .collect();
+        let level_chunks = self.level_chunks(level);
         let path = format!("/s{level}");
         let err = zarr_error(&path);
         let array = ArrayBuilder::new(
@@ -307,17 +378,17 @@ impl RasterPlan {
     }
 
     /// Writes the element's group document (`zarr.json`, deferred through
-    /// `publisher`) naming `levels` pyramid levels.
+    /// `publisher`) naming every pyramid level of the plan.
     pub(crate) fn write_group(
         &self,
         dir: &Path,
         publisher: &Publisher,
         kind: ElementKind,
         name: &ElementName,
-        levels: usize,
         options: &RasterOptions,
     ) -> Result<()> {
         let dims = &self.dims;
+        let levels = self.levels.len();
         let datasets: Vec<Value> = (0..levels)
             .map(|level| {
                 let level_shape = self.level_shape(level);
@@ -384,29 +455,27 @@ pub fn write_raster<T: Pixel>(
 ) -> Result<()> {
     let data_shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
     let plan = plan_raster(kind, T::DTYPE, &data_shape, options)?;
-    let mut level_data = data.to_owned();
-    if plan.channel_added {
-        level_data.insert_axis_inplace(ndarray::Axis(0));
-    }
+    let full = if plan.channel_added {
+        data.insert_axis(ndarray::Axis(0))
+    } else {
+        data
+    };
+    // Level 0 is written from the caller's pixels (no copy when they are in C
+    // order); each level after it is made from the one before.
+    let mut smaller: Option<ArrayD<T>> = None;
     let store = Arc::new(AtomicStore::new(dir, publisher.clone())?);
     for level in 0..=options.scale_levels {
         if level > 0 {
-            level_data = downsample(&level_data, plan.yx, kind == ElementKind::Labels);
+            let previous = smaller.as_ref().map_or_else(|| full.view(), |a| a.view());
+            smaller = Some(downsample(previous, plan.yx, kind == ElementKind::Labels));
         }
+        let level_data = smaller.as_ref().map_or_else(|| full.view(), |a| a.view());
         let array = plan.create_level(&store, level, T::DTYPE, options.zstd_level)?;
-        let standard = level_data.as_standard_layout().into_owned();
         array
-            .store_array_subset(&array.subset_all(), standard)
+            .store_array_subset(&array.subset_all(), &level_data)
             .map_err(|e| zarr_error(&format!("/s{level}"))(&e))?;
     }
-    plan.write_group(
-        dir,
-        publisher,
-        kind,
-        name,
-        options.scale_levels + 1,
-        options,
-    )?;
+    plan.write_group(dir, publisher, kind, name, options)?;
     // Every chunk and document in place together (their folders are fsynced by the
     // caller's sync).
     publisher.flush()
@@ -629,10 +698,10 @@ mod tests {
     #[test]
     fn labels_downsample_by_nearest_and_images_by_mean() {
         let data = ArrayD::from_shape_vec(IxDyn(&[2, 4]), vec![1u8, 3, 5, 7, 3, 5, 7, 9]).unwrap();
-        let near = downsample(&data, [0, 1], true);
+        let near = downsample(data.view(), [0, 1], true);
         assert_eq!(near.shape(), &[1, 2]);
         assert_eq!(near.iter().copied().collect::<Vec<_>>(), vec![1, 5]);
-        let mean = downsample(&data, [0, 1], false);
+        let mean = downsample(data.view(), [0, 1], false);
         assert_eq!(mean.iter().copied().collect::<Vec<_>>(), vec![3, 7]);
     }
 

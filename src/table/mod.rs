@@ -282,7 +282,7 @@ pub(crate) fn append_in_place(
 }
 
 pub use check::check_table;
-pub use read::{read_rows, read_x_rows};
+pub use read::{XValues, read_rows, read_x_rows, read_x_values};
 
 #[cfg(test)]
 mod tests {

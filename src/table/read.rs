@@ -103,24 +103,48 @@ pub fn read_rows(
     })
 }
 
-/// Reads X rows `range` of the table `state`; `None` when it has no X.
-pub fn read_x_rows(
+/// X rows as stored, each value of the element type the table stores (what
+/// [`read_x_values`] returns).
+#[derive(Debug, Clone)]
+pub enum XValues {
+    /// Row-major values, `rows x n_vars`, as one Arrow array of the stored type.
+    Dense(ArrayRef),
+    /// CSR rows: `indptr` has `rows + 1` entries starting at 0.
+    Csr {
+        /// Row offsets into `indices` and `data`.
+        indptr: Vec<i64>,
+        /// Column of each stored value.
+        indices: Vec<i64>,
+        /// The stored values, as one Arrow array of the stored type.
+        data: ArrayRef,
+    },
+}
+
+/// X rows of either layout, with the values read by the caller's reader.
+enum XParts<V> {
+    Dense(V),
+    Csr {
+        indptr: Vec<i64>,
+        indices: Vec<i64>,
+        data: V,
+    },
+}
+
+/// Reads X rows `range` of the table `state`, its values through `values` (given
+/// the array's path, stored type and element range); `None` when it has no X. CSR
+/// `indptr` is rebased to 0.
+fn read_x_parts<V>(
     arrays: &Arrays,
     base: &str,
     state: &TableState,
     range: Range<u64>,
-) -> Result<Option<XRows>> {
+    values: impl Fn(&str, Prim, Range<u64>) -> Result<V>,
+) -> Result<Option<XParts<V>>> {
     check_range(state, &range)?;
-    let as_f64 = |path: &str, prim: Prim, r: Range<u64>| -> Result<Vec<f64>> {
-        with_prim!(prim, T => {
-            let values: Vec<T> = arrays.read(path, r)?;
-            Ok(values.into_iter().map(to_f64).collect())
-        })
-    };
     Ok(match &state.x {
         XState::None => None,
         XState::Dense { dtype, .. } => {
-            Some(XRows::Dense(as_f64(&format!("{base}/X"), *dtype, range)?))
+            Some(XParts::Dense(values(&format!("{base}/X"), *dtype, range)?))
         }
         XState::Csr {
             data,
@@ -128,27 +152,74 @@ pub fn read_x_rows(
             indptr,
             ..
         } => {
-            let ptr: Vec<i64> = as_f64(
+            let ptr = codes_as_i64(
+                arrays,
                 &format!("{base}/X/indptr"),
                 *indptr,
                 range.start..range.end + 1,
-            )?
-            .into_iter()
-            .map(|v| v as i64)
-            .collect();
+            )?;
             let (lo, hi) = (ptr[0] as u64, *ptr.last().expect("non-empty") as u64);
-            let idx: Vec<i64> = as_f64(&format!("{base}/X/indices"), *indices, lo..hi)?
-                .into_iter()
-                .map(|v| v as i64)
-                .collect();
-            let values = as_f64(&format!("{base}/X/data"), *data, lo..hi)?;
-            Some(XRows::Csr {
+            Some(XParts::Csr {
                 indptr: ptr.iter().map(|p| p - ptr[0]).collect(),
-                indices: idx,
-                data: values,
+                indices: codes_as_i64(arrays, &format!("{base}/X/indices"), *indices, lo..hi)?,
+                data: values(&format!("{base}/X/data"), *data, lo..hi)?,
             })
         }
     })
+}
+
+/// Reads X rows `range` of the table `state` as `f64`; `None` when it has no X.
+pub fn read_x_rows(
+    arrays: &Arrays,
+    base: &str,
+    state: &TableState,
+    range: Range<u64>,
+) -> Result<Option<XRows>> {
+    let as_f64 = |path: &str, prim: Prim, r: Range<u64>| -> Result<Vec<f64>> {
+        with_prim!(prim, T => {
+            let values: Vec<T> = arrays.read(path, r)?;
+            Ok(values.into_iter().map(to_f64).collect())
+        })
+    };
+    Ok(
+        read_x_parts(arrays, base, state, range, as_f64)?.map(|x| match x {
+            XParts::Dense(values) => XRows::Dense(values),
+            XParts::Csr {
+                indptr,
+                indices,
+                data,
+            } => XRows::Csr {
+                indptr,
+                indices,
+                data,
+            },
+        }),
+    )
+}
+
+/// Reads X rows `range` of the table `state` in the element type it is stored in;
+/// `None` when it has no X.
+pub fn read_x_values(
+    arrays: &Arrays,
+    base: &str,
+    state: &TableState,
+    range: Range<u64>,
+) -> Result<Option<XValues>> {
+    let typed = |path: &str, prim: Prim, r: Range<u64>| numbers(arrays, path, prim, r, None);
+    Ok(
+        read_x_parts(arrays, base, state, range, typed)?.map(|x| match x {
+            XParts::Dense(values) => XValues::Dense(values),
+            XParts::Csr {
+                indptr,
+                indices,
+                data,
+            } => XValues::Csr {
+                indptr,
+                indices,
+                data,
+            },
+        }),
+    )
 }
 
 /// A stored element as `f64` (booleans as 0 or 1).

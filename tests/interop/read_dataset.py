@@ -89,6 +89,7 @@ def points(name, elem):
     df = elem.compute()
     return {"name": name, "n": len(df), "columns": [str(c) for c in df.columns],
             "sum_x": float(df["x"].sum()), "sum_y": float(df["y"].sum()),
+            "spatialdata_attrs": {str(k): jsonable(v) for k, v in elem.attrs.get("spatialdata_attrs", {}).items()},
             "transformations": transformations(elem)}
 
 
