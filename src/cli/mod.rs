@@ -201,6 +201,9 @@ enum Command {
     Check(inspect_cmds::CheckArgs),
     /// Finish an interrupted commit and remove what dead writers left behind.
     Recover(store_cmds::RecoverArgs),
+    /// Upgrade a dataset of store format version 1 (names listed in the manifest) to
+    /// version 2 (the bucketed element index), in one commit. Any write upgrades too.
+    Upgrade(store_cmds::RecoverArgs),
     /// Append the rows of a CSV file (and X rows from a .npy file) to a table,
     /// creating the table on the first append.
     AppendRows(table_cmds::AppendRowsArgs),
@@ -266,6 +269,7 @@ pub fn run() -> ExitCode {
         Command::Info(args) => inspect_cmds::info(args),
         Command::Check(args) => inspect_cmds::check(args),
         Command::Recover(args) => store_cmds::recover(args),
+        Command::Upgrade(args) => store_cmds::upgrade(args),
         Command::AppendRows(args) => table_cmds::append_rows(args),
         Command::AddPoints(args) => vector_cmds::add_points(args),
         Command::AppendPoints(args) => vector_cmds::append_points(args),
