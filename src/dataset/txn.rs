@@ -891,15 +891,6 @@ fn commit_ops(
         ElementSet::load_current(layout, recorded)?
     };
     let indexed = recorded.is_some_and(Manifest::is_indexed);
-    if !indexed {
-        // This commit writes the first index (Algorithm U): whatever an interrupted
-        // earlier attempt left in its folder is not part of the committed state.
-        let leftover = super::super::commit::index::index_dir(&layout.hidden);
-        if crate::storage::trace::lstat(&leftover).is_ok() {
-            crate::util::no_links_below(root, &leftover)?;
-            remove_tree(&leftover)?;
-        }
-    }
     let root_path = root.join("zarr.json");
     let mut root_doc = read_json(&root_path)?;
     let had_consolidated = consolidated::present(&root_doc);
@@ -1262,6 +1253,16 @@ fn commit_ops(
     // Checked before the commit is decided, so that a link planted in the dataset
     // fails the commit cleanly instead of leaving a journal nobody can apply.
     journal.check_paths(root)?;
+    if !indexed {
+        // This commit writes the first index (Algorithm U): whatever an interrupted
+        // earlier attempt left in its folder is not part of the committed state.
+        // Removed only now that every check has passed.
+        let leftover = crate::commit::index::index_dir(&layout.hidden);
+        if crate::storage::trace::lstat(&leftover).is_ok() {
+            crate::util::no_links_below(root, &leftover)?;
+            remove_tree(&leftover)?;
+        }
+    }
     // The appended rows are stored only now that every check has passed: a refused
     // commit changes no committed file. They lie beyond the committed shapes, where
     // readers do not look, until the journal's documents grow the arrays.
