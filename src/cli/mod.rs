@@ -349,9 +349,11 @@ fn usage_line(rendered: &str) -> String {
 /// Writes lines to stdout; a reader that went away before the end
 /// (`spatialzarr ls DS | head -1`) is not an error.
 pub fn print_lines(
-    write: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>,
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'_>>) -> std::io::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Block-buffered: `ls` of 10^5 elements makes one write call per 64 KiB, not one
+    // per line.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     match write(&mut out).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),

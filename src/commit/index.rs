@@ -87,13 +87,14 @@ pub fn bucket_text<'a>(entries: impl IntoIterator<Item = (&'a str, ElementKind)>
 }
 
 /// Parses a bucket file's bytes; `path` names it in errors, `id` is its bucket.
-fn parse_bucket(bytes: &[u8], path: &Path, id: BucketId) -> Result<BTreeMap<String, ElementKind>> {
+fn parse_bucket(bytes: &[u8], path: &Path, id: BucketId) -> Result<Vec<(String, ElementKind)>> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         reason: format!("{reason}; `spatialzarr check` tells what else is wrong"),
     };
     let text = std::str::from_utf8(bytes).map_err(|_| corrupt("not UTF-8".into()))?;
-    let mut entries = BTreeMap::new();
+    let mut entries: Vec<(String, ElementKind)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (number, line) in text.lines().enumerate() {
         let (kind, name) = line
             .split_once('\t')
@@ -108,20 +109,21 @@ fn parse_bucket(bytes: &[u8], path: &Path, id: BucketId) -> Result<BTreeMap<Stri
                 number + 1
             )));
         }
-        if entries.insert(name.to_owned(), kind).is_some() {
+        if !seen.insert(name) {
             return Err(corrupt(format!("line {}: {name:?} twice", number + 1)));
         }
+        entries.push((name.to_owned(), kind));
     }
     Ok(entries)
 }
 
-/// Reads bucket `id` (empty when its file is absent).
-pub fn read_bucket(hidden: &Path, id: BucketId) -> Result<BTreeMap<String, ElementKind>> {
+/// Reads bucket `id`: its (name, kind) entries, empty when its file is absent.
+pub fn read_bucket(hidden: &Path, id: BucketId) -> Result<Vec<(String, ElementKind)>> {
     let path = index_dir(hidden).join(bucket_file(id));
     match crate::util::read_limited(&path, MAX_BUCKET_BYTES) {
         Ok(bytes) => parse_bucket(&bytes, &path, id),
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(BTreeMap::new())
+            Ok(Vec::new())
         }
         Err(e) => Err(e),
     }
@@ -130,6 +132,17 @@ pub fn read_bucket(hidden: &Path, id: BucketId) -> Result<BTreeMap<String, Eleme
 /// Reads every bucket: the whole committed index (one listing, one read per bucket
 /// file). Files of the folder that are not buckets (temporaries) are skipped.
 pub fn read_all(hidden: &Path) -> Result<BTreeMap<String, ElementKind>> {
+    Ok(read_all_except(hidden, &std::collections::BTreeSet::new())?
+        .into_iter()
+        .collect())
+}
+
+/// [`read_all`] as a list in no particular order, leaving out the buckets in `skip`
+/// (read before).
+pub fn read_all_except(
+    hidden: &Path,
+    skip: &std::collections::BTreeSet<BucketId>,
+) -> Result<Vec<(String, ElementKind)>> {
     let dir = index_dir(hidden);
     let entries = match crate::storage::trace::read_dir(&dir) {
         Ok(entries) => entries,
@@ -141,12 +154,15 @@ pub fn read_all(hidden: &Path) -> Result<BTreeMap<String, ElementKind>> {
         }
         Err(e) => return Err(crate::error::io_err("list", &dir)(e)),
     };
-    let mut all = BTreeMap::new();
+    let mut all = Vec::new();
     for entry in entries {
         let entry = entry.map_err(crate::error::io_err("list", &dir))?;
         let Some(id) = entry.file_name().to_str().and_then(parse_bucket_file) else {
             continue;
         };
+        if skip.contains(&id) {
+            continue;
+        }
         all.extend(read_bucket(hidden, id)?);
     }
     Ok(all)
@@ -176,7 +192,7 @@ mod tests {
         let text = bucket_text([(name, ElementKind::Tables)]);
         assert_eq!(text, "tables\tcells\n");
         let back = parse_bucket(text.as_bytes(), Path::new("b"), id).unwrap();
-        assert_eq!(back[name], ElementKind::Tables);
+        assert_eq!(back, [(name.to_owned(), ElementKind::Tables)]);
         assert_eq!(parse_bucket_file(&bucket_file(id)), Some(id));
         assert_eq!(parse_bucket_file("xyz"), None);
     }

@@ -29,8 +29,9 @@ type Change = (Option<ElementKind>, Option<ElementKind>);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct State {
     by_name: BTreeMap<String, ElementKind>,
-    /// Lower-case name to name (the case-insensitive uniqueness rule).
-    by_lower: BTreeMap<String, String>,
+    /// Lower-case name to name (the case-insensitive uniqueness rule), built when
+    /// first needed.
+    by_lower: Option<BTreeMap<String, String>>,
     /// `Some((hidden folder, buckets read))`: the set is partial.
     partial: Option<(PathBuf, BTreeSet<BucketId>)>,
     /// Names whose kind differs from what the committed record says.
@@ -42,9 +43,24 @@ struct State {
 
 impl State {
     fn put(&mut self, name: &str, kind: ElementKind) {
-        self.by_lower
-            .insert(name.to_ascii_lowercase(), name.to_owned());
+        if let Some(by_lower) = &mut self.by_lower {
+            by_lower.insert(name.to_ascii_lowercase(), name.to_owned());
+        }
         self.by_name.insert(name.to_owned(), kind);
+    }
+
+    /// The existing name equal to `name` ignoring ASCII case (its bucket covered).
+    fn same_but_case(&mut self, name: &str) -> Option<(String, ElementKind)> {
+        let by_name = &self.by_name;
+        let by_lower = self.by_lower.get_or_insert_with(|| {
+            by_name
+                .keys()
+                .map(|n| (n.to_ascii_lowercase(), n.clone()))
+                .collect()
+        });
+        by_lower
+            .get(&name.to_ascii_lowercase())
+            .map(|n| (n.clone(), by_name[n]))
     }
 
     /// Records that `name` is now `now`, noting the change against the record.
@@ -55,7 +71,9 @@ impl State {
             Some(kind) => self.put(name, kind),
             None => {
                 self.by_name.remove(name);
-                self.by_lower.remove(&name.to_ascii_lowercase());
+                if let Some(by_lower) = &mut self.by_lower {
+                    by_lower.remove(&name.to_ascii_lowercase());
+                }
             }
         }
         if recorded == now {
@@ -87,8 +105,8 @@ impl State {
         let Some((hidden, read)) = self.partial.take() else {
             return Ok(());
         };
-        for (name, kind) in index::read_all(&hidden)? {
-            if !read.contains(&index::bucket_of(&name)) && ElementName::new(&name).is_ok() {
+        for (name, kind) in index::read_all_except(&hidden, &read)? {
+            if ElementName::new(&name).is_ok() {
                 self.put(&name, kind);
             }
         }
@@ -192,10 +210,7 @@ impl ElementSet {
     pub fn case_insensitive_match(&self, name: &str) -> Result<Option<(String, ElementKind)>> {
         let mut state = self.state.borrow_mut();
         state.cover(name)?;
-        Ok(state
-            .by_lower
-            .get(&name.to_ascii_lowercase())
-            .map(|n| (n.clone(), state.by_name[n])))
+        Ok(state.same_but_case(name))
     }
 
     /// Checks that `name` may be added as `kind`. `Ok(true)` when it replaces an
@@ -253,6 +268,14 @@ impl ElementSet {
         let mut state = self.state.borrow_mut();
         state.complete()?;
         Ok(state.by_name.iter().map(|(n, k)| (n.clone(), *k)).collect())
+    }
+
+    /// Every (name, kind), sorted by name, consuming the set (reads the whole index
+    /// of a partial set).
+    pub fn into_all(self) -> Result<Vec<(String, ElementKind)>> {
+        let mut state = self.state.into_inner();
+        state.complete()?;
+        Ok(state.by_name.into_iter().collect())
     }
 
     /// Whether the set differs from what the last commit recorded.

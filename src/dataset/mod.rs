@@ -413,7 +413,7 @@ impl Dataset {
     pub fn list(&self) -> Result<ElementList> {
         let _guard = self.read_guard()?;
         let mut list = ElementList::default();
-        for (name, kind) in self.elements_locked()?.all()? {
+        for (name, kind) in self.elements_locked()?.into_all()? {
             match kind {
                 ElementKind::Images => list.images.push(name),
                 ElementKind::Labels => list.labels.push(name),
