@@ -273,9 +273,18 @@ impl ElementSet {
     /// Every (name, kind), sorted by name, consuming the set (reads the whole index
     /// of a partial set).
     pub fn into_all(self) -> Result<Vec<(String, ElementKind)>> {
-        let mut state = self.state.into_inner();
-        state.complete()?;
-        Ok(state.by_name.into_iter().collect())
+        let state = self.state.into_inner();
+        let mut all: Vec<(String, ElementKind)> = state.by_name.into_iter().collect();
+        if let Some((hidden, read)) = state.partial {
+            // Sorted once at the end: cheaper than a map insert per name.
+            let rest = index::read_all_except(&hidden, &read)?;
+            all.extend(
+                rest.into_iter()
+                    .filter(|(n, _)| ElementName::new(n).is_ok()),
+            );
+            all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(all)
     }
 
     /// Whether the set differs from what the last commit recorded.
