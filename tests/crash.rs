@@ -74,6 +74,8 @@ impl FsObserver for Faulty {
 #[derive(Debug, Clone, PartialEq)]
 struct Snapshot {
     generation: u64,
+    /// The store format version (1: names in the manifest; 2: in the index).
+    version: u64,
     elements: String,
     tables: BTreeMap<String, u64>,
     points: BTreeMap<String, u64>,
@@ -99,6 +101,7 @@ fn snapshot(path: &Path) -> Snapshot {
         .collect();
     Snapshot {
         generation: ds.generation().expect("generation"),
+        version: common::store_version(path),
         elements: format!("{list:?}"),
         tables,
         points,
@@ -240,8 +243,19 @@ fn record_workload(
     recorder: Recorder,
     workload: Vec<(&'static str, Commit)>,
 ) -> Recording {
+    record_workload_from(dir, recorder, workload, &|_| {})
+}
+
+/// [`record_workload`] on a new dataset that `setup` prepares first (unrecorded).
+fn record_workload_from(
+    dir: &Path,
+    recorder: Recorder,
+    workload: Vec<(&'static str, Commit)>,
+    setup: &dyn Fn(&Dataset),
+) -> Recording {
     let root = dir.join("live.zarr");
     let ds = Dataset::create(&root, DatasetOptions::default()).unwrap();
+    setup(&ds);
     let base = dir.join("base.zarr");
     copy_tree(&root, &base);
     let mut snaps = vec![snapshot(&root)];
@@ -410,6 +424,54 @@ fn every_crash_prefix_recovers_without_atomic_swaps() {
     every_crash_prefix(&rec, dir.path());
 }
 
+/// Algorithm U (spec/format.md §4): a dataset of store format 1 upgraded by
+/// `Dataset::upgrade` and then by an ordinary first write: a crash at every step
+/// leaves version 1 with its elements, or version 2 with the same elements.
+#[test]
+fn every_crash_prefix_of_an_upgrade_leaves_version_1_or_2() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let labels = |v: u16| ArrayD::from_elem(IxDyn(&[4, 4]), v);
+    let version_1 = move |ds: &Dataset| {
+        for name in ["a", "b", "c"] {
+            ds.add_labels(name, labels(1).view(), &RasterOptions::default())
+                .unwrap();
+        }
+        ds.append_rows("cells", &rows("a", 3), Some(&TableSpec::default()), None)
+            .unwrap();
+        common::to_version_1(ds.root());
+        // A leftover of an upgrade attempt never decided: not committed state.
+        let stale = ds.root().join(".spatialzarr/index");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("000"), "labels\tgone\n").unwrap();
+    };
+    let upgrade: Vec<(&'static str, Commit)> = vec![
+        ("upgrade", Box::new(|ds: &Dataset| ds.upgrade().map(drop))),
+        (
+            "remove after the upgrade",
+            Box::new(|ds: &Dataset| ds.remove("b").map(drop)),
+        ),
+    ];
+    let rec = record_workload_from(dir.path(), Recorder::default(), upgrade, &version_1);
+    assert_eq!(rec.snaps[0].version, 1);
+    assert_eq!(rec.snaps[1].version, 2);
+    assert_eq!(rec.snaps[0].elements, rec.snaps[1].elements);
+    every_crash_prefix(&rec, dir.path());
+
+    // The same through a first ordinary write, which upgrades in its own commit.
+    let dir = common::tempdir();
+    let write: Vec<(&'static str, Commit)> = vec![(
+        "first write",
+        Box::new(move |ds: &Dataset| {
+            ds.add_labels("d", labels(2).view(), &RasterOptions::default())
+                .map(drop)
+        }),
+    )];
+    let rec = record_workload_from(dir.path(), Recorder::default(), write, &version_1);
+    assert_eq!((rec.snaps[0].version, rec.snaps[1].version), (1, 2));
+    every_crash_prefix(&rec, dir.path());
+}
+
 fn every_crash_prefix(rec: &Recording, dir: &Path) {
     // The default run drops each unsynced operation alone at every tenth prefix.
     let sample: usize = if full() { 1 } else { 10 };
@@ -496,8 +558,9 @@ fn recover_then_lose_power(rec: &Recording, dir: &Path, sample: usize) {
         set_observer(None);
         recovered.unwrap_or_else(|e| panic!("prefix {end}: recovery failed: {e}"));
         // Temporary files of the crashed process are gone, except those it wrote
-        // before its commit was decided into a table's arrays and beside the
-        // idempotency records (invisible; removed by `spatialzarr recover`).
+        // before its commit was decided into a table's arrays, beside the
+        // idempotency records and among the index buckets (invisible; removed by
+        // `spatialzarr recover`).
         let left: Vec<_> = common::tree_files(&crashed)
             .into_keys()
             .filter(|p| {
@@ -505,6 +568,7 @@ fn recover_then_lose_power(rec: &Recording, dir: &Path, sample: usize) {
                     .is_some_and(|n| n.to_string_lossy().starts_with(".sz-tmp-"))
                     && !p.starts_with("tables")
                     && !p.starts_with(".spatialzarr/appends")
+                    && !p.starts_with(".spatialzarr/index")
             })
             .collect();
         assert!(

@@ -2,7 +2,8 @@
 //! elements: one `add_labels` and one `append_rows` are counted through the storage
 //! observer in a dataset of 10 elements and in one of 10^4 (built in batched
 //! transactions), and the counts may differ by a small constant only. The size of
-//! the large dataset can be changed with `SPATIALZARR_OP_BUDGET_ELEMENTS`.
+//! the large dataset can be changed with `SPATIALZARR_OP_BUDGET_ELEMENTS`. The element
+//! index is read and written in one bucket only, and never listed.
 
 mod common;
 
@@ -67,6 +68,8 @@ struct Counts {
     fsyncs: usize,
     rounds: usize,
     paths: Vec<PathBuf>,
+    /// The operations on the element index (`.spatialzarr/index`), by kind.
+    index_ops: Vec<(String, PathBuf)>,
 }
 
 fn count(root: &Path, call: impl FnOnce()) -> Counts {
@@ -94,7 +97,13 @@ fn count(root: &Path, call: impl FnOnce()) -> Counts {
             _ => {}
         }
     }
+    let index_ops = ops
+        .iter()
+        .filter(|(_, p)| p.starts_with(".spatialzarr/index"))
+        .cloned()
+        .collect();
     Counts {
+        index_ops,
         total: ops.len(),
         by_kind,
         fsyncs,
@@ -237,6 +246,18 @@ fn a_commit_costs_what_it_changes() {
         assert!(
             large.rounds <= small.rounds,
             "{what}: more fsync rounds at scale"
+        );
+        // The index is neither listed nor read beyond the bucket of the one name.
+        let buckets: std::collections::BTreeSet<_> = large
+            .index_ops
+            .iter()
+            .filter_map(|(_, p)| p.file_name())
+            .filter(|f| f.len() == 3)
+            .collect();
+        assert!(
+            buckets.len() <= 1 && !large.index_ops.iter().any(|(k, _)| k == "readdir"),
+            "{what}: index operations {:?}",
+            large.index_ops
         );
         let foreign = untouched(large, touched);
         assert!(

@@ -49,13 +49,15 @@ fn labels() -> ArrayD<u32> {
     ArrayD::from_elem(IxDyn(&[8, 8]), 3)
 }
 
+/// The labels the committed index records (`.spatialzarr/index`).
 fn manifest_labels(ds: &Dataset) -> Vec<String> {
-    let manifest = ds.manifest().unwrap().unwrap();
-    manifest
-        .elements
-        .get(&spatialzarr::ElementKind::Labels)
-        .cloned()
-        .unwrap_or_default()
+    let hidden = ds.root().join(".spatialzarr");
+    spatialzarr::commit::index::read_all(&hidden)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, kind)| *kind == spatialzarr::ElementKind::Labels)
+        .map(|(name, _)| name)
+        .collect()
 }
 
 #[test]

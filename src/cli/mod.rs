@@ -179,6 +179,9 @@ enum Command {
     Check(inspect_cmds::CheckArgs),
     /// Finish an interrupted commit and remove what dead writers left behind.
     Recover(store_cmds::RecoverArgs),
+    /// Upgrade a dataset of store format version 1 (names listed in the manifest) to
+    /// version 2 (the bucketed element index), in one commit. Any write upgrades too.
+    Upgrade(store_cmds::RecoverArgs),
     /// Append the rows of a CSV file (and X rows from a .npy file) to a table,
     /// creating the table on the first append.
     AppendRows(table_cmds::AppendRowsArgs),
@@ -244,6 +247,7 @@ pub fn run() -> ExitCode {
         Command::Info(args) => inspect_cmds::info(args),
         Command::Check(args) => inspect_cmds::check(args),
         Command::Recover(args) => store_cmds::recover(args),
+        Command::Upgrade(args) => store_cmds::upgrade(args),
         Command::AppendRows(args) => table_cmds::append_rows(args),
         Command::AddPoints(args) => vector_cmds::add_points(args),
         Command::AppendPoints(args) => vector_cmds::append_points(args),
@@ -323,9 +327,11 @@ fn usage_line(rendered: &str) -> String {
 /// Writes lines to stdout; a reader that went away before the end
 /// (`spatialzarr ls DS | head -1`) is not an error.
 pub fn print_lines(
-    write: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>,
+    write: impl FnOnce(&mut std::io::BufWriter<std::io::StdoutLock<'_>>) -> std::io::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    // Block-buffered: `ls` of 10^5 elements makes one write call per 64 KiB, not one
+    // per line.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     match write(&mut out).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),

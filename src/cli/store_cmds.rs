@@ -226,7 +226,7 @@ pub fn rm(args: RmArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Arguments of `recover`.
+/// Arguments of `recover` and `upgrade`.
 #[derive(Debug, clap::Args)]
 pub struct RecoverArgs {
     /// The dataset.
@@ -243,11 +243,7 @@ pub struct RecoverArgs {
 /// `recover`: under the write lock, finishes an interrupted commit and removes what
 /// dead writers left behind (staging folders, trash, temporary files).
 pub fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
-    let options = spatialzarr::DatasetOptions {
-        durability: args.durability.level(),
-        ..args.options.dataset_options()
-    };
-    let dataset = Dataset::open(&args.dataset, options)?;
+    let dataset = open_for_maintenance(&args)?;
     let bar = super::progress_bar("{spinner} {pos} folders swept, {elapsed}");
     let report = dataset.recover_with_progress(&mut |swept| bar.set_position(swept))?;
     bar.finish_and_clear();
@@ -264,4 +260,38 @@ pub fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
     );
     print_change(args.json, &line, dataset.generation()?, &report)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `upgrade`: writes the element index of a dataset of store format version 1, in
+/// one commit (any write does it too).
+pub fn upgrade(args: RecoverArgs) -> anyhow::Result<ExitCode> {
+    let dataset = open_for_maintenance(&args)?;
+    let before = dataset.manifest()?.map(|m| m.version);
+    let info = dataset.upgrade()?;
+    let version = spatialzarr::commit::manifest::FORMAT_VERSION;
+    let line = match (info.durable, before) {
+        (true, Some(old)) => format!("upgraded the store format from version {old} to {version}"),
+        (true, None) => format!("recorded the elements in the store format version {version}"),
+        (false, _) => format!("the store format is version {version} already"),
+    };
+    #[derive(serde::Serialize)]
+    struct Outcome {
+        upgraded: bool,
+        version: u32,
+    }
+    let outcome = Outcome {
+        upgraded: info.durable,
+        version,
+    };
+    super::print_change(args.json, &line, dataset.generation()?, &outcome)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the dataset of `recover` or `upgrade` with their options.
+fn open_for_maintenance(args: &RecoverArgs) -> anyhow::Result<Dataset> {
+    let options = spatialzarr::DatasetOptions {
+        durability: args.durability.level(),
+        ..args.options.dataset_options()
+    };
+    Ok(Dataset::open(&args.dataset, options)?)
 }

@@ -1,19 +1,23 @@
 //! `.spatialzarr/manifest.json`: the store's format version, the commit generation and
-//! the elements committed through the store.
+//! the parameters of the element index (version 2), or the elements committed
+//! through the store (version 1, read and upgraded at the first write).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::index::IndexParams;
 use crate::element::ElementKind;
 use crate::error::{Error, Result};
 
 /// The manifest's file name inside the hidden folder.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// The store format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
-/// The largest manifest accepted (it holds names only).
+/// The store format version this build writes (it reads it and version 1).
+pub const FORMAT_VERSION: u32 = 2;
+/// The first version whose names are in the bucketed index, not in the manifest.
+pub const INDEXED_VERSION: u32 = 2;
+/// The largest manifest accepted (a version-1 manifest holds every name).
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
 /// The committed state's summary.
@@ -25,9 +29,16 @@ pub struct Manifest {
     pub version: u32,
     /// Incremented by every commit.
     pub generation: u64,
-    /// Element names by kind, as committed through the store.
-    #[serde(default)]
+    /// Version 1 only: element names by kind, as committed through the store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub elements: BTreeMap<ElementKind, Vec<String>>,
+    /// Version 2: where and how the element index is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<IndexParams>,
+    /// Version 2: how many elements of each kind the index holds (kinds without
+    /// elements are left out).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<ElementKind, u64>,
 }
 
 impl Default for Manifest {
@@ -37,6 +48,8 @@ impl Default for Manifest {
             version: FORMAT_VERSION,
             generation: 0,
             elements: BTreeMap::new(),
+            index: Some(IndexParams::default()),
+            counts: BTreeMap::new(),
         }
     }
 }
@@ -63,10 +76,26 @@ impl Manifest {
                     ),
                 });
             }
+            Some(0) => return Err(corrupt("\"version\" is 0".into())),
             Some(_) => {}
             None => return Err(corrupt("\"version\" is missing".into())),
         }
-        serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+        let manifest: Self = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        if manifest.is_indexed() && manifest.index != Some(IndexParams::default()) {
+            return Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+                what: format!(
+                    "the element index is kept as {:?}, which this version does not know",
+                    manifest.index
+                ),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Whether the names are in the bucketed index (version 2), not in the manifest.
+    pub fn is_indexed(&self) -> bool {
+        self.version >= INDEXED_VERSION
     }
 
     /// Reads the manifest of the dataset whose hidden folder is `hidden`; `None` when
@@ -87,22 +116,6 @@ impl Manifest {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("a manifest always serializes")
     }
-
-    /// Records `name` as committed under `kind`.
-    pub fn insert(&mut self, kind: ElementKind, name: &str) {
-        let names = self.elements.entry(kind).or_default();
-        if let Err(at) = names.binary_search_by(|n| n.as_str().cmp(name)) {
-            names.insert(at, name.to_owned());
-        }
-    }
-
-    /// Forgets `name`, whatever its kind.
-    pub fn remove(&mut self, name: &str) {
-        for names in self.elements.values_mut() {
-            names.retain(|n| n != name);
-        }
-        self.elements.retain(|_, names| !names.is_empty());
-    }
 }
 
 #[cfg(test)]
@@ -112,18 +125,41 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut m = Manifest::default();
-        m.insert(ElementKind::Labels, "b");
-        m.insert(ElementKind::Labels, "a");
-        m.insert(ElementKind::Labels, "a");
+        m.counts.insert(ElementKind::Labels, 2);
         m.generation = 3;
         let back = Manifest::parse(&m.to_bytes(), Path::new("m")).unwrap();
         assert_eq!(back, m);
-        assert_eq!(back.elements[&ElementKind::Labels], vec!["a", "b"]);
+        assert!(back.is_indexed());
+        let text = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(!text.contains("elements"), "{text}");
     }
 
     #[test]
-    fn newer_version_is_refused() {
-        let text = br#"{"format":"spatialzarr","version":99,"generation":1}"#;
+    fn version_1_lists_names() {
+        let text = br#"{"format":"spatialzarr","version":1,"generation":4,
+            "elements":{"labels":["a","b"]}}"#;
+        let m = Manifest::parse(text, Path::new("m")).unwrap();
+        assert!(!m.is_indexed());
+        assert_eq!(m.elements[&ElementKind::Labels], vec!["a", "b"]);
+    }
+
+    #[test]
+    fn newer_version_is_refused_naming_the_upgrade() {
+        let text = br#"{"format":"spatialzarr","version":3,"generation":1}"#;
+        let err = Manifest::parse(text, Path::new("m")).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("store format version 3 is newer than the supported 2")
+                && message.contains("upgrade spatialzarr"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_index_layout_is_refused() {
+        let text = br#"{"format":"spatialzarr","version":2,"generation":1,
+            "index":{"folder":"index","hash":"sha256-ascii-lowercase","digits":4}}"#;
         let err = Manifest::parse(text, Path::new("m")).unwrap_err();
         assert!(matches!(err, Error::UnsupportedFormat { .. }), "{err}");
     }

@@ -1,5 +1,6 @@
-//! The commit layer: the manifest and the journal (redo log).
+//! The commit layer: the manifest, the element index and the journal (redo log).
 
+pub mod index;
 pub mod journal;
 pub mod manifest;
 

@@ -1,8 +1,10 @@
 //! The consistency check of a dataset.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
-use super::layout::{element_path, is_zarr_node};
+use super::layout::{Layout, element_path, is_zarr_node};
 use super::{Dataset, ElementSet, consolidated};
 use crate::commit::Manifest;
 use crate::element::ElementKind;
@@ -62,22 +64,20 @@ impl Dataset {
             }
         };
         report.generation = manifest.as_ref().map_or(0, |m| m.generation);
-        if let Some(manifest) = &manifest {
-            for (kind, names) in &manifest.elements {
-                for name in names {
-                    if !is_zarr_node(&root.join(element_path(*kind, name))) {
-                        report.problems.push(format!(
-                            "the manifest lists {} {name:?}, but {}/{name} has no metadata",
-                            kind.singular(),
-                            kind.group()
-                        ));
-                    }
-                }
+        let elements = match ElementSet::load(self.layout(), manifest.as_ref()) {
+            Ok(elements) => elements,
+            Err(e) => {
+                report.problems.push(e.to_string());
+                ElementSet::load(self.layout(), None)?
             }
+        };
+        let all = elements.all()?;
+        if let Some(manifest) = &manifest {
+            check_record(self.layout(), manifest, &all, &mut report);
         }
-        let elements = ElementSet::load(root, manifest.as_ref())?;
-        let total = elements.iter().count() as u64;
-        for (name, kind) in elements.iter() {
+        let total = all.len() as u64;
+        for (name, kind) in &all {
+            let (name, kind) = (name.as_str(), *kind);
             report.elements_checked += 1;
             progress(report.elements_checked as u64, total);
             let dir = root.join(element_path(kind, name));
@@ -89,7 +89,7 @@ impl Dataset {
         }
         match read_json(&root.join("zarr.json")) {
             Ok(root_doc) if consolidated::present(&root_doc) => {
-                check_consolidated(&root_doc, root, &elements, &mut report.problems);
+                check_consolidated(&root_doc, root, &all, &mut report.problems);
             }
             Ok(_) => {}
             Err(e) => report.problems.push(format!("the root zarr.json: {e}")),
@@ -115,10 +115,10 @@ impl Dataset {
                             .map(str::to_owned)
                             .collect();
                         listed.sort();
-                        if listed != elements.names(ElementKind::Labels) {
+                        let labels = elements.names(ElementKind::Labels)?;
+                        if listed != labels {
                             report.problems.push(format!(
-                                "labels/zarr.json lists labels {listed:?}, but the dataset has {:?}",
-                                elements.names(ElementKind::Labels)
+                                "labels/zarr.json lists labels {listed:?}, but the dataset has {labels:?}"
                             ));
                         }
                     }
@@ -204,11 +204,86 @@ fn decode_level(dir: &std::path::Path, level: &str, dtype: crate::element::DType
     }
 }
 
+/// Compares the committed record (the index of version 2, the manifest's names of
+/// version 1) with the elements found: a recorded name without its element is a
+/// problem; an element missing from the record is one when its group is as the last
+/// commit left it (the store would not see it), else a warning (another tool wrote
+/// it; the next commit records it). Version 2 also has its counts checked.
+fn check_record(
+    layout: &Layout,
+    manifest: &Manifest,
+    found: &[(String, ElementKind)],
+    report: &mut CheckReport,
+) {
+    let recorded: BTreeMap<String, ElementKind> = if manifest.is_indexed() {
+        match crate::commit::index::read_all(&layout.hidden) {
+            Ok(recorded) => recorded,
+            // Already reported by the load of the element set.
+            Err(_) => return,
+        }
+    } else {
+        manifest
+            .elements
+            .iter()
+            .flat_map(|(kind, names)| names.iter().map(|n| (n.clone(), *kind)))
+            .collect()
+    };
+    let record = if manifest.is_indexed() {
+        "the index (.spatialzarr/index)"
+    } else {
+        "the manifest"
+    };
+    for (name, kind) in &recorded {
+        if !is_zarr_node(&layout.root.join(element_path(*kind, name))) {
+            report.problems.push(format!(
+                "{record} lists {} {name:?}, but {}/{name} has no metadata",
+                kind.singular(),
+                kind.group()
+            ));
+        }
+    }
+    let stamps = super::stamps::load(layout, manifest.generation);
+    for (name, kind) in found {
+        if recorded.get(name) == Some(kind) {
+            continue;
+        }
+        let sentence = format!(
+            "{} {name:?} is in {}/ but not in {record}",
+            kind.singular(),
+            kind.group()
+        );
+        if stamps
+            .as_ref()
+            .is_some_and(|s| s.unchanged(&layout.root, *kind))
+        {
+            report.problems.push(format!(
+                "{sentence}, and its group is as the last commit left it: `ls` and `info` do not see it; `spatialzarr lock DATASET -- true` records it"
+            ));
+        } else {
+            report.warnings.push(format!(
+                "{sentence} (written by another program): the next commit records it"
+            ));
+        }
+    }
+    if manifest.is_indexed() {
+        let mut counts: BTreeMap<ElementKind, u64> = BTreeMap::new();
+        for kind in recorded.values() {
+            *counts.entry(*kind).or_insert(0) += 1;
+        }
+        if counts != manifest.counts {
+            report.problems.push(format!(
+                "the manifest counts {:?}, but the index holds {counts:?}",
+                manifest.counts
+            ));
+        }
+    }
+}
+
 /// Compares every consolidated entry of the elements with the node on disk.
 fn check_consolidated(
     root_doc: &Value,
     root: &std::path::Path,
-    elements: &ElementSet,
+    elements: &[(String, ElementKind)],
     problems: &mut Vec<String>,
 ) {
     let Some(entries) = root_doc
@@ -217,8 +292,8 @@ fn check_consolidated(
     else {
         return;
     };
-    for (name, kind) in elements.iter() {
-        let key = element_path(kind, name);
+    for (name, kind) in elements {
+        let key = element_path(*kind, name);
         if !entries.contains_key(&key) {
             problems.push(format!(
                 "consolidated metadata in zarr.json lacks {key}: spatialdata would not see it"

@@ -8,6 +8,7 @@
 pub mod blockwise;
 mod check;
 mod consolidated;
+mod elements;
 pub mod layout;
 mod policies;
 mod staging;
@@ -26,7 +27,7 @@ use serde_json::{Value, json};
 
 pub use blockwise::RasterBlockWriter;
 pub use check::CheckReport;
-pub use layout::ElementSet;
+pub use elements::ElementSet;
 pub use policies::UnknownPolicy;
 pub use staging::StagedElement;
 pub use txn::{CommitInfo, RecoveryReport, WriteTxn};
@@ -282,6 +283,7 @@ impl Dataset {
         if crate::storage::trace::exists(&path.join("zarr.json")) {
             return Err(Error::AlreadyExists(path.to_path_buf()));
         }
+        publisher.create_dir_all(&crate::commit::index::index_dir(&layout.hidden))?;
         publisher.write(
             &layout.hidden.join(crate::commit::manifest::MANIFEST_FILE),
             &Manifest::default().to_bytes(),
@@ -412,21 +414,24 @@ impl Dataset {
     /// Lists the committed elements.
     pub fn list(&self) -> Result<ElementList> {
         let _guard = self.read_guard()?;
-        let set = self.elements_locked()?;
-        Ok(ElementList {
-            images: set.names(ElementKind::Images),
-            labels: set.names(ElementKind::Labels),
-            points: set.names(ElementKind::Points),
-            shapes: set.names(ElementKind::Shapes),
-            tables: set.names(ElementKind::Tables),
-        })
+        let mut list = ElementList::default();
+        for (name, kind) in self.elements_locked()?.into_all()? {
+            match kind {
+                ElementKind::Images => list.images.push(name),
+                ElementKind::Labels => list.labels.push(name),
+                ElementKind::Points => list.points.push(name),
+                ElementKind::Shapes => list.shapes.push(name),
+                ElementKind::Tables => list.tables.push(name),
+            }
+        }
+        Ok(list)
     }
 
     fn find(&self, name: &str) -> Result<(ElementName, ElementKind, PathBuf)> {
         let name = ElementName::new(name)?;
         let kind = self
             .elements_locked()?
-            .kind_of(name.as_str())
+            .kind_of(name.as_str())?
             .ok_or_else(|| Error::NoSuchElement {
                 dataset: self.root().to_path_buf(),
                 name: name.to_string(),
@@ -605,6 +610,16 @@ impl Dataset {
     pub fn reconcile(&self) -> Result<CommitInfo> {
         let mut txn = self.write()?;
         txn.adopt_foreign()?;
+        txn.commit()
+    }
+
+    /// Under the write lock: upgrades a dataset of store format version 1 (names
+    /// listed in the manifest) to version 2 (names in the bucketed index) in one
+    /// commit, a new generation; nothing when it is at version 2 already. Any write
+    /// upgrades too; reads never do (spec/format.md §4).
+    pub fn upgrade(&self) -> Result<CommitInfo> {
+        let mut txn = self.write()?;
+        txn.upgrade_format();
         txn.commit()
     }
 

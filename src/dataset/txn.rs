@@ -9,7 +9,8 @@ use std::sync::Arc;
 use ndarray::ArrayViewD;
 use serde_json::{Value, json};
 
-use super::layout::{ElementSet, element_path, unique_id};
+use super::ElementSet;
+use super::layout::{element_path, unique_id};
 use super::staging::{self, StagedElement};
 use super::{ConsolidatedMetadata, Dataset, consolidated};
 use crate::commit::journal::JOURNAL_FILE;
@@ -62,6 +63,9 @@ enum Op {
     /// The committed element set made what a listing of every group folder finds
     /// (elements other tools wrote or removed become committed or are forgotten).
     Adopt,
+    /// A commit even without other changes: it writes the element index of a
+    /// version-1 dataset (every commit does).
+    Upgrade,
     /// A staged file moved into an existing element (a new points part).
     AddFile {
         staged: StagedElement,
@@ -128,6 +132,8 @@ pub struct WriteTxn<'a> {
     key: TxnKey,
     frame: Frame,
     nested: bool,
+    /// The committed manifest, read once when the transaction began.
+    manifest: Option<Manifest>,
     /// The element set [`Self::simulated`] last computed, and the shape (frame, number
     /// of changes) of the open frames it includes.
     simulated: RefCell<Option<SimulatedSet>>,
@@ -151,9 +157,11 @@ impl<'a> WriteTxn<'a> {
         let guard = dataset.lock().write(dataset.options().lock_timeout)?;
         let key = lock_key(dataset)?;
         let nested = OPEN.with(|open| open.borrow().get(&key).is_some_and(|s| !s.is_empty()));
-        if !nested {
-            recover(dataset, &guard)?;
-        }
+        let manifest = if nested {
+            Manifest::load(&dataset.layout().hidden)?
+        } else {
+            recover_reading_manifest(dataset, &guard)?
+        };
         let frame: Frame = Rc::default();
         OPEN.with(|open| {
             open.borrow_mut()
@@ -167,6 +175,7 @@ impl<'a> WriteTxn<'a> {
             key,
             frame,
             nested,
+            manifest,
             simulated: RefCell::new(None),
         })
     }
@@ -195,7 +204,8 @@ impl<'a> WriteTxn<'a> {
                 })
         });
         if !valid {
-            *cache = Some((self.dataset.elements_locked()?, Vec::new()));
+            let set = ElementSet::load_current(self.dataset.layout(), self.manifest.as_ref())?;
+            *cache = Some((set, Vec::new()));
         }
         let (set, built) = cache.as_mut().expect("just built");
         let applied = |frame: usize| built.get(frame).map_or(0, |b| b.1);
@@ -219,7 +229,7 @@ impl<'a> WriteTxn<'a> {
     /// The kind of the element `name` as this transaction would leave the dataset
     /// (the committed state plus the pending changes), or `None` when there is none.
     pub fn kind_of(&self, name: &str) -> Result<Option<ElementKind>> {
-        Ok(self.simulated()?.kind_of(name))
+        self.simulated()?.kind_of(name)
     }
 
     /// Adds an element staged by [`Dataset::stage_raster`]. The name is checked now
@@ -294,14 +304,13 @@ impl<'a> WriteTxn<'a> {
             )));
         }
         let root = self.dataset.root();
-        let kind = self
-            .dataset
-            .elements_locked()?
-            .kind_of(name.as_str())
-            .ok_or_else(|| Error::NoSuchElement {
-                dataset: root.to_path_buf(),
-                name: name.to_string(),
-            })?;
+        let kind =
+            self.simulated()?
+                .kind_of(name.as_str())?
+                .ok_or_else(|| Error::NoSuchElement {
+                    dataset: root.to_path_buf(),
+                    name: name.to_string(),
+                })?;
         if kind == ElementKind::Tables {
             return Err(Error::InvalidInput(format!(
                 "{name} is a table: tables have no coordinate transformations"
@@ -431,7 +440,7 @@ impl<'a> WriteTxn<'a> {
             }
             _ => None,
         });
-        let committed_kind = self.simulated()?.kind_of(name.as_str());
+        let committed_kind = self.simulated()?.kind_of(name.as_str())?;
         let range = match committed_kind {
             None => {
                 let spec = create.ok_or_else(|| Error::NoSuchElement {
@@ -607,7 +616,7 @@ impl<'a> WriteTxn<'a> {
         if let Some(repeated) = self.repeated_append(&name, key, key_rel.as_deref(), &digest)? {
             return Ok(repeated);
         }
-        let committed_kind = self.simulated()?.kind_of(name.as_str());
+        let committed_kind = self.simulated()?.kind_of(name.as_str())?;
         match committed_kind {
             Some(ElementKind::Points) => {}
             Some(other) => {
@@ -712,7 +721,16 @@ impl<'a> WriteTxn<'a> {
                 dropped_consolidated: None,
             });
         }
-        commit_ops(self.dataset, &self.guard, ops)
+        commit_ops(self.dataset, &self.guard, self.manifest.as_ref(), ops)
+    }
+
+    /// Makes this transaction commit even if nothing else changes, so that a
+    /// version-1 dataset gets its element index ([`Dataset::upgrade`]). Nothing
+    /// happens to a version-2 dataset.
+    pub fn upgrade_format(&mut self) {
+        if !self.manifest.as_ref().is_some_and(Manifest::is_indexed) {
+            self.frame.borrow_mut().push(Op::Upgrade);
+        }
     }
 
     /// Makes the committed element set what a listing of every group folder finds,
@@ -721,11 +739,12 @@ impl<'a> WriteTxn<'a> {
     /// not list them. Returns whether the commit will change the element set.
     pub fn adopt_foreign(&mut self) -> Result<bool> {
         let layout = self.dataset.layout();
-        let manifest = Manifest::load(&layout.hidden)?.unwrap_or_default();
-        let listed = ElementSet::load(&layout.root, Some(&manifest))?;
-        if listed.to_manifest_map() == manifest.elements {
+        let listed = ElementSet::load(layout, self.manifest.as_ref())?;
+        let indexed = self.manifest.as_ref().is_some_and(Manifest::is_indexed);
+        if !listed.differs_from_record() && indexed {
             if !self.nested && self.frame.borrow().is_empty() {
-                super::stamps::record(layout, manifest.generation);
+                let generation = self.manifest.as_ref().map_or(0, |m| m.generation);
+                super::stamps::record(layout, generation);
             }
             return Ok(false);
         }
@@ -763,9 +782,8 @@ fn apply_to_set(set: &mut ElementSet, op: &Op) -> Result<()> {
     match op {
         Op::Add { staged, .. } => set.insert(staged.kind, staged.name.as_str()),
         Op::Remove { name } => set.remove(name.as_str()),
-        _ => {}
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Checks that one change can be applied to an element set.
@@ -775,14 +793,14 @@ fn check_op(set: &ElementSet, op: &Op) -> Result<()> {
             set.check_add(staged.kind, &staged.name, *overwrite)?;
         }
         Op::Remove { name } => {
-            if set.kind_of(name.as_str()).is_none() {
+            if set.kind_of(name.as_str())?.is_none() {
                 return Err(Error::NoSuchElement {
                     dataset: PathBuf::new(),
                     name: name.to_string(),
                 });
             }
         }
-        Op::TableAppend { name, .. } => match set.kind_of(name.as_str()) {
+        Op::TableAppend { name, .. } => match set.kind_of(name.as_str())? {
             Some(ElementKind::Tables) => {}
             _ => {
                 return Err(Error::NoSuchElement {
@@ -792,17 +810,17 @@ fn check_op(set: &ElementSet, op: &Op) -> Result<()> {
             }
         },
         Op::WriteGroup { name, kind, .. } => {
-            if set.kind_of(name.as_str()) != Some(*kind) {
+            if set.kind_of(name.as_str())? != Some(*kind) {
                 return Err(Error::NoSuchElement {
                     dataset: PathBuf::new(),
                     name: name.to_string(),
                 });
             }
         }
-        Op::WriteHidden { .. } | Op::Adopt => {}
+        Op::WriteHidden { .. } | Op::Adopt | Op::Upgrade => {}
         Op::ReplaceNode { .. } => {}
         Op::AddFile { staged, .. } => {
-            if set.kind_of(staged.name.as_str()) != Some(staged.kind) {
+            if set.kind_of(staged.name.as_str())? != Some(staged.kind) {
                 return Err(Error::NoSuchElement {
                     dataset: PathBuf::new(),
                     name: staged.name.to_string(),
@@ -850,23 +868,29 @@ fn to_text(doc: &Value) -> String {
 }
 
 /// Plans and performs one durable commit of `ops`.
-fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Result<CommitInfo> {
+fn commit_ops(
+    dataset: &Dataset,
+    _proof: &WriteGuard,
+    recorded: Option<&Manifest>,
+    mut ops: Vec<Op>,
+) -> Result<CommitInfo> {
     let layout = dataset.layout();
     let root = &layout.root;
-    let manifest = Manifest::load(&layout.hidden)?.unwrap_or_default();
+    let base_generation = recorded.map_or(0, |m| m.generation);
     if ops.is_empty() {
         return Ok(CommitInfo {
-            generation: manifest.generation,
+            generation: base_generation,
             durable: false,
             dropped_consolidated: None,
         });
     }
     let adopt = ops.iter().any(|op| matches!(op, Op::Adopt));
-    let mut elements = if adopt {
-        ElementSet::load(root, Some(&manifest))?
+    let elements = if adopt {
+        ElementSet::load(layout, recorded)?
     } else {
-        ElementSet::load_current(layout, Some(&manifest))?
+        ElementSet::load_current(layout, recorded)?
     };
+    let indexed = recorded.is_some_and(Manifest::is_indexed);
     let root_path = root.join("zarr.json");
     let mut root_doc = read_json(&root_path)?;
     let had_consolidated = consolidated::present(&root_doc);
@@ -875,13 +899,9 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     let mut steps = Vec::new();
     let mut cleanup = Vec::new();
     let mut new_groups = BTreeSet::new();
-    // Adopting rewrites the labels list when the labels found differ from the manifest's.
-    let mut labels_changed = adopt
-        && manifest
-            .elements
-            .get(&ElementKind::Labels)
-            .map_or(&[][..], Vec::as_slice)
-            != elements.names(ElementKind::Labels).as_slice();
+    // The labels list is rewritten when the labels found (another tool's) differ
+    // from the recorded ones.
+    let mut labels_changed = adopt && elements.changed_kinds().contains(&ElementKind::Labels);
     let trash_dir = layout.hidden_relative(&[super::layout::TRASH_DIR]);
     // A new entry of the trash folder (made by the commit, deleted after it).
     let new_trash = |steps: &mut Vec<Step>, cleanup: &mut Vec<String>| -> String {
@@ -948,7 +968,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 if last_patch.get(name.as_str()) != Some(&index) {
                     continue;
                 }
-                if elements.kind_of(name.as_str()) != Some(ElementKind::Tables) {
+                if elements.kind_of(name.as_str())? != Some(ElementKind::Tables) {
                     return Err(Error::NoSuchElement {
                         dataset: root.clone(),
                         name: name.to_string(),
@@ -1012,7 +1032,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
             Op::AddFile {
                 staged, from, to, ..
             } => {
-                if elements.kind_of(staged.name.as_str()) != Some(staged.kind) {
+                if elements.kind_of(staged.name.as_str())? != Some(staged.kind) {
                     return Err(Error::NoSuchElement {
                         dataset: root.clone(),
                         name: staged.name.to_string(),
@@ -1030,7 +1050,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 });
             }
             Op::WriteGroup { name, kind, doc } => {
-                if elements.kind_of(name.as_str()) != Some(*kind) {
+                if elements.kind_of(name.as_str())? != Some(*kind) {
                     return Err(Error::NoSuchElement {
                         dataset: root.clone(),
                         name: name.to_string(),
@@ -1043,7 +1063,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 });
                 consolidated::set_node(&mut root_doc, &target, doc.clone());
             }
-            Op::Adopt => {}
+            Op::Adopt | Op::Upgrade => {}
             Op::WriteHidden { path, text } => {
                 if let Some(parent) = Path::new(path).parent() {
                     steps.push(Step::Mkdir {
@@ -1102,16 +1122,17 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                 if keep {
                     consolidated::insert_tree(&mut root_doc, &target, &staged.element_dir())?;
                 }
-                elements.insert(staged.kind, staged.name.as_str());
+                elements.insert(staged.kind, staged.name.as_str())?;
                 labels_changed |= staged.kind == ElementKind::Labels;
             }
             Op::Remove { name } => {
-                let kind = elements
-                    .kind_of(name.as_str())
-                    .ok_or_else(|| Error::NoSuchElement {
-                        dataset: root.clone(),
-                        name: name.to_string(),
-                    })?;
+                let kind =
+                    elements
+                        .kind_of(name.as_str())?
+                        .ok_or_else(|| Error::NoSuchElement {
+                            dataset: root.clone(),
+                            name: name.to_string(),
+                        })?;
                 let target = element_path(kind, name.as_str());
                 let mut removal = Vec::new();
                 move_to_trash(&mut removal, &mut cleanup, &target);
@@ -1125,7 +1146,7 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
                     move_to_trash(&mut removal, &mut cleanup, &records);
                 }
                 removals.push((target, removal));
-                elements.remove(name.as_str());
+                elements.remove(name.as_str())?;
                 labels_changed |= kind == ElementKind::Labels;
             }
         }
@@ -1139,6 +1160,8 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         });
         consolidated::set_node(&mut root_doc, table, doc);
     }
+    let no_counts = BTreeMap::new();
+    let counts = elements.counts(recorded.map_or(&no_counts, |m| &m.counts));
     if labels_changed {
         // The NGFF list of labels in `labels/zarr.json` follows the committed set, or
         // is absent (LabelsList): never stale.
@@ -1149,9 +1172,10 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
         } else {
             empty_group()
         };
-        let names = elements.names(ElementKind::Labels);
         let listed = doc.pointer("/attributes/ome/labels").is_some();
-        if dataset.options().labels_list.writes(names.len()) {
+        let count = counts.get(&ElementKind::Labels).copied().unwrap_or(0);
+        if dataset.options().labels_list.writes(count as usize) {
+            let names = elements.labels_after(doc.pointer("/attributes/ome/labels"))?;
             doc["attributes"]["ome"]["labels"] = json!(names);
         } else if let Some(ome) = doc
             .pointer_mut("/attributes/ome")
@@ -1187,21 +1211,35 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     for (_, removal) in removals {
         steps.extend(removal);
     }
-    let generation = manifest
-        .generation
+    let generation = base_generation
         .checked_add(1)
         .ok_or_else(|| Error::Corrupt {
             path: layout.hidden.join(MANIFEST_FILE),
             reason: format!(
-                "generation {} cannot grow: the manifest was not written by spatialzarr",
-                manifest.generation
+                "generation {base_generation} cannot grow: the manifest was not written by spatialzarr"
             ),
         })?;
     let new_manifest = Manifest {
         generation,
-        elements: elements.to_manifest_map(),
+        counts,
         ..Manifest::default()
     };
+    // The index buckets of the changed names (every bucket at the first index),
+    // then the manifest.
+    let index_dir = layout.hidden_relative(&[crate::commit::index::INDEX_DIR]);
+    if !indexed {
+        steps.push(Step::Mkdir {
+            path: index_dir.clone(),
+        });
+    }
+    for (bucket, text) in elements.bucket_writes() {
+        let path = format!("{index_dir}/{}", crate::commit::index::bucket_file(bucket));
+        steps.push(if text.is_empty() {
+            Step::Unlink { path }
+        } else {
+            Step::Write { path, text }
+        });
+    }
     steps.push(Step::Write {
         path: layout.hidden_relative(&[MANIFEST_FILE]),
         text: String::from_utf8(new_manifest.to_bytes()).expect("utf-8"),
@@ -1215,6 +1253,16 @@ fn commit_ops(dataset: &Dataset, _proof: &WriteGuard, mut ops: Vec<Op>) -> Resul
     // Checked before the commit is decided, so that a link planted in the dataset
     // fails the commit cleanly instead of leaving a journal nobody can apply.
     journal.check_paths(root)?;
+    if !indexed {
+        // This commit writes the first index (Algorithm U): whatever an interrupted
+        // earlier attempt left in its folder is not part of the committed state.
+        // Removed only now that every check has passed.
+        let leftover = crate::commit::index::index_dir(&layout.hidden);
+        if crate::storage::trace::lstat(&leftover).is_ok() {
+            crate::util::no_links_below(root, &leftover)?;
+            remove_tree(&leftover)?;
+        }
+    }
     // The appended rows are stored only now that every check has passed: a refused
     // commit changes no committed file. They lie beyond the committed shapes, where
     // readers do not look, until the journal's documents grow the arrays.
@@ -1347,13 +1395,37 @@ pub(crate) fn recover(dataset: &Dataset, proof: &WriteGuard) -> Result<RecoveryR
     recover_with(dataset, proof, false, &mut |_| {})
 }
 
+/// [`recover`], returning the manifest of the committed state it leaves (read once
+/// when nothing was interrupted).
+fn recover_reading_manifest(dataset: &Dataset, proof: &WriteGuard) -> Result<Option<Manifest>> {
+    let manifest = Manifest::load(&dataset.layout().hidden)?;
+    let report = recover_sweeping(dataset, proof, false, manifest.as_ref(), &mut |_| {})?;
+    match report.finished_commit {
+        Some(_) => Manifest::load(&dataset.layout().hidden),
+        None => Ok(manifest),
+    }
+}
+
 /// [`recover`]; with `everywhere`, also walks the whole dataset for temporary files
 /// left by interrupted atomic writes (otherwise only the root, the hidden folder and
 /// the group folders, where commits write, are looked at).
 pub(crate) fn recover_with(
     dataset: &Dataset,
+    proof: &WriteGuard,
+    everywhere: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<RecoveryReport> {
+    let manifest = Manifest::load(&dataset.layout().hidden).ok().flatten();
+    recover_sweeping(dataset, proof, everywhere, manifest.as_ref(), progress)
+}
+
+/// [`recover_with`], given the manifest as it is before recovery (`None` when there
+/// is none, or it cannot be read: then every group folder is swept).
+fn recover_sweeping(
+    dataset: &Dataset,
     _proof: &WriteGuard,
     everywhere: bool,
+    manifest: Option<&Manifest>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RecoveryReport> {
     let layout = dataset.layout();
@@ -1361,12 +1433,11 @@ pub(crate) fn recover_with(
     // Folders swept for temporary files: the top ones, and those an interrupted commit
     // was writing into (its replay has just rewritten their files).
     // A group folder as the last commit left it (its stamp, super::stamps) holds no
-    // temporary file: creating one would have changed the stamp.
+    // temporary file: creating one would have changed the stamp. The index folder,
+    // where a commit that was never decided may have left the temporaries of its
+    // buckets (harmless: they are not buckets), is swept by whole-dataset recovery.
     let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
-    let stamps = Manifest::load(&layout.hidden)
-        .ok()
-        .flatten()
-        .and_then(|m| super::stamps::load(layout, m.generation));
+    let stamps = manifest.and_then(|m| super::stamps::load(layout, m.generation));
     dirs.extend(
         ElementKind::ALL
             .iter()
@@ -1397,9 +1468,10 @@ pub(crate) fn recover_with(
     // Under the write lock no atomic write is in flight outside staging folders, so
     // every temporary file there belongs to a dead writer.
     if everywhere {
-        // Idempotency records are published through temporary files written before
-        // their commit is decided.
+        // Idempotency records and index buckets are published through temporary
+        // files written before their commit is decided.
         dirs.push(layout.hidden.join("appends"));
+        dirs.push(crate::commit::index::index_dir(&layout.hidden));
     }
     dirs.sort();
     dirs.dedup();
@@ -1444,11 +1516,11 @@ pub(crate) fn recover_with(
 fn rebuild_stale_table_documents(dataset: &Dataset) -> Result<Vec<String>> {
     let root = dataset.root();
     let mut rebuilt = Vec::new();
-    for (name, kind) in dataset.elements_locked()?.iter() {
-        let dir = root.join(element_path(kind, name));
+    for (name, kind) in dataset.elements_locked()?.all()? {
+        let dir = root.join(element_path(kind, &name));
         if kind == ElementKind::Tables && table::element_doc::verify(&dir).is_err() {
             publish_element_document(&dir, &BTreeMap::new())?;
-            rebuilt.push(name.to_owned());
+            rebuilt.push(name);
         }
     }
     Ok(rebuilt)

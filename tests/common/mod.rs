@@ -593,3 +593,41 @@ pub fn fixture_rows_with_new_celltypes(n: usize) -> (spatialzarr::table::RowBatc
     };
     (spatialzarr::table::RowBatch { obs, x: Some(x) }, celltypes)
 }
+
+/// Turns the store-format-2 dataset at `root` into the store format 1 an earlier
+/// version wrote: the index's names go into the manifest's `elements`, and the index
+/// folder is removed (generation and everything else kept).
+pub fn to_version_1(root: &Path) {
+    let hidden = root.join(".spatialzarr");
+    let mut elements: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (name, kind) in spatialzarr::commit::index::read_all(&hidden).expect("index") {
+        elements
+            .entry(kind.group().to_owned())
+            .or_default()
+            .push(name);
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hidden.join("manifest.json")).expect("manifest"))
+            .expect("manifest JSON");
+    let v1 = serde_json::json!({
+        "format": "spatialzarr",
+        "version": 1,
+        "generation": manifest["generation"],
+        "elements": elements,
+    });
+    std::fs::write(
+        hidden.join("manifest.json"),
+        serde_json::to_vec_pretty(&v1).unwrap(),
+    )
+    .expect("write manifest");
+    std::fs::remove_dir_all(hidden.join("index")).expect("remove index");
+}
+
+/// The store format version in the manifest of the dataset at `root`.
+pub fn store_version(root: &Path) -> u64 {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(root.join(".spatialzarr/manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    manifest["version"].as_u64().expect("version")
+}
