@@ -360,20 +360,12 @@ pub(super) fn commit_with_queue(mut txn: WriteTxn<'_>) -> Result<CommitInfo> {
         return txn.commit_own();
     }
     let claimed: Vec<String> = claims.iter().map(|c| c.id.clone()).collect();
-    let next = generation(dataset)? + 1;
+    let mut accepted: Vec<(String, Option<AppendOutcome>)> = Vec::new();
     let mut refused: Vec<(String, ErrorDoc)> = Vec::new();
     for claim in claims {
         match apply(&mut txn, claim.request) {
-            Ok(applied) => {
-                let append = match &applied {
-                    Applied::Rows(outcome) => Some(outcome),
-                    Applied::Add => None,
-                };
-                txn.write_hidden(
-                    outcome_path(dataset, &claim.id),
-                    OutcomeDoc::ok(next, append).to_text(),
-                );
-            }
+            Ok(Applied::Rows(outcome)) => accepted.push((claim.id, Some(outcome))),
+            Ok(Applied::Add) => accepted.push((claim.id, None)),
             Err(error) => match ErrorDoc::of(&error) {
                 Some(doc) => refused.push((claim.id, doc)),
                 None => {
@@ -383,6 +375,22 @@ pub(super) fn commit_with_queue(mut txn: WriteTxn<'_>) -> Result<CommitInfo> {
                     return Err(error);
                 }
             },
+        }
+    }
+    let current = generation(dataset)?;
+    if txn.mark() == 0 {
+        // Nothing changes (repeated keys only): no generation step; each outcome names
+        // the committed state, as a direct call's would.
+        for (id, append) in &accepted {
+            let path = dataset.layout().staging().join(id).join(wire::OUTCOME_FILE);
+            let _ = write_plain(&path, &OutcomeDoc::ok(current, append.as_ref()));
+        }
+    } else {
+        for (id, append) in &accepted {
+            txn.write_hidden(
+                outcome_path(dataset, id),
+                OutcomeDoc::ok(current + 1, append.as_ref()).to_text(),
+            );
         }
     }
     let committed = txn.commit_own();
