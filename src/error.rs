@@ -104,6 +104,18 @@ pub enum Error {
     )]
     CommitPending(Box<Error>),
 
+    /// A queued operation was taken into another writer's commit, which did not
+    /// finish while this caller waited: it may or may not be committed.
+    #[error(
+        "the operation was taken into the commit of another writer of dataset {dataset}, which did not finish within {waited:?}: it may or may not be committed. Look with `spatialzarr ls` or `spatialzarr info`; a keyed append may be retried with the same key (a committed key is never applied twice)"
+    )]
+    OutcomeUnknown {
+        /// The dataset.
+        dataset: PathBuf,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
+
     /// An idempotency key sent again with rows other than those it committed.
     #[error(
         "idempotency key {key:?} was already committed to {element} with other rows (rows {start}..{end}); a retry must send the same rows: give new rows a new key"

@@ -920,3 +920,108 @@ fn lock_free_readers_see_committed_tables_at_every_crash_prefix() {
 fn parse(text: &str) -> serde_json::Value {
     serde_json::from_str(text).expect("json")
 }
+
+/// The outcome of the queued append of [`combined_commit`], as its caller got it.
+static QUEUED_OUTCOME: Mutex<Option<(u64, u64)>> = Mutex::new(None);
+
+/// One combined commit (spec/commit-protocol.md §12): a transaction holds the lock
+/// while another thread's `append_rows` queues; the transaction's commit takes it.
+fn combined_commit(ds: &Dataset) -> spatialzarr::Result<()> {
+    let queue = ds.root().join(".spatialzarr/queue");
+    let mut txn = ds.write()?;
+    std::thread::scope(|scope| {
+        let waiter = scope.spawn(|| ds.append_rows("cells", &rows("a", 4), None, Some("queued")));
+        while std::fs::read_dir(&queue).map_or(0, |d| d.count()) == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        txn.append_rows("cells", &rows("a", 2), None, Some("own"))?;
+        txn.commit()?;
+        let outcome = waiter.join().expect("waiter")?;
+        *QUEUED_OUTCOME.lock().unwrap() = Some((outcome.start, outcome.end));
+        Ok(())
+    })
+}
+
+/// Whether the raw crashed state `out` (before any recovery) tells the queued caller
+/// it was committed: its `ok` outcome is on disk, or a journal carries it.
+fn outcome_promised(out: &Path) -> Option<(u64, u64)> {
+    let hidden = out.join(".spatialzarr");
+    let from_doc = |doc: &serde_json::Value| {
+        (doc["status"] == "ok").then(|| {
+            let append = &doc["append"];
+            (
+                append["start"].as_u64().unwrap(),
+                append["end"].as_u64().unwrap(),
+            )
+        })
+    };
+    if let Ok(text) = std::fs::read_to_string(hidden.join("journal.json")) {
+        let journal = parse(&text);
+        for step in journal["steps"].as_array().into_iter().flatten() {
+            let path = step["path"].as_str().unwrap_or_default();
+            if path.ends_with("outcome.json") {
+                return from_doc(&parse(step["text"].as_str().unwrap()));
+            }
+        }
+    }
+    let staging = std::fs::read_dir(hidden.join("staging")).ok()?;
+    for entry in staging.flatten() {
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("outcome.json")) {
+            return from_doc(&parse(&text));
+        }
+    }
+    None
+}
+
+#[test]
+fn every_crash_prefix_of_a_combined_commit_is_old_or_new_with_consistent_outcomes() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let workload: Vec<(&'static str, Commit)> = vec![
+        (
+            "create table",
+            Box::new(|ds: &Dataset| {
+                ds.append_rows(
+                    "cells",
+                    &rows("a", 3),
+                    Some(&TableSpec::default()),
+                    Some("k1"),
+                )
+                .map(drop)
+            }),
+        ),
+        ("combined", Box::new(combined_commit)),
+    ];
+    let rec = record_workload(dir.path(), Recorder::default(), workload);
+    let told = QUEUED_OUTCOME
+        .lock()
+        .unwrap()
+        .expect("the queued append returned");
+    let new = rec.snaps.last().unwrap();
+    assert_eq!(new.tables["cells"], 3 + 2 + 4);
+    assert_eq!(
+        new.generation,
+        rec.snaps[1].generation + 1,
+        "one generation step"
+    );
+    let out = dir.path().join("crashed.zarr");
+    let (mut promised, mut old) = (0, 0);
+    for end in rec.bounds[1].0..=rec.ops.len() {
+        replay(&rec, end, &|_| true, &out);
+        let promise = outcome_promised(&out);
+        verify(&rec, end, &out, &format!("combined commit, prefix {end}"));
+        let state = snapshot(&out);
+        if let Some(range) = promise {
+            assert_eq!(range, told, "prefix {end}: the outcome names other rows");
+            assert_eq!(
+                &state, new,
+                "prefix {end}: an outcome promised a lost commit"
+            );
+            promised += 1;
+        }
+        if state == rec.snaps[1] {
+            old += 1;
+        }
+    }
+    assert!(promised > 0 && old > 0, "promised {promised}, old {old}");
+}

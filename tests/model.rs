@@ -222,8 +222,10 @@ enum Commit {
 }
 
 fn check(path: &Path, programs: &[Vec<Op>], seen: &[Vec<Seen>], base: u64) {
-    // 1. Every commit has its own generation; a process's commits are in its order.
-    let mut commits: BTreeMap<u64, Commit> = BTreeMap::new();
+    // 1. A process's commits are in its order. Several commits may share a generation:
+    //    a writer that finds the lock busy queues its request, and the holder's commit
+    //    takes it (group commit, spec/commit-protocol.md §12).
+    let mut commits: BTreeMap<u64, Vec<Commit>> = BTreeMap::new();
     for (p, (program, outcomes)) in programs.iter().zip(seen).enumerate() {
         let mut last = base;
         for (i, (op, outcome)) in program.iter().zip(outcomes).enumerate() {
@@ -265,10 +267,7 @@ fn check(path: &Path, programs: &[Vec<Op>], seen: &[Vec<Seen>], base: u64) {
                 "process {p}: op {i} committed out of order"
             );
             last = generation;
-            assert!(
-                commits.insert(generation, commit).is_none(),
-                "two commits share generation {generation}"
-            );
+            commits.entry(generation).or_default().push(commit);
         }
     }
     // 2. The generations have no holes: every commit is accounted for.
@@ -278,37 +277,51 @@ fn check(path: &Path, programs: &[Vec<Op>], seen: &[Vec<Seen>], base: u64) {
     // 3. Replay in commit order; each commit must be legal in the model's state.
     let mut states = BTreeMap::from([(base, State::default())]);
     let mut state = State::default();
-    for (generation, commit) in &commits {
-        match commit {
-            Commit::Add(name, value) => {
-                assert!(
-                    state.labels.insert(name.clone(), *value).is_none(),
-                    "generation {generation} added {name}, which existed"
-                );
-            }
-            Commit::Remove(name) => {
-                assert!(
-                    state.labels.remove(name).is_some(),
-                    "generation {generation} removed {name}, which did not exist"
-                );
-            }
-            Commit::Append {
-                start,
-                end,
-                key,
-                first_id,
-            } => {
-                let n = state.ids.len() as u64;
-                assert_eq!(
-                    (*start, *end - *start > 0),
-                    (n, true),
-                    "generation {generation}"
-                );
-                state
-                    .ids
-                    .extend(*first_id..*first_id + (*end - *start) as i64);
-                if let Some(k) = key {
-                    assert!(state.keys.insert(*k, (*start, *end, *first_id)).is_none());
+    for (generation, batch) in &mut commits {
+        // Within a batch the holder's own operation comes first, then the queued
+        // requests; only additions of labels queue here (appends run in explicit
+        // transactions, removals do not queue), so additions go last.
+        batch.sort_by_key(|c| matches!(c, Commit::Add(..)));
+        assert!(
+            batch
+                .iter()
+                .filter(|c| !matches!(c, Commit::Add(..)))
+                .count()
+                <= 1,
+            "generation {generation} holds two operations that do not queue"
+        );
+        for commit in batch.iter() {
+            match commit {
+                Commit::Add(name, value) => {
+                    assert!(
+                        state.labels.insert(name.clone(), *value).is_none(),
+                        "generation {generation} added {name}, which existed"
+                    );
+                }
+                Commit::Remove(name) => {
+                    assert!(
+                        state.labels.remove(name).is_some(),
+                        "generation {generation} removed {name}, which did not exist"
+                    );
+                }
+                Commit::Append {
+                    start,
+                    end,
+                    key,
+                    first_id,
+                } => {
+                    let n = state.ids.len() as u64;
+                    assert_eq!(
+                        (*start, *end - *start > 0),
+                        (n, true),
+                        "generation {generation}"
+                    );
+                    state
+                        .ids
+                        .extend(*first_id..*first_id + (*end - *start) as i64);
+                    if let Some(k) = key {
+                        assert!(state.keys.insert(*k, (*start, *end, *first_id)).is_none());
+                    }
                 }
             }
         }

@@ -164,7 +164,10 @@ fn many_processes_add_labels_and_a_stale_handle_sees_them() {
             assert_eq!(got[[15, 23]], value + 15 * 24 + 23);
         }
     }
-    assert_eq!(ds.generation().unwrap(), 30);
+    // One generation step per commit; a commit may take several queued additions
+    // (group commit, spec/commit-protocol.md §12), so at most one step per addition.
+    let generation = ds.generation().unwrap();
+    assert!((1..=30).contains(&generation), "generation {generation}");
 }
 
 #[test]

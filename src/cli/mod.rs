@@ -35,6 +35,14 @@ struct Cli {
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReadOptions {
     /// Give up waiting for a dataset lock after this many seconds (default: wait forever).
+    ///
+    /// A writing command (add-labels, add-image, append-rows into an existing table)
+    /// that finds the write lock taken queues its change for the holder's commit
+    /// (group commit). When the timeout passes first, it withdraws the change and
+    /// nothing is committed; if the holder had already taken it, it waits at least 60 s
+    /// more for the result, and failing that says the change may or may not be
+    /// committed (retry a keyed append with the same key: it is never applied twice).
+    /// SPATIALZARR_GROUP_COMMIT=off makes every command wait and commit alone.
     #[arg(long, value_name = "SECONDS", value_parser = parse_seconds, allow_negative_numbers = true)]
     lock_timeout: Option<std::time::Duration>,
 }

@@ -93,9 +93,23 @@ pub fn append_rows(args: AppendRowsArgs) -> anyhow::Result<ExitCode> {
     }
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let input = read_rows(&args, &dataset)?;
-    let mut txn = dataset.write()?;
-    let outcome = append_in(&mut txn, &dataset, &args, input)?;
-    let commit = txn.commit()?;
+    let (outcome, commit) = if input.existing.is_some() {
+        // Into an existing table: one request, which joins the commit of whoever
+        // holds the write lock (group commit) when it is busy.
+        let rows = RowBatch {
+            obs: input.obs,
+            x: input.x.map(|x| XRows::Dense(x.values)),
+        };
+        dataset
+            .append_rows_committed(&args.table, &rows, Some(&input.spec), args.key.as_deref())
+            .with_context(|| append_context(&args))?
+    } else {
+        // A new table's column types are decided under the lock (another process
+        // may create the table meanwhile).
+        let mut txn = dataset.write()?;
+        let outcome = append_in(&mut txn, &dataset, &args, input)?;
+        (outcome, txn.commit()?)
+    };
 
     super::print_notices(&commit);
     super::print_append_outcome(&outcome, "rows", commit.generation, args.json)?;
@@ -217,13 +231,16 @@ pub(super) fn append_in(
         x: x.map(|x| XRows::Dense(x.values)),
     };
     txn.append_rows(&args.table, &rows, Some(&spec), args.key.as_deref())
-        .with_context(|| {
-            format!(
-                "cannot append the rows of {} to table {}",
-                args.csv.display(),
-                args.table
-            )
-        })
+        .with_context(|| append_context(args))
+}
+
+/// What a failed append says first.
+fn append_context(args: &AppendRowsArgs) -> String {
+    format!(
+        "cannot append the rows of {} to table {}",
+        args.csv.display(),
+        args.table
+    )
 }
 
 fn shown(path: Option<&Path>) -> String {
@@ -232,7 +249,7 @@ fn shown(path: Option<&Path>) -> String {
 
 /// The table's description, or `None` when there is no element of that name.
 fn table_info(dataset: &Dataset, table: &str) -> anyhow::Result<Option<TableInfo>> {
-    match dataset.table_info(table) {
+    match dataset.table_info_now(table) {
         Ok(info) => Ok(Some(info)),
         Err(Error::NoSuchElement { .. }) => Ok(None),
         Err(e) => Err(e.into()),

@@ -1,8 +1,10 @@
-//! The commit layer: the manifest, the element index and the journal (redo log).
+//! The commit layer: the manifest, the element index, the journal (redo log) and
+//! the queue of group commit.
 
 pub mod index;
 pub mod journal;
 pub mod manifest;
+pub mod queue;
 
 pub use journal::{Journal, Step};
 pub use manifest::Manifest;

@@ -9,6 +9,7 @@ pub mod blockwise;
 mod check;
 mod consolidated;
 mod elements;
+mod group;
 pub mod layout;
 mod policies;
 mod staging;
@@ -548,29 +549,40 @@ impl Dataset {
     ) -> Result<CommitInfo> {
         self.precheck_add(kind, name, overwrite)?;
         let staged = self.stage_raster(kind, name, data, options)?;
-        let mut txn = self.write()?;
-        txn.add_staged(staged, overwrite)?;
-        txn.commit()
+        self.commit_request(group::Request::Add { staged, overwrite })
+            .map(|done| done.commit())
     }
 
-    /// Fails fast on a bad or taken name, before the expensive staging (the commit
-    /// checks again under the write lock).
+    /// Fails fast on a bad or taken name, before the expensive staging, when the read
+    /// lock is free at once (the commit checks again under the write lock; a caller
+    /// never waits here for a writer, so that it stages while others commit).
     fn precheck_add(&self, kind: ElementKind, name: &str, overwrite: bool) -> Result<()> {
         let checked = ElementName::new(name)?;
-        if let Some(_guard) = self.read_guard_if_free()? {
+        if let Some(_guard) = self.read_guard_now()? {
             self.elements_locked()?
                 .check_add(kind, &checked, overwrite)?;
         }
         Ok(())
     }
 
-    /// The read lock, unless this thread holds the write lock already (then `None`:
-    /// the caller is inside a transaction and checks at commit).
-    fn read_guard_if_free(&self) -> Result<Option<ReadGuard>> {
-        match self.inner.lock.held_by_this_thread() {
-            Some(crate::lock::LockMode::Write) => Ok(None),
-            _ => self.read_guard().map(Some),
+    /// The read lock if it is free at once and no interrupted commit waits; `None`
+    /// when a writer holds or awaits it, or this thread holds the write lock (it is
+    /// inside a transaction, which checks at commit).
+    pub(crate) fn read_guard_now(&self) -> Result<Option<ReadGuard>> {
+        if self.inner.lock.held_by_this_thread() == Some(crate::lock::LockMode::Write) {
+            return Ok(None);
         }
+        let guard = match self.inner.lock.read(Some(Duration::ZERO)) {
+            Ok(guard) => guard,
+            Err(crate::lock::LockError::Timeout { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let journal = self
+            .inner
+            .layout
+            .hidden
+            .join(crate::commit::journal::JOURNAL_FILE);
+        Ok((!crate::storage::trace::exists(&journal)).then_some(guard))
     }
 
     /// Replaces the coordinate transformations of an image, labels, points or shapes

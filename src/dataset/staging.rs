@@ -27,10 +27,13 @@ pub struct StagedElement {
     pub(crate) name: ElementName,
     /// `.spatialzarr/staging/<id>`.
     pub(crate) dir: PathBuf,
-    /// Held locked while the staged element lives.
-    _owner: File,
+    /// Held locked while the staged element lives (`None` when borrowed).
+    _owner: Option<File>,
     /// Set once the element folder has been renamed into the dataset.
     pub(crate) consumed: bool,
+    /// Staged by another caller, whose request a group commit takes: its folder is
+    /// never removed here (its owner removes it once it read the outcome).
+    pub(crate) borrowed: bool,
 }
 
 impl StagedElement {
@@ -73,9 +76,24 @@ impl StagedElement {
             kind,
             name,
             dir,
-            _owner: owner,
+            _owner: Some(owner),
             consumed: false,
+            borrowed: false,
         })
+    }
+
+    /// The element another live caller staged in `dir`, as a group commit's combiner
+    /// takes it (spec/commit-protocol.md §12): committed like any staged element, its
+    /// folder never deleted by this handle.
+    pub(crate) fn borrowed(dir: PathBuf, kind: ElementKind, name: ElementName) -> Self {
+        Self {
+            kind,
+            name,
+            dir,
+            _owner: None,
+            consumed: false,
+            borrowed: true,
+        }
     }
 
     /// The folder holding the element's tree.
@@ -98,7 +116,7 @@ impl Drop for StagedElement {
     fn drop(&mut self) {
         // A consumed element belongs to a decided commit: its journal may still need
         // the staged files, and the committer removes the folder once done.
-        if !self.consumed {
+        if !self.consumed && !self.borrowed {
             // Best effort: a leftover is removed by a later writer once we are gone.
             let _ = remove_tree(&self.dir);
         }
@@ -156,6 +174,11 @@ fn owner_of(dir: &Path) -> Owner {
         },
         Err(_) => Owner::Missing,
     }
+}
+
+/// Whether the process that staged `dir` holds its `owner` lock (it lives).
+pub(crate) fn owner_alive(dir: &Path) -> bool {
+    matches!(owner_of(dir), Owner::Alive)
 }
 
 /// Whether the process that staged `dir` is gone: its `owner` file can be locked; or,

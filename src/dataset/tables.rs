@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
-use super::Dataset;
+use super::group::{Done, Request};
 use super::layout::element_path;
-use crate::element::ElementKind;
+use super::{CommitInfo, Dataset};
+use crate::element::{ElementKind, ElementName};
 use crate::error::{Error, Result};
 use crate::storage::Publisher;
 use crate::table::{
@@ -28,10 +29,31 @@ impl Dataset {
         create: Option<&TableSpec>,
         key: Option<&str>,
     ) -> Result<AppendOutcome> {
-        let mut txn = self.write()?;
-        let outcome = txn.append_rows(name, rows, create, key)?;
-        txn.commit()?;
-        Ok(outcome)
+        self.append_rows_committed(name, rows, create, key)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`Self::append_rows`], also returning the commit that took the rows. A call
+    /// that finds the write lock busy queues its rows for the holder's commit (group
+    /// commit, spec/commit-protocol.md §12): the returned generation is that commit's.
+    pub fn append_rows_committed(
+        &self,
+        name: &str,
+        rows: &RowBatch,
+        create: Option<&TableSpec>,
+        key: Option<&str>,
+    ) -> Result<(AppendOutcome, CommitInfo)> {
+        ElementName::new(name)?;
+        let request = Request::Rows {
+            table: name.to_owned(),
+            rows: rows.clone(),
+            create: create.cloned(),
+            key: key.map(str::to_owned),
+        };
+        match self.commit_request(request)? {
+            Done::Rows(outcome, info) => Ok((outcome, info)),
+            Done::Add(_) => unreachable!("an append request has an append outcome"),
+        }
     }
 
     /// The committed state of table `name`, read under the lock the caller holds.
@@ -55,6 +77,15 @@ impl Dataset {
     /// Describes table `name`.
     pub fn table_info(&self, name: &str) -> Result<TableInfo> {
         let _guard = self.read_guard()?;
+        Ok(TableInfo::from_state(&self.table_state(name)?.0))
+    }
+
+    /// Describes table `name` without waiting: under the read lock when it is free at
+    /// once, else read from its documents as a writer may be changing them (each is
+    /// replaced atomically; an append never changes a column's type). For checking
+    /// rows before an append, which the commit checks again under the lock.
+    pub fn table_info_now(&self, name: &str) -> Result<TableInfo> {
+        let _guard = self.read_guard_now()?;
         Ok(TableInfo::from_state(&self.table_state(name)?.0))
     }
 

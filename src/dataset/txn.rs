@@ -185,6 +185,28 @@ impl<'a> WriteTxn<'a> {
         &self.guard
     }
 
+    /// A savepoint: the number of changes of this transaction's own frame.
+    pub(super) fn mark(&self) -> usize {
+        self.frame.borrow().len()
+    }
+
+    /// Discards the changes made since `mark` (their staged files with them).
+    pub(super) fn rollback_to(&self, mark: usize) {
+        let dropped: Vec<Op> = {
+            let mut frame = self.frame.borrow_mut();
+            let at = mark.min(frame.len());
+            frame.split_off(at)
+        };
+        drop(dropped);
+        *self.simulated.borrow_mut() = None;
+    }
+
+    /// Queues the write of a small file of the hidden folder (`path` relative to the
+    /// dataset root) as a step of this transaction's journal.
+    pub(super) fn write_hidden(&self, path: String, text: String) {
+        self.frame.borrow_mut().push(Op::WriteHidden { path, text });
+    }
+
     /// The element set as this transaction would leave it: committed state plus the
     /// changes of every open transaction of this thread on this dataset, in order.
     /// The committed state is read once per transaction (nobody else commits while it
@@ -709,10 +731,9 @@ impl<'a> WriteTxn<'a> {
     /// Commits: all changes become visible together, or none (on error). A nested
     /// transaction hands its changes to the enclosing one instead.
     pub fn commit(self) -> Result<CommitInfo> {
-        let ops: Vec<Op> = std::mem::take(&mut *self.frame.borrow_mut());
-        let parent = self.pop_frame();
         if self.nested {
-            if let Some(parent) = parent {
+            let ops: Vec<Op> = std::mem::take(&mut *self.frame.borrow_mut());
+            if let Some(parent) = self.pop_frame() {
                 parent.borrow_mut().extend(ops);
             }
             return Ok(CommitInfo {
@@ -721,6 +742,19 @@ impl<'a> WriteTxn<'a> {
                 dropped_consolidated: None,
             });
         }
+        // The outermost commit also takes the requests other callers queued while
+        // this transaction held the lock (group commit, spec/commit-protocol.md §12).
+        if super::group::enabled() {
+            super::group::commit_with_queue(self)
+        } else {
+            self.commit_own()
+        }
+    }
+
+    /// Commits this (outermost) transaction's own changes, and nothing queued.
+    pub(super) fn commit_own(self) -> Result<CommitInfo> {
+        let ops: Vec<Op> = std::mem::take(&mut *self.frame.borrow_mut());
+        self.pop_frame();
         commit_ops(self.dataset, &self.guard, self.manifest.as_ref(), ops)
     }
 
@@ -731,6 +765,11 @@ impl<'a> WriteTxn<'a> {
         if !self.manifest.as_ref().is_some_and(Manifest::is_indexed) {
             self.frame.borrow_mut().push(Op::Upgrade);
         }
+    }
+
+    /// The dataset this transaction writes.
+    pub(super) fn dataset(&self) -> &'a Dataset {
+        self.dataset
     }
 
     /// Makes the committed element set what a listing of every group folder finds,
@@ -1324,7 +1363,8 @@ fn commit_ops(
             | Op::AddFile { staged, .. }
             | Op::ReplaceNode { staged, .. } => {
                 staged.consumed = true;
-                Some(staged.dir.clone())
+                // A borrowed folder holds its caller's outcome: the caller removes it.
+                (!staged.borrowed).then(|| staged.dir.clone())
             }
             _ => None,
         })

@@ -1,0 +1,457 @@
+//! Group commit on the journal (spec/commit-protocol.md §12).
+//!
+//! A single-operation call (`Dataset::append_rows`, `Dataset::add_raster` and the
+//! calls built on them) first tries the write lock without waiting. Getting it, the
+//! caller is the **combiner**: it applies its own operation, then takes every request
+//! queued by other callers into the same transaction, and commits them all with ONE
+//! journal (one set of fsync rounds). Finding the lock busy, the caller is a
+//! **waiter**: it writes its request into its staging folder, queues it
+//! (`H/queue/<id>`), and waits for the lock; holding it, it reads the outcome the
+//! combiner wrote as a step of its journal, or, when none was written, commits itself.
+
+mod wire;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Dataset;
+use super::staging::{self, StagedElement};
+use super::txn::{CommitInfo, WriteTxn};
+use crate::commit::Manifest;
+use crate::commit::queue::{Entry, Queue};
+use crate::element::{ElementKind, ElementName};
+use crate::error::{Error, Result};
+use crate::lock::LockError;
+use crate::table::{AppendOutcome, RowBatch, TableSpec};
+use wire::{ErrorDoc, OutcomeDoc, ReadRequest};
+
+/// At most this many queued requests join one commit; the rest stay queued.
+pub const BATCH_REQUESTS: usize = 256;
+/// At most this many bytes of queued rows join one commit (one request always does).
+pub const BATCH_ROW_BYTES: u64 = 64 << 20;
+/// The environment variable that turns group commit off (`off`): every call then
+/// waits for the lock and commits alone.
+pub const GROUP_COMMIT_ENV: &str = "SPATIALZARR_GROUP_COMMIT";
+/// How long a waiter whose timeout passed after its request was claimed still waits
+/// for the outcome, at least.
+const CLAIMED_GRACE: Duration = Duration::from_secs(60);
+
+/// One single-operation call.
+pub(super) enum Request {
+    /// `append_rows`.
+    Rows {
+        table: String,
+        rows: RowBatch,
+        create: Option<TableSpec>,
+        key: Option<String>,
+    },
+    /// `add_staged` of an element staged by this caller (or, in a combiner, borrowed
+    /// from a waiter).
+    Add {
+        staged: StagedElement,
+        overwrite: bool,
+    },
+}
+
+/// What a request did, before its commit's generation is known.
+enum Applied {
+    Rows(AppendOutcome),
+    Add,
+}
+
+/// A request's result.
+pub(super) enum Done {
+    /// An append: its outcome and the commit.
+    Rows(AppendOutcome, CommitInfo),
+    /// An element added: the commit.
+    Add(CommitInfo),
+}
+
+impl Done {
+    /// The commit.
+    pub(super) fn commit(&self) -> CommitInfo {
+        match self {
+            Self::Rows(_, info) | Self::Add(info) => *info,
+        }
+    }
+}
+
+/// A queued request taken by the combiner.
+struct Claim {
+    id: String,
+    request: Request,
+}
+
+/// Whether group commit is on (the default; `SPATIALZARR_GROUP_COMMIT=off` turns it
+/// off).
+pub(super) fn enabled() -> bool {
+    std::env::var(GROUP_COMMIT_ENV).map_or(true, |v| !v.trim().eq_ignore_ascii_case("off"))
+}
+
+/// The committed generation, read under the lock.
+fn generation(dataset: &Dataset) -> Result<u64> {
+    Ok(Manifest::load(&dataset.layout().hidden)?.map_or(0, |m| m.generation))
+}
+
+impl Dataset {
+    fn queue(&self) -> Queue {
+        Queue::new(&self.layout().hidden)
+    }
+
+    /// Commits one request: alone inside an open transaction of this thread (or with
+    /// group commit off), as the combiner when the lock is free, else queued.
+    pub(super) fn commit_request(&self, request: Request) -> Result<Done> {
+        self.ensure_writable()?;
+        if self.lock().held_by_this_thread().is_some() || !enabled() {
+            return self.commit_alone(request);
+        }
+        match self.lock().write(Some(Duration::ZERO)) {
+            Ok(_guard) => self.combine(Some(request)).map(|d| d.expect("own request")),
+            Err(LockError::Timeout { .. }) => self.wait_queued(request),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Today's path: one transaction, one commit.
+    fn commit_alone(&self, request: Request) -> Result<Done> {
+        let mut txn = self.write()?;
+        let applied = apply(&mut txn, request)?;
+        let info = txn.commit()?;
+        Ok(done(applied, info))
+    }
+
+    /// As the holder of the write lock: applies `own` (if any), then commits it
+    /// with every queued request. Returns the own request's result.
+    fn combine(&self, own: Option<Request>) -> Result<Option<Done>> {
+        let mut txn = WriteTxn::begin(self)?;
+        let own = own.map(|request| apply(&mut txn, request));
+        let info = commit_with_queue(txn)?;
+        own.map(|own| own.map(|applied| done(applied, info)))
+            .transpose()
+    }
+
+    /// Returns every claimed entry of this process's batch to the queue, ignoring
+    /// errors (a claim left behind is retaken by the next combiner, §12.3).
+    fn unclaim(&self, queue: &Queue, ids: &[String]) {
+        for id in ids {
+            let _ = queue.unclaim(id);
+        }
+    }
+
+    fn unclaim_all(&self, queue: &Queue) {
+        if let Ok(entries) = queue.list() {
+            for entry in entries.iter().filter(|e| e.claimed) {
+                if wire::read_outcome(&self.layout().staging().join(&entry.id))
+                    .is_ok_and(|o| o.is_none())
+                {
+                    let _ = queue.unclaim(&entry.id);
+                }
+            }
+        }
+    }
+
+    /// Claims the queued requests of live callers, oldest first, within the batch
+    /// limits. A request whose caller is gone is dropped (its entry removed).
+    fn claim_batch(&self, queue: &Queue) -> Result<Vec<Claim>> {
+        let mut claims = Vec::new();
+        let mut row_bytes = 0;
+        for Entry { id, claimed } in queue.list()? {
+            if claims.len() >= BATCH_REQUESTS || row_bytes >= BATCH_ROW_BYTES {
+                break;
+            }
+            let dir = self.layout().staging().join(&id);
+            if claimed {
+                // Left by an earlier holder: with an outcome, its caller collects it;
+                // without one, that holder did not decide (recovery ran): take it.
+                if wire::read_outcome(&dir)?.is_some() {
+                    if !staging::owner_alive(&dir) {
+                        queue.forget(&id)?;
+                    }
+                    continue;
+                }
+            } else if !queue.claim(&id)? {
+                continue;
+            }
+            if !staging::owner_alive(&dir) {
+                queue.forget(&id)?;
+                continue;
+            }
+            let (request, bytes) = match wire::read_request(&dir) {
+                Ok(read) => read,
+                Err(error) => match ErrorDoc::of(&error) {
+                    Some(doc) => {
+                        write_plain(&dir.join(wire::OUTCOME_FILE), &OutcomeDoc::err(doc))?;
+                        continue;
+                    }
+                    None => return Err(error),
+                },
+            };
+            row_bytes += bytes;
+            claims.push(Claim {
+                id: id.clone(),
+                request: self.materialize(&dir, request)?,
+            });
+        }
+        Ok(claims)
+    }
+
+    /// A request read from its folder, as the combiner applies it.
+    fn materialize(&self, dir: &std::path::Path, read: ReadRequest) -> Result<Request> {
+        Ok(match read {
+            ReadRequest::Rows {
+                table,
+                rows,
+                create,
+                key,
+            } => Request::Rows {
+                table,
+                rows: *rows,
+                create,
+                key,
+            },
+            ReadRequest::Add {
+                kind,
+                name,
+                overwrite,
+            } => Request::Add {
+                staged: StagedElement::borrowed(dir.to_path_buf(), kind, ElementName::new(&name)?),
+                overwrite,
+            },
+        })
+    }
+
+    /// The waiter: queues the request, waits for the lock, and returns the outcome the
+    /// combiner wrote, or commits the request itself.
+    fn wait_queued(&self, request: Request) -> Result<Done> {
+        let (holder, request) = match request {
+            Request::Rows {
+                table,
+                rows,
+                create,
+                key,
+            } => {
+                let publisher = std::sync::Arc::new(self.publisher());
+                let holder = StagedElement::create(
+                    self.layout(),
+                    &publisher,
+                    ElementKind::Tables,
+                    ElementName::new(&table)?,
+                )?;
+                wire::write_rows_request(
+                    &holder.dir,
+                    &table,
+                    &rows,
+                    create.as_ref(),
+                    key.as_deref(),
+                )?;
+                let request = Request::Rows {
+                    table,
+                    rows,
+                    create,
+                    key,
+                };
+                (Some(holder), request)
+            }
+            Request::Add { staged, overwrite } => {
+                wire::write_add_request(&staged.dir, staged.kind, staged.name.as_str(), overwrite)?;
+                (None, Request::Add { staged, overwrite })
+            }
+        };
+        let dir: PathBuf = match (&holder, &request) {
+            (Some(holder), _) => holder.dir.clone(),
+            (None, Request::Add { staged, .. }) => staged.dir.clone(),
+            (None, Request::Rows { .. }) => unreachable!("rows always have a holder"),
+        };
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .expect("a staging folder has a name");
+        let queue = self.queue();
+        queue.enqueue(&id)?;
+        let mut timed_out: Option<LockError> = None;
+        loop {
+            let wait = match &timed_out {
+                None => self.options().lock_timeout,
+                Some(_) => Some(
+                    self.options()
+                        .lock_timeout
+                        .map_or(CLAIMED_GRACE, |t| t.max(CLAIMED_GRACE)),
+                ),
+            };
+            match self.lock().write(wait) {
+                Ok(guard) => {
+                    super::txn::recover(self, &guard)?;
+                    let result = self.collect(&queue, &id, &dir, request);
+                    drop(holder);
+                    return result;
+                }
+                Err(LockError::Timeout { waited, .. }) if timed_out.is_some() => {
+                    return Err(Error::OutcomeUnknown {
+                        dataset: self.root().to_path_buf(),
+                        waited,
+                    });
+                }
+                Err(error @ LockError::Timeout { .. }) => {
+                    if queue.withdraw(&id)? {
+                        return Err(error.into());
+                    }
+                    timed_out = Some(error);
+                }
+                Err(error) => {
+                    let _ = queue.withdraw(&id);
+                    return Err(error.into());
+                }
+            }
+        }
+    }
+
+    /// Holding the write lock (recovery done): the outcome of the queued request
+    /// `id`, or, when no combiner took it, its own commit as the combiner.
+    fn collect(
+        &self,
+        queue: &Queue,
+        id: &str,
+        dir: &std::path::Path,
+        request: Request,
+    ) -> Result<Done> {
+        let outcome = wire::read_outcome(dir)?;
+        queue.forget(id)?;
+        let Some(outcome) = outcome else {
+            return self.combine(Some(request)).map(|d| d.expect("own request"));
+        };
+        let result = outcome.into_result().map(|(generation, append)| {
+            let info = CommitInfo {
+                generation,
+                durable: true,
+                dropped_consolidated: None,
+            };
+            match append {
+                Some(append) => Done::Rows(append, info),
+                None => Done::Add(info),
+            }
+        });
+        drop(request);
+        // Queued work never waits for a new holder: combine it before releasing.
+        if queue
+            .list()
+            .is_ok_and(|entries| entries.iter().any(|e| !e.claimed))
+        {
+            let _ = self.combine(None);
+        }
+        result
+    }
+}
+
+/// Commits the outermost transaction `txn` together with every request queued by
+/// other callers (up to the batch limits), in one journal, and writes each queued
+/// request's outcome: a success as a step of that journal, a refusal directly.
+pub(super) fn commit_with_queue(mut txn: WriteTxn<'_>) -> Result<CommitInfo> {
+    let dataset = txn.dataset();
+    let queue = dataset.queue();
+    let claims = match dataset.claim_batch(&queue) {
+        Ok(claims) => claims,
+        Err(error) => {
+            // Only the claims taken before the error exist; return them all.
+            dataset.unclaim_all(&queue);
+            return Err(error);
+        }
+    };
+    if claims.is_empty() {
+        return txn.commit_own();
+    }
+    let claimed: Vec<String> = claims.iter().map(|c| c.id.clone()).collect();
+    let mut accepted: Vec<(String, Option<AppendOutcome>)> = Vec::new();
+    let mut refused: Vec<(String, ErrorDoc)> = Vec::new();
+    for claim in claims {
+        match apply(&mut txn, claim.request) {
+            Ok(Applied::Rows(outcome)) => accepted.push((claim.id, Some(outcome))),
+            Ok(Applied::Add) => accepted.push((claim.id, None)),
+            Err(error) => match ErrorDoc::of(&error) {
+                Some(doc) => refused.push((claim.id, doc)),
+                None => {
+                    // Not the request's own (I/O, the store): nobody's commit.
+                    drop(txn);
+                    dataset.unclaim(&queue, &claimed);
+                    return Err(error);
+                }
+            },
+        }
+    }
+    let current = generation(dataset)?;
+    if txn.mark() == 0 {
+        // Nothing changes (repeated keys only): no generation step; each outcome names
+        // the committed state, as a direct call's would.
+        for (id, append) in &accepted {
+            let path = dataset.layout().staging().join(id).join(wire::OUTCOME_FILE);
+            let _ = write_plain(&path, &OutcomeDoc::ok(current, append.as_ref()));
+        }
+    } else {
+        for (id, append) in &accepted {
+            txn.write_hidden(
+                outcome_path(dataset, id),
+                OutcomeDoc::ok(current + 1, append.as_ref()).to_text(),
+            );
+        }
+    }
+    let committed = txn.commit_own();
+    if let Err(error) = &committed
+        && !matches!(error, Error::CommitPending(_))
+    {
+        // Undecided: nothing of the batch is committed; the claims wait again.
+        dataset.unclaim(&queue, &claimed);
+        return committed;
+    }
+    for (id, doc) in refused {
+        // A refusal does not depend on the commit: written directly.
+        let path = dataset
+            .layout()
+            .staging()
+            .join(&id)
+            .join(wire::OUTCOME_FILE);
+        let _ = write_plain(&path, &OutcomeDoc::err(doc));
+    }
+    committed
+}
+
+/// The outcome file of request `id`, relative to the dataset root.
+fn outcome_path(dataset: &Dataset, id: &str) -> String {
+    dataset
+        .layout()
+        .hidden_relative(&[super::layout::STAGING_DIR, id, wire::OUTCOME_FILE])
+}
+
+/// Writes an outcome that no commit carries (a refusal), without fsync: it is
+/// read only by its caller, which lives no longer than the page cache.
+fn write_plain(path: &std::path::Path, doc: &OutcomeDoc) -> Result<()> {
+    crate::storage::Publisher::with_durability(crate::storage::Durability::Process)
+        .write(path, doc.to_text().as_bytes())
+}
+
+/// Applies one request to the transaction; on error the transaction is as before.
+fn apply(txn: &mut WriteTxn<'_>, request: Request) -> Result<Applied> {
+    let mark = txn.mark();
+    let applied = match request {
+        Request::Rows {
+            table,
+            rows,
+            create,
+            key,
+        } => txn
+            .append_rows(&table, &rows, create.as_ref(), key.as_deref())
+            .map(Applied::Rows),
+        Request::Add { staged, overwrite } => {
+            txn.add_staged(staged, overwrite).map(|()| Applied::Add)
+        }
+    };
+    if applied.is_err() {
+        txn.rollback_to(mark);
+    }
+    applied
+}
+
+fn done(applied: Applied, info: CommitInfo) -> Done {
+    match applied {
+        Applied::Rows(outcome) => Done::Rows(outcome, info),
+        Applied::Add => Done::Add(info),
+    }
+}
