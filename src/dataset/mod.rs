@@ -285,6 +285,9 @@ impl Dataset {
             return Err(Error::AlreadyExists(path.to_path_buf()));
         }
         publisher.create_dir_all(&crate::commit::index::index_dir(&layout.hidden))?;
+        // The queue of group commit exists from the start, so that a waiter that
+        // withdraws (its lock timeout passed) leaves the dataset's files as they were.
+        publisher.create_dir_all(&layout.hidden.join(crate::commit::queue::QUEUE_DIR))?;
         publisher.write(
             &layout.hidden.join(crate::commit::manifest::MANIFEST_FILE),
             &Manifest::default().to_bytes(),
