@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// `commit_latency` work through it, so the lock is handed from node to node.
     #[arg(long, value_name = "DIR", requires = "dir")]
     peer_dir: Option<PathBuf>,
+    /// Keep each scenario's scratch datasets under --dir (for a look afterwards)
+    /// instead of removing them.
+    #[arg(long, requires = "dir")]
+    keep: bool,
 }
 
 /// `(dir, peer_dir)` of this run, when --peer-dir is given.
@@ -205,8 +209,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "many_writers" => scale::many_writers(&scratch, args.quick)?,
             _ => latency::lock_handoff(&scratch, args.quick)?,
         };
-        std::fs::remove_dir_all(&scratch)
-            .with_context(|| format!("cannot remove {}", scratch.display()))?;
+        if !args.keep {
+            std::fs::remove_dir_all(&scratch)
+                .with_context(|| format!("cannot remove {}", scratch.display()))?;
+        }
         scenarios.extend(measures);
     }
     let report = Report {
