@@ -69,9 +69,13 @@ pub struct CheckArgs {
 pub fn ls(args: LsArgs) -> anyhow::Result<ExitCode> {
     let dataset = Dataset::open(&args.dataset, args.options.dataset_options())?;
     let list = dataset.list()?;
-    let json = serde_json::to_string(&list)?;
+    let json = if args.json {
+        Some(serde_json::to_string(&list)?)
+    } else {
+        None
+    };
     print_lines(|out| {
-        if args.json {
+        if let Some(json) = &json {
             return writeln!(out, "{json}");
         }
         for kind in ElementKind::ALL {

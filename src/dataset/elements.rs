@@ -105,7 +105,7 @@ impl State {
         let Some((hidden, read)) = self.partial.take() else {
             return Ok(());
         };
-        for (name, kind) in index::read_all_except(&hidden, &read)? {
+        for (name, kind) in index::read_all_except(&hidden, &read, index::Verify::Full)? {
             if ElementName::new(&name).is_ok() {
                 self.put(&name, kind);
             }
@@ -277,7 +277,7 @@ impl ElementSet {
         let mut all: Vec<(String, ElementKind)> = state.by_name.into_iter().collect();
         if let Some((hidden, read)) = state.partial {
             // Sorted once at the end: cheaper than a map insert per name.
-            let rest = index::read_all_except(&hidden, &read)?;
+            let rest = index::read_all_except(&hidden, &read, index::Verify::Form)?;
             all.extend(
                 rest.into_iter()
                     .filter(|(n, _)| ElementName::new(n).is_ok()),

@@ -12,7 +12,7 @@
 mod wire;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Dataset;
 use super::staging::{self, StagedElement};
@@ -35,6 +35,11 @@ pub const GROUP_COMMIT_ENV: &str = "SPATIALZARR_GROUP_COMMIT";
 /// How long a waiter whose timeout passed after its request was claimed still waits
 /// for the outcome, at least.
 const CLAIMED_GRACE: Duration = Duration::from_secs(60);
+/// A waiter's first pause between two looks for its outcome; each pause doubles up
+/// to [`MAX_POLL`].
+const FIRST_POLL: Duration = Duration::from_micros(250);
+/// A waiter's longest pause between two looks for its outcome.
+const MAX_POLL: Duration = Duration::from_millis(4);
 
 /// One single-operation call.
 pub(super) enum Request {
@@ -74,6 +79,15 @@ impl Done {
             Self::Rows(_, info) | Self::Add(info) => *info,
         }
     }
+}
+
+/// A request of this caller, queued.
+struct Waiting {
+    queue: Queue,
+    /// Its id: the name of its staging folder and of its queue entry.
+    id: String,
+    /// Its staging folder.
+    dir: PathBuf,
 }
 
 /// A queued request taken by the combiner.
@@ -266,70 +280,86 @@ impl Dataset {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .expect("a staging folder has a name");
-        let queue = self.queue();
-        queue.enqueue(&id)?;
-        let mut timed_out: Option<LockError> = None;
+        let waiting = Waiting {
+            queue: self.queue(),
+            id,
+            dir,
+        };
+        waiting.queue.enqueue(&waiting.id)?;
+        let result = self.await_outcome(&waiting, request);
+        drop(holder);
+        result
+    }
+
+    /// Step 5 of Algorithm W: polls for the outcome the combiner writes, without
+    /// taking the lock, and tries the write lock without waiting between polls, so
+    /// that a request no combiner takes is committed by its own caller.
+    fn await_outcome(&self, waiting: &Waiting, request: Request) -> Result<Done> {
+        let Waiting { queue, id, dir } = waiting;
+        let started = Instant::now();
+        let timeout = self.options().lock_timeout;
+        // Set once the timeout passed while a combiner held the request.
+        let mut claimed_until: Option<Instant> = None;
+        let mut pause = FIRST_POLL;
         loop {
-            let wait = match &timed_out {
-                None => self.options().lock_timeout,
-                Some(_) => Some(
-                    self.options()
-                        .lock_timeout
-                        .map_or(CLAIMED_GRACE, |t| t.max(CLAIMED_GRACE)),
-                ),
-            };
-            match self.lock().write(wait) {
+            if let Some(outcome) = wire::read_outcome(dir)? {
+                // The combiner's journal is decided; the read lock (with recovery
+                // when that combiner died) waits until it is applied, so the caller's
+                // next read sees its operation and the folder may go.
+                let _applied = self.read_guard()?;
+                queue.forget(id)?;
+                drop(request);
+                return outcome_result(outcome);
+            }
+            match self.lock().write(Some(Duration::ZERO)) {
                 Ok(guard) => {
                     super::txn::recover(self, &guard)?;
-                    let result = self.collect(&queue, &id, &dir, request);
-                    drop(holder);
-                    return result;
+                    return self.collect(waiting, request);
                 }
-                Err(LockError::Timeout { waited, .. }) if timed_out.is_some() => {
-                    return Err(Error::OutcomeUnknown {
-                        dataset: self.root().to_path_buf(),
-                        waited,
-                    });
-                }
-                Err(error @ LockError::Timeout { .. }) => {
-                    if queue.withdraw(&id)? {
-                        return Err(error.into());
-                    }
-                    timed_out = Some(error);
-                }
+                Err(LockError::Timeout { .. }) => {}
                 Err(error) => {
-                    let _ = queue.withdraw(&id);
+                    let _ = queue.withdraw(id);
                     return Err(error.into());
                 }
             }
+            let now = Instant::now();
+            match claimed_until {
+                Some(until) if now >= until => {
+                    return Err(Error::OutcomeUnknown {
+                        dataset: self.root().to_path_buf(),
+                        waited: started.elapsed(),
+                    });
+                }
+                Some(_) => {}
+                None if timeout.is_some_and(|t| now.duration_since(started) >= t) => {
+                    if queue.withdraw(id)? {
+                        return Err(LockError::Timeout {
+                            dataset: self.root().to_path_buf(),
+                            mode: crate::lock::LockMode::Write,
+                            waited: started.elapsed(),
+                        }
+                        .into());
+                    }
+                    claimed_until =
+                        Some(now + timeout.map_or(CLAIMED_GRACE, |t| t.max(CLAIMED_GRACE)));
+                }
+                None => {}
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(MAX_POLL);
         }
     }
 
     /// Holding the write lock (recovery done): the outcome of the queued request
     /// `id`, or, when no combiner took it, its own commit as the combiner.
-    fn collect(
-        &self,
-        queue: &Queue,
-        id: &str,
-        dir: &std::path::Path,
-        request: Request,
-    ) -> Result<Done> {
+    fn collect(&self, waiting: &Waiting, request: Request) -> Result<Done> {
+        let Waiting { queue, id, dir } = waiting;
         let outcome = wire::read_outcome(dir)?;
         queue.forget(id)?;
         let Some(outcome) = outcome else {
             return self.combine(Some(request)).map(|d| d.expect("own request"));
         };
-        let result = outcome.into_result().map(|(generation, append)| {
-            let info = CommitInfo {
-                generation,
-                durable: true,
-                dropped_consolidated: None,
-            };
-            match append {
-                Some(append) => Done::Rows(append, info),
-                None => Done::Add(info),
-            }
-        });
+        let result = outcome_result(outcome);
         drop(request);
         // Queued work never waits for a new holder: combine it before releasing.
         if queue
@@ -425,6 +455,21 @@ fn outcome_path(dataset: &Dataset, id: &str) -> String {
 fn write_plain(path: &std::path::Path, doc: &OutcomeDoc) -> Result<()> {
     crate::storage::Publisher::with_durability(crate::storage::Durability::Process)
         .write(path, doc.to_text().as_bytes())
+}
+
+/// The caller's result from its outcome document.
+fn outcome_result(outcome: OutcomeDoc) -> Result<Done> {
+    outcome.into_result().map(|(generation, append)| {
+        let info = CommitInfo {
+            generation,
+            durable: true,
+            dropped_consolidated: None,
+        };
+        match append {
+            Some(append) => Done::Rows(append, info),
+            None => Done::Add(info),
+        }
+    })
 }
 
 /// Applies one request to the transaction; on error the transaction is as before.
