@@ -64,17 +64,54 @@ pub fn no_links_below(root: &Path, path: &Path) -> Result<()> {
     for component in relative.components() {
         current.push(component);
         match crate::storage::trace::lstat(&current) {
-            Ok(meta) if meta.file_type().is_symlink() => {
-                return Err(Error::Corrupt {
-                    path: current,
-                    reason: "is a symbolic link; spatialzarr never follows links inside a dataset (they can lead out of it): replace it with the real folder or file".into(),
-                });
-            }
+            Ok(meta) if meta.file_type().is_symlink() => return Err(link_error(current)),
             Ok(_) => {}
             Err(_) => return Ok(()),
         }
     }
     Ok(())
+}
+
+/// [`no_links_below`] for many paths of one commit: remembers every component found
+/// not to be a link, so that a folder shared by several paths (or a path checked
+/// before the commit is decided and again when it is applied) is looked at once.
+/// Valid while the caller holds the write lock: no writer of ours makes links, and
+/// nothing it renames into place is one (staged trees are checked when staged).
+#[derive(Debug, Default)]
+pub struct LinkCheck {
+    seen: std::cell::RefCell<std::collections::HashSet<PathBuf>>,
+}
+
+impl LinkCheck {
+    /// Checks `path` below `root` as [`no_links_below`] does.
+    pub fn check(&self, root: &Path, path: &Path) -> Result<()> {
+        let Ok(relative) = path.strip_prefix(root) else {
+            return Ok(());
+        };
+        let mut current = root.to_path_buf();
+        for component in relative.components() {
+            current.push(component);
+            if self.seen.borrow().contains(&current) {
+                continue;
+            }
+            match crate::storage::trace::lstat(&current) {
+                Ok(meta) if meta.file_type().is_symlink() => return Err(link_error(current)),
+                Ok(_) => {
+                    self.seen.borrow_mut().insert(current.clone());
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The error for a link found at `path`.
+fn link_error(path: PathBuf) -> Error {
+    Error::Corrupt {
+        path,
+        reason: "is a symbolic link; spatialzarr never follows links inside a dataset (they can lead out of it): replace it with the real folder or file".into(),
+    }
 }
 
 /// Whether `path` below `root` is reached without following a symbolic link.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::storage::Publisher;
-use crate::util::safe_relative;
+use crate::util::{LinkCheck, safe_relative};
 
 /// The journal's file name inside the hidden folder.
 pub const JOURNAL_FILE: &str = "journal.json";
@@ -118,7 +118,7 @@ pub struct Journal {
     pub cleanup: Vec<String>,
 }
 
-fn checked(root: &Path, relative: &str, journal: &Path) -> Result<PathBuf> {
+fn checked(root: &Path, relative: &str, journal: &Path, links: &LinkCheck) -> Result<PathBuf> {
     let path = safe_relative(relative)
         .map(|p| root.join(p))
         .ok_or_else(|| Error::Corrupt {
@@ -126,7 +126,7 @@ fn checked(root: &Path, relative: &str, journal: &Path) -> Result<PathBuf> {
             reason: format!("path {relative:?} is not a plain relative path inside the dataset"),
         })?;
     // A step never writes, renames or creates through a link (it could lead out).
-    crate::util::no_links_below(root, &path)?;
+    links.check(root, &path)?;
     Ok(path)
 }
 
@@ -146,12 +146,19 @@ impl Journal {
                 ),
             });
         }
-        let root = Path::new("/");
+        // Only the form of the paths here; `check_paths` and `apply` look at them
+        // under the dataset.
+        let form = |p: &str| {
+            safe_relative(p).map(drop).ok_or_else(|| Error::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("path {p:?} is not a plain relative path inside the dataset"),
+            })
+        };
         for p in journal.steps.iter().flat_map(Step::paths) {
-            checked(root, &p, path)?;
+            form(&p)?;
         }
         for p in &journal.cleanup {
-            checked(root, p, path)?;
+            form(p)?;
         }
         Ok(journal)
     }
@@ -174,11 +181,12 @@ impl Journal {
     }
 
     /// Checks every path of every step under `root`: plain relative paths, reached
-    /// without following a symbolic link.
-    pub fn check_paths(&self, root: &Path) -> Result<()> {
+    /// without following a symbolic link. `links` remembers what was looked at, for
+    /// the [`Journal::apply`] of the same commit.
+    pub fn check_paths(&self, root: &Path, links: &LinkCheck) -> Result<()> {
         let journal = root.join(JOURNAL_FILE);
         for path in self.steps.iter().flat_map(Step::paths) {
-            checked(root, &path, &journal)?;
+            checked(root, &path, &journal, links)?;
         }
         Ok(())
     }
@@ -204,11 +212,19 @@ impl Journal {
     /// Applies every step under `root`, in order. Safe to run again after a crash.
     /// Writes are published together (fsynced at once, then renamed in order) before
     /// the next rename step; the caller's `sync` publishes the last ones.
-    pub fn apply(&self, root: &Path, publisher: &Publisher, journal_path: &Path) -> Result<()> {
+    /// `links` holds what [`Journal::check_paths`] of the same commit looked at (a
+    /// new one for a replay).
+    pub fn apply(
+        &self,
+        root: &Path,
+        publisher: &Publisher,
+        journal_path: &Path,
+        links: &LinkCheck,
+    ) -> Result<()> {
         for step in &self.steps {
             match step {
                 Step::Mkdir { path } => {
-                    let path = checked(root, path, journal_path)?;
+                    let path = checked(root, path, journal_path, links)?;
                     publisher.create_dir_all(&path)?;
                     // Made by a crashed run (with any missing parents), maybe not yet
                     // durable.
@@ -219,8 +235,10 @@ impl Journal {
                     }
                 }
                 Step::Write { path, text } => {
-                    publisher
-                        .write_deferred(&checked(root, path, journal_path)?, text.as_bytes())?;
+                    publisher.write_deferred(
+                        &checked(root, path, journal_path, links)?,
+                        text.as_bytes(),
+                    )?;
                 }
                 Step::Exchange {
                     from,
@@ -228,21 +246,21 @@ impl Journal {
                     trash,
                     marker,
                 } => {
-                    let from_path = checked(root, from, journal_path)?;
-                    let to_path = checked(root, to, journal_path)?;
-                    let trash_path = checked(root, trash, journal_path)?;
+                    let from_path = checked(root, from, journal_path, links)?;
+                    let to_path = checked(root, to, journal_path, links)?;
+                    let trash_path = checked(root, trash, journal_path, links)?;
                     exchange(publisher, &from_path, &to_path, &trash_path, marker)?;
                 }
                 Step::Unlink { path } => {
-                    let path = checked(root, path, journal_path)?;
+                    let path = checked(root, path, journal_path, links)?;
                     publisher.remove_file(&path)?;
                     // Removed by a crashed run, maybe not yet durable.
                     publisher.touched(&path);
                 }
                 Step::Rename { from, to } => {
                     publisher.flush()?;
-                    let from_path = checked(root, from, journal_path)?;
-                    let to_path = checked(root, to, journal_path)?;
+                    let from_path = checked(root, from, journal_path, links)?;
+                    let to_path = checked(root, to, journal_path, links)?;
                     // The plan guarantees `to` is absent when the step first runs, and
                     // steps run in order: so an existing `to` means the step is done.
                     let to_exists = exists(&to_path)?;
@@ -351,9 +369,9 @@ mod tests {
         ]);
         let p = Publisher::new();
         let jp = root.join("journal.json");
-        j.apply(root, &p, &jp).unwrap();
+        j.apply(root, &p, &jp, &LinkCheck::default()).unwrap();
         p.sync().unwrap();
-        j.apply(root, &p, &jp).unwrap();
+        j.apply(root, &p, &jp, &LinkCheck::default()).unwrap();
         p.sync().unwrap();
         assert!(root.join("old").is_dir() && root.join("trash/x").is_dir());
         assert!(!root.join("stage").exists());
@@ -376,13 +394,13 @@ mod tests {
         j.cleanup = vec!["trash/x".into()];
         let p = Publisher::new();
         let jp = root.join("journal.json");
-        j.apply(root, &p, &jp).unwrap();
+        j.apply(root, &p, &jp, &LinkCheck::default()).unwrap();
         std::fs::remove_dir_all(root.join("trash/x")).unwrap();
         // Neither side exists: done, because the target was a cleanup folder.
-        j.apply(root, &p, &jp).unwrap();
+        j.apply(root, &p, &jp, &LinkCheck::default()).unwrap();
         // Elsewhere, neither side existing is still an error.
         j.cleanup.clear();
-        let err = j.apply(root, &p, &jp).unwrap_err();
+        let err = j.apply(root, &p, &jp, &LinkCheck::default()).unwrap_err();
         assert!(err.to_string().contains("neither exists"), "{err}");
     }
 

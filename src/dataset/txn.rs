@@ -1291,7 +1291,8 @@ fn commit_ops(
     };
     // Checked before the commit is decided, so that a link planted in the dataset
     // fails the commit cleanly instead of leaving a journal nobody can apply.
-    journal.check_paths(root)?;
+    let links = crate::util::LinkCheck::default();
+    journal.check_paths(root, &links)?;
     if !indexed {
         // This commit writes the first index (Algorithm U): whatever an interrupted
         // earlier attempt left in its folder is not part of the committed state.
@@ -1386,7 +1387,7 @@ fn commit_ops(
             Err(_) => Err(decided_error(error)),
         };
     }
-    finish(dataset, &journal, &publisher).map_err(decided_error)?;
+    finish(dataset, &journal, &publisher, &links).map_err(decided_error)?;
     super::stamps::record(layout, journal.generation);
     drop(ops);
     drop(extra_staged);
@@ -1408,10 +1409,16 @@ fn decided_error(error: Error) -> Error {
 
 /// Applies a decided journal to the end: steps, folder fsyncs, journal removal, then
 /// the (harmless if interrupted) cleanup.
-fn finish(dataset: &Dataset, journal: &Journal, publisher: &Publisher) -> Result<()> {
+/// `links` holds the paths the same commit checked before it was decided.
+fn finish(
+    dataset: &Dataset,
+    journal: &Journal,
+    publisher: &Publisher,
+    links: &crate::util::LinkCheck,
+) -> Result<()> {
     let layout = dataset.layout();
     let journal_path = layout.hidden.join(JOURNAL_FILE);
-    journal.apply(&layout.root, publisher, &journal_path)?;
+    journal.apply(&layout.root, publisher, &journal_path, links)?;
     publisher.sync()?;
     // The removal is not fsynced: should a power loss bring the journal back, its
     // replay finds every step done (§6 of spec/commit-protocol.md: a rename into a
@@ -1491,7 +1498,12 @@ fn recover_sweeping(
     );
     if let Some(journal) = Journal::load(&layout.hidden)? {
         let publisher = dataset.publisher();
-        finish(dataset, &journal, &publisher)?;
+        finish(
+            dataset,
+            &journal,
+            &publisher,
+            &crate::util::LinkCheck::default(),
+        )?;
         report.finished_commit = Some(journal.generation);
         dirs.extend(journal.written_folders(&layout.root));
     }
