@@ -181,9 +181,14 @@ impl Journal {
     }
 
     /// Checks every path of every step under `root`: plain relative paths, reached
-    /// without following a symbolic link. `links` remembers what was looked at, for
-    /// the [`Journal::apply`] of the same commit.
-    pub fn check_paths(&self, root: &Path, links: &LinkCheck) -> Result<()> {
+    /// without following a symbolic link.
+    pub fn check_paths(&self, root: &Path) -> Result<()> {
+        self.check_paths_with(root, &LinkCheck::default())
+    }
+
+    /// [`Journal::check_paths`]; `links` remembers what was looked at, for the
+    /// [`Journal::apply`] of the same commit.
+    pub(crate) fn check_paths_with(&self, root: &Path, links: &LinkCheck) -> Result<()> {
         let journal = root.join(JOURNAL_FILE);
         for path in self.steps.iter().flat_map(Step::paths) {
             checked(root, &path, &journal, links)?;
@@ -212,9 +217,9 @@ impl Journal {
     /// Applies every step under `root`, in order. Safe to run again after a crash.
     /// Writes are published together (fsynced at once, then renamed in order) before
     /// the next rename step; the caller's `sync` publishes the last ones.
-    /// `links` holds what [`Journal::check_paths`] of the same commit looked at (a
-    /// new one for a replay).
-    pub fn apply(
+    /// `links` holds what [`Journal::check_paths_with`] of the same commit looked at
+    /// (a new one for a replay).
+    pub(crate) fn apply(
         &self,
         root: &Path,
         publisher: &Publisher,

@@ -1292,7 +1292,7 @@ fn commit_ops(
     // Checked before the commit is decided, so that a link planted in the dataset
     // fails the commit cleanly instead of leaving a journal nobody can apply.
     let links = crate::util::LinkCheck::default();
-    journal.check_paths(root, &links)?;
+    journal.check_paths_with(root, &links)?;
     if !indexed {
         // This commit writes the first index (Algorithm U): whatever an interrupted
         // earlier attempt left in its folder is not part of the committed state.
