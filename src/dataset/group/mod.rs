@@ -35,10 +35,10 @@ pub const GROUP_COMMIT_ENV: &str = "SPATIALZARR_GROUP_COMMIT";
 /// How long a waiter whose timeout passed after its request was claimed still waits
 /// for the outcome, at least.
 const CLAIMED_GRACE: Duration = Duration::from_secs(60);
-/// A waiter's first pause between two looks for its outcome; each pause doubles up
-/// to [`MAX_POLL`].
+/// A waiter's first pause when the holder is gone but neither its outcome nor the
+/// write lock is there (other waiters read); each pause doubles up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_micros(250);
-/// A waiter's longest pause between two looks for its outcome.
+/// A waiter's longest such pause.
 const MAX_POLL: Duration = Duration::from_millis(4);
 
 /// One single-operation call.
@@ -291,9 +291,10 @@ impl Dataset {
         result
     }
 
-    /// Step 5 of Algorithm W: polls for the outcome the combiner writes, without
-    /// taking the lock, and tries the write lock without waiting between polls, so
-    /// that a request no combiner takes is committed by its own caller.
+    /// Step 5 of Algorithm W: looks for the outcome the combiner writes and tries the
+    /// write lock without waiting (so that a request no combiner takes is committed
+    /// by its own caller); between two looks, waits for the read lock, which every
+    /// waiter gets at once when the holder releases.
     fn await_outcome(&self, waiting: &Waiting, request: Request) -> Result<Done> {
         let Waiting { queue, id, dir } = waiting;
         let started = Instant::now();
@@ -301,6 +302,8 @@ impl Dataset {
         // Set once the timeout passed while a combiner held the request.
         let mut claimed_until: Option<Instant> = None;
         let mut pause = FIRST_POLL;
+        // Whether the last wait got the read lock (rather than timing out).
+        let mut granted = false;
         loop {
             if let Some(outcome) = wire::read_outcome(dir)? {
                 // The combiner's journal is decided; the read lock (with recovery
@@ -345,8 +348,23 @@ impl Dataset {
                 }
                 None => {}
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(MAX_POLL);
+            if granted {
+                // The holder is gone but other waiters still read: let them finish.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_POLL);
+            }
+            // Sleep in the kernel until the holder releases: the read lock is granted
+            // to every waiter at once.
+            let deadline = claimed_until.or_else(|| timeout.and_then(|t| started.checked_add(t)));
+            let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            granted = match self.lock().read(wait) {
+                Ok(_holder_gone) => true,
+                Err(LockError::Timeout { .. }) => false,
+                Err(error) => {
+                    let _ = queue.withdraw(id);
+                    return Err(error.into());
+                }
+            };
         }
     }
 
