@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::layout::{Layout, unique_id};
 use crate::element::{ElementKind, ElementName};
-use crate::error::{Result, io_err};
+use crate::error::{Error, Result, io_err};
 use crate::storage::Publisher;
 use crate::storage::publish::remove_tree;
 use crate::storage::trace::{FsOp, observe};
@@ -124,12 +124,39 @@ impl Drop for StagedElement {
 }
 
 /// Removes staging folders whose owner process is gone. Returns the folders removed.
+///
+/// A folder that stays "not empty" through a few tries is left for a later writer:
+/// on a network filesystem, a file its killed owner was creating can still arrive
+/// after the owner's lock was released (seen on GlusterFS), and a leftover must not
+/// fail the operation of the writer that came across it.
 pub(crate) fn remove_abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
-    let abandoned = abandoned(layout)?;
-    for dir in &abandoned {
-        remove_tree(dir)?;
+    let mut removed = Vec::new();
+    for dir in abandoned(layout)? {
+        if remove_settled(&dir)? {
+            removed.push(dir);
+        }
     }
-    Ok(abandoned)
+    Ok(removed)
+}
+
+/// Removes the tree `dir`, trying again while it is found not empty; false when it
+/// still was after the last try.
+fn remove_settled(dir: &Path) -> Result<bool> {
+    const TRIES: u32 = 4;
+    for attempt in 1..=TRIES {
+        match remove_tree(dir) {
+            Ok(()) => return Ok(true),
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::DirectoryNotEmpty =>
+            {
+                if attempt < TRIES {
+                    std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(attempt)));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
 }
 
 /// The staging folders whose owner process is gone (what [`remove_abandoned`]
