@@ -96,6 +96,13 @@ impl StagedElement {
         }
     }
 
+    /// Lets go of the staging folder without removing it (a decided commit may still
+    /// need its files): the owner lock is released, and a later writer's recovery,
+    /// which finishes every journal first, removes the folder.
+    pub(crate) fn leave(mut self) {
+        self.consumed = true;
+    }
+
     /// The folder holding the element's tree.
     pub(crate) fn element_dir(&self) -> PathBuf {
         self.dir.join("element")

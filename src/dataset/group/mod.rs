@@ -88,6 +88,22 @@ struct Waiting {
     id: String,
     /// Its staging folder.
     dir: PathBuf,
+    /// The staging folder of an append's rows (an element's is in its request).
+    holder: Option<StagedElement>,
+}
+
+impl Waiting {
+    /// Returns without removing the request's files: a combiner's journal may still
+    /// need them. Its queue entry and folders are removed by a later writer once this
+    /// process is gone (spec/commit-protocol.md §12.3 step 8).
+    fn leave(self, request: Request) {
+        if let Some(holder) = self.holder {
+            holder.leave();
+        }
+        if let Request::Add { staged, .. } = request {
+            staged.leave();
+        }
+    }
 }
 
 /// A queued request taken by the combiner.
@@ -284,19 +300,17 @@ impl Dataset {
             queue: self.queue(),
             id,
             dir,
+            holder,
         };
         waiting.queue.enqueue(&waiting.id)?;
-        let result = self.await_outcome(&waiting, request);
-        drop(holder);
-        result
+        self.await_outcome(waiting, request)
     }
 
     /// Step 5 of Algorithm W: looks for the outcome the combiner writes and tries the
     /// write lock without waiting (so that a request no combiner takes is committed
     /// by its own caller); between two looks, waits for the read lock, which every
     /// waiter gets at once when the holder releases.
-    fn await_outcome(&self, waiting: &Waiting, request: Request) -> Result<Done> {
-        let Waiting { queue, id, dir } = waiting;
+    fn await_outcome(&self, waiting: Waiting, request: Request) -> Result<Done> {
         let started = Instant::now();
         let timeout = self.options().lock_timeout;
         // Set once the timeout passed while a combiner held the request.
@@ -305,43 +319,56 @@ impl Dataset {
         // Whether the last wait got the read lock (rather than timing out).
         let mut granted = false;
         loop {
-            if let Some(outcome) = wire::read_outcome(dir)? {
+            let outcome = match wire::read_outcome(&waiting.dir) {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    waiting.leave(request);
+                    return Err(error);
+                }
+            };
+            if let Some(outcome) = outcome {
                 // The combiner's journal is decided; the read lock (with recovery
                 // when that combiner died) waits until it is applied, so the caller's
                 // next read sees its operation and the folder may go.
-                let _applied = self.read_guard()?;
-                queue.forget(id)?;
-                drop(request);
+                match self.read_guard() {
+                    Ok(_applied) => {
+                        let forgotten = waiting.queue.forget(&waiting.id);
+                        drop(request);
+                        drop(waiting);
+                        forgotten?;
+                    }
+                    // Decided all the same: the result stands, the files stay.
+                    Err(_) => waiting.leave(request),
+                }
                 return outcome_result(outcome);
             }
             match self.lock().write(Some(Duration::ZERO)) {
                 Ok(guard) => {
                     super::txn::recover(self, &guard)?;
-                    return self.collect(waiting, request);
+                    return self.collect(&waiting, request);
                 }
                 Err(LockError::Timeout { .. }) => {}
-                Err(error) => {
-                    let _ = queue.withdraw(id);
-                    return Err(error.into());
-                }
+                Err(error) => return Err(self.give_up(waiting, request, error.into())),
             }
             let now = Instant::now();
             match claimed_until {
                 Some(until) if now >= until => {
-                    return Err(Error::OutcomeUnknown {
+                    let error = Error::OutcomeUnknown {
                         dataset: self.root().to_path_buf(),
                         waited: started.elapsed(),
-                    });
+                    };
+                    waiting.leave(request);
+                    return Err(error);
                 }
                 Some(_) => {}
                 None if timeout.is_some_and(|t| now.duration_since(started) >= t) => {
-                    if queue.withdraw(id)? {
-                        return Err(LockError::Timeout {
-                            dataset: self.root().to_path_buf(),
-                            mode: crate::lock::LockMode::Write,
-                            waited: started.elapsed(),
-                        }
-                        .into());
+                    let error = LockError::Timeout {
+                        dataset: self.root().to_path_buf(),
+                        mode: crate::lock::LockMode::Write,
+                        waited: started.elapsed(),
+                    };
+                    if waiting.queue.withdraw(&waiting.id)? {
+                        return Err(error.into());
                     }
                     claimed_until =
                         Some(now + timeout.map_or(CLAIMED_GRACE, |t| t.max(CLAIMED_GRACE)));
@@ -360,18 +387,24 @@ impl Dataset {
             granted = match self.lock().read(wait) {
                 Ok(_holder_gone) => true,
                 Err(LockError::Timeout { .. }) => false,
-                Err(error) => {
-                    let _ = queue.withdraw(id);
-                    return Err(error.into());
-                }
+                Err(error) => return Err(self.give_up(waiting, request, error.into())),
             };
         }
+    }
+
+    /// Ends a wait on `error`: withdraws the request, and when a combiner claimed it
+    /// first, leaves its files to that combiner's journal.
+    fn give_up(&self, waiting: Waiting, request: Request, error: Error) -> Error {
+        if !waiting.queue.withdraw(&waiting.id).unwrap_or(false) {
+            waiting.leave(request);
+        }
+        error
     }
 
     /// Holding the write lock (recovery done): the outcome of the queued request
     /// `id`, or, when no combiner took it, its own commit as the combiner.
     fn collect(&self, waiting: &Waiting, request: Request) -> Result<Done> {
-        let Waiting { queue, id, dir } = waiting;
+        let Waiting { queue, id, dir, .. } = waiting;
         let outcome = wire::read_outcome(dir)?;
         queue.forget(id)?;
         let Some(outcome) = outcome else {
