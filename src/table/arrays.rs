@@ -24,6 +24,10 @@ use crate::storage::AtomicStore;
 pub const ROW_CHUNK: u64 = 8192;
 /// Elements per chunk of the CSR `data` and `indices` arrays.
 pub const NNZ_CHUNK: u64 = 65536;
+/// Values per chunk of a table's short string lists: a categorical column's
+/// categories and the declared regions. Every read of the table's state decodes the
+/// first chunk of each, so it stays small.
+pub const LIST_CHUNK: u64 = 1024;
 
 fn zarr_error(path: &str, e: impl std::fmt::Display) -> Error {
     Error::Zarr {
