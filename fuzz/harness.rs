@@ -19,6 +19,9 @@ mod npy;
 #[path = "../src/cli/csv_input.rs"]
 mod csv_input;
 
+#[path = "../src/cli/csv_types.rs"]
+mod csv_types;
+
 /// Every target, by name (the folder names under `fuzz/corpus/`).
 #[allow(dead_code)]
 pub const TARGETS: [&str; 7] = [

@@ -538,3 +538,75 @@ fn keys_reused_with_other_rows_are_refused() {
     assert_eq!((legacy.start, legacy.end), (100, 200));
     assert_eq!(ds.table_info("table").unwrap().n_obs, 300);
 }
+
+/// Rows of `n` regions `r{first}`..: one row each, instance ids from 0.
+fn region_rows(first: usize, n: usize) -> RowBatch {
+    let obs = RecordBatch::try_from_iter(vec![
+        (
+            "instance_id",
+            Arc::new(Int64Array::from_iter_values(0..n as i64)) as ArrayRef,
+        ),
+        (
+            "region",
+            Arc::new(StringArray::from_iter_values(
+                (first..first + n).map(|r| format!("r{r}")),
+            )) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    RowBatch { obs, x: None }
+}
+
+#[test]
+fn categories_and_regions_past_one_chunk_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ds.zarr");
+    let ds = Dataset::create(&path, DatasetOptions::default()).unwrap();
+    let list_chunk = spatialzarr::table::arrays::LIST_CHUNK as usize;
+    // A table's short lists are chunked small; more values than one chunk holds
+    // span several chunks, grown over two appends.
+    let first = list_chunk + 10;
+    ds.append_rows(
+        "t",
+        &region_rows(0, first),
+        Some(&TableSpec::default()),
+        None,
+    )
+    .unwrap();
+    ds.append_rows("t", &region_rows(first - 5, 20), None, None)
+        .unwrap();
+    let total = first + 15;
+    let table = path.join("tables/t");
+    for list in ["obs/region/categories", "uns/spatialdata_attrs/region"] {
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(table.join(list).join("zarr.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            doc["chunk_grid"]["configuration"]["chunk_shape"],
+            serde_json::json!([list_chunk]),
+            "{list}"
+        );
+        assert_eq!(doc["shape"], serde_json::json!([total]), "{list}");
+    }
+    let ds = open(&path);
+    let info = ds.table_info("t").unwrap();
+    let mut expected: Vec<String> = (0..total).map(|r| format!("r{r}")).collect();
+    expected.sort();
+    assert_eq!(info.regions, expected);
+    let rows = ds.read_rows("t", 0..info.n_obs).unwrap();
+    let region = rows
+        .column_by_name("region")
+        .unwrap()
+        .as_dictionary::<Int32Type>();
+    let names = region.values().as_string::<i32>();
+    let read: Vec<String> = (0..rows.num_rows())
+        .map(|row| names.value(region.keys().value(row) as usize).to_owned())
+        .collect();
+    let written: Vec<String> = (0..first)
+        .chain(first - 5..first + 15)
+        .map(|r| format!("r{r}"))
+        .collect();
+    assert_eq!(read, written);
+    let report = ds.check(true).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}

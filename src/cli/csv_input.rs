@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
+
+use super::csv_types;
 use arrow_array::RecordBatch;
 use arrow_csv::ReaderBuilder;
 use arrow_csv::reader::Format;
@@ -55,10 +57,12 @@ pub(super) fn read_csv_rows(
     let shown = path.display();
     let mut file = File::open(path).with_context(|| format!("cannot open {shown}"))?;
     let format = Format::default().with_header(true);
-    let (inferred, n_rows) = format
-        .infer_schema(&mut file, None)
+    // The header row alone first (no field is classified: nothing compiles
+    // arrow-csv's patterns).
+    let (header, _) = format
+        .infer_schema(&mut file, Some(0))
         .map_err(|e| anyhow!("cannot read {shown}: {e}"))?;
-    let names: Vec<&String> = inferred.fields().iter().map(|f| f.name()).collect();
+    let names: Vec<&String> = header.fields().iter().map(|f| f.name()).collect();
     if names.is_empty() || names.iter().all(|n| n.is_empty()) {
         bail!("{shown} is empty: it needs a header row naming the columns, then the rows");
     }
@@ -69,18 +73,30 @@ pub(super) fn read_csv_rows(
     if let Some(twice) = names.iter().find(|n| !seen.insert(n.as_str())) {
         bail!("{shown}: the header row names column {twice:?} twice");
     }
-    let fields: Vec<Field> = inferred
-        .fields()
+    let (inferred, n_rows) = match csv_types::infer_types(path, &format, &names) {
+        Some(found) => found,
+        None => {
+            file.rewind()
+                .with_context(|| format!("cannot read {shown}"))?;
+            let (schema, n_rows) = format
+                .infer_schema(&mut file, None)
+                .map_err(|e| anyhow!("cannot read {shown}: {e}"))?;
+            let types = schema.fields().iter().map(|f| f.data_type().clone());
+            (types.collect(), n_rows)
+        }
+    };
+    let fields: Vec<Field> = names
         .iter()
-        .map(|f| {
-            let arrow = match (types.get(f.name()), f.data_type()) {
+        .zip(&inferred)
+        .map(|(name, inferred)| {
+            let arrow = match (types.get(name.as_str()), inferred) {
                 (Some(Forced::Always(t)), _) | (Some(Forced::IfEmpty(t)), DataType::Null) => {
                     t.clone()
                 }
                 (Some(Forced::IfEmpty(t)), _) if n_rows == 0 => t.clone(),
                 (_, inferred) => simple_type(inferred),
             };
-            Field::new(f.name(), arrow, true)
+            Field::new(name.as_str(), arrow, true)
         })
         .collect();
     let schema = Arc::new(Schema::new(fields));

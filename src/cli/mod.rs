@@ -6,6 +6,7 @@
 mod apply_cmd;
 mod bench;
 mod csv_input;
+mod csv_types;
 mod demo;
 mod inspect_cmds;
 mod lock_cmd;

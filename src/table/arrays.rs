@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use zarrs::array::codec::ZstdCodec;
-use zarrs::array::{Array, ArrayBuilder, ArraySubset, DataType, Element, ElementOwned, FillValue};
+use zarrs::array::{
+    Array, ArrayBuilder, ArrayBytes, ArrayError, ArraySubset, CodecTraits, DataType, Element,
+    ElementOwned, FillValue, FromArrayBytes,
+};
 
 use crate::element::raster::read_json;
 use crate::error::{Error, Result};
@@ -21,6 +24,10 @@ use crate::storage::AtomicStore;
 pub const ROW_CHUNK: u64 = 8192;
 /// Elements per chunk of the CSR `data` and `indices` arrays.
 pub const NNZ_CHUNK: u64 = 65536;
+/// Values per chunk of a table's short string lists: a categorical column's
+/// categories and the declared regions. Every read of the table's state decodes the
+/// first chunk of each, so it stays small.
+pub const LIST_CHUNK: u64 = 1024;
 
 fn zarr_error(path: &str, e: impl std::fmt::Display) -> Error {
     Error::Zarr {
@@ -242,8 +249,14 @@ impl Arrays {
         let ranges: Vec<Range<u64>> = std::iter::once(range)
             .chain(shape[1..].iter().map(|&n| 0..n))
             .collect();
+        let subset = ArraySubset::new_with_ranges(&ranges);
+        if let Some(values) =
+            read_within_one_chunk(&array, &subset).map_err(|e| zarr_error(&key, e))?
+        {
+            return Ok(values);
+        }
         array
-            .retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_ranges(&ranges))
+            .retrieve_array_subset::<Vec<T>>(&subset)
             .map_err(|e| zarr_error(&key, e))
     }
 
@@ -270,6 +283,41 @@ impl Arrays {
             .to_owned();
         Ok((len, dtype))
     }
+}
+
+/// The values of `subset` when it lies inside one chunk of `array` whose codecs read
+/// the whole chunk anyway (no partial reads, e.g. zstd): the chunk is decoded once and
+/// the subset taken from it. zarrs would instead decode it through a partial decoder
+/// that first copies every element of the chunk one by one (for a string array of
+/// 65536-element chunks holding one category, nearly all of the read). `None` when the
+/// subset spans chunks or the codecs can read part of a chunk (sharding): zarrs'
+/// own path is then the right one.
+fn read_within_one_chunk<T: ElementOwned>(
+    array: &Array<AtomicStore>,
+    subset: &ArraySubset,
+) -> std::result::Result<Option<Vec<T>>, ArrayError> {
+    if array.codecs().partial_decoder_capability().partial_read {
+        return Ok(None);
+    }
+    let Some(chunks) = array.chunks_in_array_subset(subset)? else {
+        return Ok(None);
+    };
+    if chunks.num_elements() != 1 {
+        return Ok(None);
+    }
+    let chunk_indices = chunks.start().to_vec();
+    let chunk_shape: Vec<u64> = array
+        .chunk_shape(&chunk_indices)?
+        .iter()
+        .map(|n| n.get())
+        .collect();
+    let chunk_subset = subset.relative_to(&array.chunk_origin(&chunk_indices)?)?;
+    let chunk: ArrayBytes<'static> = array.retrieve_chunk(&chunk_indices)?;
+    let bytes = chunk
+        .extract_array_subset(&chunk_subset, &chunk_shape, array.data_type())?
+        .into_owned();
+    bytes.validate(chunk_subset.num_elements(), array.data_type())?;
+    Vec::<T>::from_array_bytes(bytes, chunk_subset.shape(), array.data_type()).map(Some)
 }
 
 /// Values converted to the element type of a stored array, ready to be written.
@@ -345,4 +393,83 @@ pub fn string_array_attrs() -> Value {
 /// A group node's metadata document.
 pub fn group_doc(attributes: Value) -> Value {
     json!({"attributes": attributes, "zarr_format": 3, "node_type": "group"})
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use zarrs::array::{Array, ArraySubset};
+
+    use super::Arrays;
+    use crate::storage::Publisher;
+
+    fn arrays_in(dir: &std::path::Path) -> Arrays {
+        super::super::arrays_at(dir, &Arc::new(Publisher::new())).unwrap()
+    }
+
+    /// What zarrs' own subset read returns, for comparison.
+    fn zarrs_read<T: zarrs::array::ElementOwned>(
+        arrays: &Arrays,
+        path: &str,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Vec<T> {
+        let array = Array::open(arrays.store.clone(), &format!("/{path}")).unwrap();
+        array
+            .retrieve_array_subset::<Vec<T>>(&ArraySubset::new_with_ranges(ranges))
+            .unwrap()
+    }
+
+    #[test]
+    fn rows_inside_one_chunk_read_as_zarrs_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let arrays = arrays_in(dir.path());
+        let words: Vec<String> = ["a", "", "ccc", "d\u{e9}", "e"].map(String::from).to_vec();
+        // Few values in a large chunk, as the categories of a table.
+        arrays
+            .create(
+                "words",
+                "string",
+                vec![5],
+                vec![65536],
+                serde_json::json!({}),
+                words.clone(),
+            )
+            .unwrap();
+        // A 2-d array of several chunks along rows.
+        let grid: Vec<f64> = (0..30).map(|v| f64::from(v) * 0.5).collect();
+        arrays
+            .create(
+                "grid",
+                "float64",
+                vec![10, 3],
+                vec![4, 3],
+                serde_json::json!({}),
+                grid,
+            )
+            .unwrap();
+        for (start, end) in [(0, 5), (0, 1), (2, 4), (4, 5), (3, 3)] {
+            let got: Vec<String> = arrays.read("words", start..end).unwrap();
+            assert_eq!(got, words[start as usize..end as usize]);
+            assert_eq!(
+                got,
+                zarrs_read::<String>(&arrays, "words", std::slice::from_ref(&(start..end)))
+            );
+        }
+        for (start, end) in [
+            (0, 4),
+            (1, 3),
+            (4, 8),
+            (5, 6),
+            (8, 10),
+            (9, 10),
+            (2, 9),
+            (0, 10),
+        ] {
+            let got: Vec<f64> = arrays.read("grid", start..end).unwrap();
+            let expected: Vec<f64> = (start * 3..end * 3).map(|v| v as f64 * 0.5).collect();
+            assert_eq!(got, expected, "rows {start}..{end}");
+            assert_eq!(got, zarrs_read::<f64>(&arrays, "grid", &[start..end, 0..3]));
+        }
+    }
 }

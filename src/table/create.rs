@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use super::arrays::{Arrays, NNZ_CHUNK, ROW_CHUNK, array_attrs, group_doc, string_array_attrs};
+use super::arrays::{
+    Arrays, LIST_CHUNK, NNZ_CHUNK, ROW_CHUNK, array_attrs, group_doc, string_array_attrs,
+};
 use super::columns::{ColumnKind, Prim};
 use super::{RowBatch, TableSpec, XSpec};
 use crate::error::{Error, Result};
@@ -158,7 +160,7 @@ pub fn create_empty(
                     &format!("{path}/categories"),
                     "string",
                     string_array_attrs(),
-                    65536,
+                    LIST_CHUNK,
                 )?;
             }
         }
@@ -242,7 +244,7 @@ pub fn create_empty(
         "uns/spatialdata_attrs/region",
         "string",
         vec![0],
-        vec![1024],
+        vec![LIST_CHUNK],
         string_array_attrs(),
         vec![],
     )?;
