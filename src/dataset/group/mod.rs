@@ -37,9 +37,9 @@ pub const GROUP_COMMIT_ENV: &str = "SPATIALZARR_GROUP_COMMIT";
 const CLAIMED_GRACE: Duration = Duration::from_secs(60);
 /// A waiter's first pause when the holder is gone but neither its outcome nor the
 /// write lock is there (other waiters read); each pause doubles up to [`MAX_POLL`].
-const FIRST_POLL: Duration = Duration::from_micros(250);
+const FIRST_POLL: Duration = Duration::from_micros(100);
 /// A waiter's longest such pause.
-const MAX_POLL: Duration = Duration::from_millis(4);
+const MAX_POLL: Duration = Duration::from_millis(1);
 
 /// One single-operation call.
 pub(super) enum Request {
