@@ -12,22 +12,12 @@ wait4(2) of each process. Prints one line per binary: medians, and the mean CPU.
 import os
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import time
 
-
-def write_inputs(d):
-    with open(f"{d}/rows.csv", "w") as f:
-        f.write("instance_id,region,area\n")
-        for j in range(200):
-            f.write(f"{j},r,{j + 0.5}\n")
-    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (200, 5), }"
-    header += " " * (63 - (10 + len(header)) % 64) + "\n"
-    with open(f"{d}/x.npy", "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
-        f.write(struct.pack("<1000d", *[i * 0.25 for i in range(1000)]))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_inputs import write_inputs  # noqa: E402
 
 
 def run(args):

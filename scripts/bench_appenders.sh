@@ -8,20 +8,7 @@ bin=$1
 dir=$2
 rm -rf "$dir"
 mkdir -p "$dir"
-python3 - "$dir" <<'PY'
-import struct, sys
-d = sys.argv[1]
-with open(f"{d}/rows.csv", "w") as f:
-    f.write("instance_id,region,area\n")
-    for j in range(200):
-        f.write(f"{j},r,{j + 0.5}\n")
-# A 200 x 5 float64 .npy, written by hand (no numpy needed).
-header = "{'descr': '<f8', 'fortran_order': False, 'shape': (200, 5), }"
-header += " " * (63 - (10 + len(header)) % 64) + "\n"
-with open(f"{d}/x.npy", "wb") as f:
-    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
-    f.write(struct.pack("<1000d", *[i * 0.25 for i in range(1000)]))
-PY
+python3 "$(dirname "$0")/bench_inputs.py" "$dir"
 run() {
     local ds=$1 workers=$2 each=$3
     "$bin" init "$ds" > /dev/null

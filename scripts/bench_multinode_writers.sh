@@ -16,21 +16,7 @@ a=${SPATIALZARR_NODES%%:*}
 b=${SPATIALZARR_NODES##*:}
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-python3 - "$scratch" <<'PY'
-import struct, sys
-d = sys.argv[1]
-with open(f"{d}/rows.csv", "w") as f:
-    f.write("instance_id,region,area\n")
-    for j in range(200):
-        f.write(f"{j},r,{j + 0.5}\n")
-def npy(path, descr, shape, fmt, values):
-    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}"
-    header += " " * (63 - (10 + len(header)) % 64) + "\n"
-    with open(path, "wb") as f:
-        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
-        f.write(struct.pack(fmt, *values))
-npy(f"{d}/labels.npy", "<u4", "(32, 32)", "<1024I", [i % 7 for i in range(1024)])
-PY
+python3 "$here/bench_inputs.py" "$scratch"
 n=0
 for bin in "$@"; do
     n=$((n + 1))
