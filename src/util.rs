@@ -57,19 +57,7 @@ pub fn safe_relative(relative: &str) -> Option<PathBuf> {
 /// could lead out of it, and a write, rename or removal through it would change files
 /// elsewhere.
 pub fn no_links_below(root: &Path, path: &Path) -> Result<()> {
-    let Ok(relative) = path.strip_prefix(root) else {
-        return Ok(());
-    };
-    let mut current = root.to_path_buf();
-    for component in relative.components() {
-        current.push(component);
-        match crate::storage::trace::lstat(&current) {
-            Ok(meta) if meta.file_type().is_symlink() => return Err(link_error(current)),
-            Ok(_) => {}
-            Err(_) => return Ok(()),
-        }
-    }
-    Ok(())
+    LinkCheck::default().check(root, path)
 }
 
 /// [`no_links_below`] for many paths of one commit: remembers every component found
