@@ -68,11 +68,17 @@ struct Counts {
     fsyncs: usize,
     rounds: usize,
     paths: Vec<PathBuf>,
+    /// The files created (temporaries included).
+    created: Vec<PathBuf>,
     /// The operations on the element index (`.spatialzarr/index`), by kind.
     index_ops: Vec<(String, PathBuf)>,
 }
 
+/// The observer is process-wide: the tests of this file count one at a time.
+static OBSERVING: Mutex<()> = Mutex::new(());
+
 fn count(root: &Path, call: impl FnOnce()) -> Counts {
+    let _alone = OBSERVING.lock().unwrap_or_else(|e| e.into_inner());
     let counter = Arc::new(Counter {
         root: root.to_path_buf(),
         ops: Mutex::default(),
@@ -102,7 +108,13 @@ fn count(root: &Path, call: impl FnOnce()) -> Counts {
         .filter(|(_, p)| p.starts_with(".spatialzarr/index"))
         .cloned()
         .collect();
+    let created = ops
+        .iter()
+        .filter(|(kind, _)| kind == "create")
+        .map(|(_, p)| p.clone())
+        .collect();
     Counts {
+        created,
         index_ops,
         total: ops.len(),
         by_kind,
@@ -266,4 +278,63 @@ fn a_commit_costs_what_it_changes() {
             &foreign[..foreign.len().min(10)]
         );
     }
+}
+
+#[test]
+fn appends_batched_in_one_commit_store_each_chunk_once() {
+    let dir = common::tempdir();
+    let root = dir.path().join("batched.zarr");
+    let ds = build(&root, 2);
+    // The region is declared before counting, so that no append below grows it.
+    ds.append_rows("cells", &rows(10, "tile000001"), None, Some("region"))
+        .unwrap();
+    let single = count(&root, || {
+        ds.append_rows("cells", &rows(100, "tile000001"), None, Some("one"))
+            .unwrap();
+    });
+    let batched = count(&root, || {
+        let mut txn = ds.write().unwrap();
+        for i in 0..8 {
+            txn.append_rows(
+                "cells",
+                &rows(100, "tile000001"),
+                None,
+                Some(&format!("b{i}")),
+            )
+            .unwrap();
+        }
+        txn.commit().unwrap();
+    });
+    let chunk_files = |counts: &Counts| {
+        counts
+            .created
+            .iter()
+            .filter(|p| p.starts_with("tables/cells") && !p.to_string_lossy().contains("zarr.json"))
+            .count()
+    };
+    let (one, eight) = (chunk_files(&single), chunk_files(&batched));
+    assert!(
+        one > 0,
+        "the single append created no chunk file: {single:?}"
+    );
+    assert_eq!(
+        eight, one,
+        "8 appends in one commit created {eight} chunk files, one append {one}: {batched:?}"
+    );
+    // The merged writes left exactly the rows the appends one by one would.
+    assert_eq!(ds.table_info("cells").unwrap().n_obs, 20 + 100 + 800);
+    let stored = ds.read_rows("cells", 120..920).unwrap();
+    let area = stored
+        .column_by_name("area")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    let expected: Vec<f64> = (0..8).flat_map(|_| (0..100).map(|i| i as f64)).collect();
+    assert_eq!(area.values().to_vec(), expected);
+    let Some(XRows::Dense(x)) = ds.read_x_rows("cells", 120..920).unwrap() else {
+        panic!("the table lost its dense X");
+    };
+    let expected: Vec<f64> = (0..8).flat_map(|_| (0..500).map(|i| i as f64)).collect();
+    assert_eq!(x, expected);
 }

@@ -1308,11 +1308,13 @@ fn commit_ops(
     // readers do not look, until the journal's documents grow the arrays.
     let row_publisher = Arc::new(dataset.publisher());
     let arrays = table::arrays_at(root, &row_publisher)?;
-    for op in ops.iter_mut() {
-        if let Op::TableAppend { writes, .. } = op {
-            table::append::write(&arrays, std::mem::take(writes))?;
-        }
-    }
+    // Every append of the commit at once: a batch of appends to one table stores
+    // each array's partly filled chunk once, not once per append.
+    let writes = ops.iter_mut().flat_map(|op| match op {
+        Op::TableAppend { writes, .. } => std::mem::take(writes),
+        _ => Vec::new(),
+    });
+    table::append::write(&arrays, table::append::coalesce(writes))?;
     // The journal, and the files its `Write` steps publish (in folders that exist),
     // are written ahead to temporary files, so that ONE fsync round makes the rows,
     // the journal and those files durable (spec/commit-protocol.md §3.3).

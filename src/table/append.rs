@@ -497,6 +497,42 @@ pub fn plan(arrays: &Arrays, patch: &mut TablePatch, rows: &RowBatch) -> Result<
     })
 }
 
+/// Merges the writes of several appends so that each array is written once per
+/// run of adjoining rows: a write whose rows start where the last write to the same
+/// array ended joins it, and a write that starts at the same row and reaches at
+/// least as far replaces it (the declared regions, rewritten whole). Writes to one
+/// array keep their order; each array's partly filled chunk is then encoded and
+/// stored once per commit instead of once per append.
+pub fn coalesce(writes: impl IntoIterator<Item = ArrayWrite>) -> Vec<ArrayWrite> {
+    let mut merged: Vec<ArrayWrite> = Vec::new();
+    // The position in `merged` of the last write to each array.
+    let mut last: BTreeMap<String, usize> = BTreeMap::new();
+    for write in writes {
+        if let Some(&at) = last.get(&write.path) {
+            let previous = &mut merged[at];
+            if previous.row_len == write.row_len {
+                if write.start == previous.start && write.end() >= previous.end() {
+                    *previous = write;
+                    continue;
+                }
+                if write.start == previous.end() {
+                    match previous.values.extend_with(write.values) {
+                        Ok(()) => continue,
+                        Err(values) => {
+                            last.insert(write.path.clone(), merged.len());
+                            merged.push(ArrayWrite { values, ..write });
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        last.insert(write.path.clone(), merged.len());
+        merged.push(write);
+    }
+    merged
+}
+
 /// Stores the planned writes of an append through `arrays`, in order.
 pub fn write(arrays: &Arrays, writes: Vec<ArrayWrite>) -> Result<()> {
     for w in writes {
@@ -577,4 +613,60 @@ fn prepare_x(
 /// The metadata of a 1-d string array holding the regions (replacing a 0-d scalar).
 pub fn region_list_attrs() -> Value {
     string_array_attrs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(path: &str, start: u64, values: TypedValues) -> ArrayWrite {
+        ArrayWrite::rows(path.into(), start, values)
+    }
+
+    #[test]
+    fn adjoining_rows_of_one_array_become_one_write() {
+        let merged = coalesce([
+            w("t/obs/a", 10, vec![1i64, 2].into()),
+            w("t/obs/b", 10, vec![0.5f64, 0.25].into()),
+            w("t/obs/a", 12, vec![3i64].into()),
+            w("t/obs/b", 12, vec![0.125f64].into()),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                w("t/obs/a", 10, vec![1i64, 2, 3].into()),
+                w("t/obs/b", 10, vec![0.5f64, 0.25, 0.125].into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_whole_rewrite_replaces_the_earlier_one() {
+        let region =
+            |names: &[&str]| TypedValues::Str(names.iter().map(|s| s.to_string()).collect());
+        let merged = coalesce([
+            w("t/region", 0, region(&["a", "b"])),
+            w("t/region", 0, region(&["a", "b", "c"])),
+        ]);
+        assert_eq!(merged, vec![w("t/region", 0, region(&["a", "b", "c"]))]);
+    }
+
+    #[test]
+    fn gaps_other_types_and_row_lengths_stay_separate_in_order() {
+        let dense = |start, values: Vec<f32>| ArrayWrite {
+            row_len: 2,
+            ..w("t/X", start, values.into())
+        };
+        let input = vec![
+            w("t/obs/a", 0, vec![1i64].into()),
+            w("t/obs/a", 5, vec![2i64].into()),
+            w("t/obs/a", 6, vec![3i32].into()),
+            dense(0, vec![1.0, 2.0]),
+            w("t/X", 1, vec![3.0f32].into()),
+        ];
+        assert_eq!(coalesce(input.clone()), input);
+        // Dense rows of the same width do join.
+        let merged = coalesce([dense(0, vec![1.0, 2.0]), dense(1, vec![3.0, 4.0])]);
+        assert_eq!(merged, vec![dense(0, vec![1.0, 2.0, 3.0, 4.0])]);
+    }
 }

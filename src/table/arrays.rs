@@ -378,6 +378,23 @@ impl TypedValues {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Appends `more` to these values when both have the same element type;
+    /// otherwise gives `more` back unchanged.
+    pub fn extend_with(&mut self, more: TypedValues) -> std::result::Result<(), TypedValues> {
+        macro_rules! extend {
+            ($($variant:ident),*) => {
+                match (self, more) {
+                    $((TypedValues::$variant(v), TypedValues::$variant(m)) => {
+                        v.extend(m);
+                        Ok(())
+                    })*
+                    (_, more) => Err(more),
+                }
+            };
+        }
+        extend!(Bool, I8, I16, I32, I64, U8, U16, U32, U64, F32, F64, Str)
+    }
 }
 
 /// Attributes of an AnnData array node.
