@@ -349,19 +349,16 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
-    /// Every pending op of this thread's open transactions on this dataset, oldest
-    /// first, as `(frame, index)` pairs, passed to `f` until it returns `Some`.
+    /// What `f` finds in the newest of the pending ops of this thread's open
+    /// transactions on this dataset where it finds anything: the ops are passed to
+    /// `f` newest first, until it returns `Some`. (A batch of appends to one table
+    /// thus clones only the table's latest patch, not every earlier one.)
     fn find_pending<R>(&self, mut f: impl FnMut(&Op) -> Option<R>) -> Option<R> {
         let frames = OPEN.with(|open| open.borrow().get(&self.key).cloned().unwrap_or_default());
-        let mut found = None;
-        for frame in frames {
-            for op in frame.borrow().iter() {
-                if let Some(r) = f(op) {
-                    found = Some(r);
-                }
-            }
-        }
-        found
+        frames
+            .iter()
+            .rev()
+            .find_map(|frame| frame.borrow().iter().rev().find_map(&mut f))
     }
 
     /// The record of an idempotency key, pending in this transaction or committed.
