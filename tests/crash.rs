@@ -284,21 +284,40 @@ fn parent(p: &Path) -> PathBuf {
     p.parent().unwrap().to_path_buf()
 }
 
+/// Whether the file or folder at `path` is fsynced by one of `later` (a folder's
+/// fsync is an `FsyncDir`): under that name or under any name a later rename or
+/// exchange gives it, since an fsync acts on the inode, whatever its name.
+fn synced_later(later: &[FsOp], path: &Path, folder: bool) -> bool {
+    let mut name = path.to_path_buf();
+    for op in later {
+        match op {
+            FsOp::FsyncDir(x) if folder && *x == name => return true,
+            FsOp::Fsync(x) if !folder && *x == name => return true,
+            FsOp::Rename(a, b) if name.starts_with(a) => {
+                name = b.join(name.strip_prefix(a).unwrap());
+            }
+            FsOp::Exchange(a, b) if name.starts_with(a) => {
+                name = b.join(name.strip_prefix(a).unwrap());
+            }
+            FsOp::Exchange(a, b) if name.starts_with(b) => {
+                name = a.join(name.strip_prefix(b).unwrap());
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Whether op `j` is durable in the prefix `ops[..end]`.
 fn durable(ops: &[FsOp], j: usize, end: usize) -> bool {
     let later = &ops[j + 1..end];
     match &ops[j] {
-        FsOp::Write(p, _) => later.iter().any(|o| matches!(o, FsOp::Fsync(q) if q == p)),
-        FsOp::CreateFile(p) | FsOp::Mkdir(p) | FsOp::Unlink(p) | FsOp::RemoveTree(p) => later
-            .iter()
-            .any(|o| matches!(o, FsOp::FsyncDir(d) if *d == parent(p))),
+        FsOp::Write(p, _) => synced_later(later, p, false),
+        FsOp::CreateFile(p) | FsOp::Mkdir(p) | FsOp::Unlink(p) | FsOp::RemoveTree(p) => {
+            synced_later(later, &parent(p), true)
+        }
         FsOp::Rename(a, b) | FsOp::Exchange(a, b) => {
-            let synced = |d: PathBuf| {
-                later
-                    .iter()
-                    .any(|o| matches!(o, FsOp::FsyncDir(x) if *x == d))
-            };
-            synced(parent(a)) && synced(parent(b))
+            synced_later(later, &parent(a), true) && synced_later(later, &parent(b), true)
         }
         FsOp::Fsync(_) | FsOp::FsyncDir(_) | FsOp::FsyncRound(_) => true,
     }

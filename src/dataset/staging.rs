@@ -68,10 +68,11 @@ impl StagedElement {
             .map_err(io_err("create folder", &building.join("element")))?;
         std::fs::create_dir(building.join("element"))
             .map_err(io_err("create folder", &building.join("element")))?;
-        // Its entries (owner, element) must be durable before the commit renames the
-        // element out of it, so fsync it now, under the name it has.
-        publisher.sync_dir(&building)?;
         publisher.rename(&building, &dir)?;
+        // Its entries (owner, element) must be durable before the commit renames the
+        // element out of it: the folder is fsynced with the staged element's files
+        // and folders, in the same round (its parent is, for the rename).
+        publisher.touched(&dir.join("owner"));
         Ok(Self {
             kind,
             name,
