@@ -163,6 +163,13 @@ impl Journal {
         Ok(journal)
     }
 
+    /// Whether a journal lies in `hidden` (an interrupted or unfinished commit).
+    /// Only "not found" means none: any other error of the look (ESTALE, EIO,
+    /// EACCES on a network filesystem) is returned, never taken as an answer.
+    pub fn present(hidden: &Path) -> Result<bool> {
+        exists(&hidden.join(JOURNAL_FILE))
+    }
+
     /// Reads the journal in `hidden`, if there is one.
     pub fn load(hidden: &Path) -> Result<Option<Self>> {
         let path = hidden.join(JOURNAL_FILE);

@@ -382,14 +382,10 @@ impl Dataset {
         // A thread already holding the lock checked for a journal when it took it, and
         // no writer could have left one since.
         let held_before = self.inner.lock.held_by_this_thread().is_some();
-        let journal = self
-            .inner
-            .layout
-            .hidden
-            .join(crate::commit::journal::JOURNAL_FILE);
+        let hidden = &self.inner.layout.hidden;
         loop {
             let guard = self.inner.lock.read(timeout)?;
-            if held_before || !crate::storage::trace::exists(&journal) {
+            if held_before || !crate::commit::Journal::present(hidden)? {
                 return Ok(guard);
             }
             drop(guard);
@@ -580,12 +576,8 @@ impl Dataset {
             Err(crate::lock::LockError::Timeout { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let journal = self
-            .inner
-            .layout
-            .hidden
-            .join(crate::commit::journal::JOURNAL_FILE);
-        Ok((!crate::storage::trace::exists(&journal)).then_some(guard))
+        let pending = crate::commit::Journal::present(&self.inner.layout.hidden)?;
+        Ok((!pending).then_some(guard))
     }
 
     /// Replaces the coordinate transformations of an image, labels, points or shapes
