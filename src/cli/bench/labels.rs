@@ -19,7 +19,7 @@ const WORKERS: usize = 8;
 
 /// (elements in all, width of each, rounds of each side).
 fn size(quick: bool) -> (usize, usize, usize) {
-    if quick { (16, 512, 1) } else { (64, 1024, 3) }
+    if quick { (16, 512, 1) } else { (64, 1024, 9) }
 }
 
 /// The labels of worker `w`'s `j`-th element: square cells of 16 pixels, numbered.
