@@ -349,10 +349,10 @@ impl<'a> WriteTxn<'a> {
         Ok(())
     }
 
-    /// What `f` finds in the newest of the pending ops of this thread's open
-    /// transactions on this dataset where it finds anything: the ops are passed to
-    /// `f` newest first, until it returns `Some`. (A batch of appends to one table
-    /// thus clones only the table's latest patch, not every earlier one.)
+    /// Passes the pending ops of this thread's open transactions on this dataset to
+    /// `f`, newest first, and returns the first `Some` it gives: what `f` finds in
+    /// the newest op where it finds anything. (A batch of appends to one table thus
+    /// clones only the table's latest patch, not every earlier one.)
     fn find_pending<R>(&self, mut f: impl FnMut(&Op) -> Option<R>) -> Option<R> {
         let frames = OPEN.with(|open| open.borrow().get(&self.key).cloned().unwrap_or_default());
         frames

@@ -507,23 +507,19 @@ pub fn coalesce(writes: impl IntoIterator<Item = ArrayWrite>) -> Vec<ArrayWrite>
     let mut merged: Vec<ArrayWrite> = Vec::new();
     // The position in `merged` of the last write to each array.
     let mut last: BTreeMap<String, usize> = BTreeMap::new();
-    for write in writes {
-        if let Some(&at) = last.get(&write.path) {
-            let previous = &mut merged[at];
-            if previous.row_len == write.row_len {
-                if write.start == previous.start && write.end() >= previous.end() {
-                    *previous = write;
-                    continue;
-                }
-                if write.start == previous.end() {
-                    match previous.values.extend_with(write.values) {
-                        Ok(()) => continue,
-                        Err(values) => {
-                            last.insert(write.path.clone(), merged.len());
-                            merged.push(ArrayWrite { values, ..write });
-                            continue;
-                        }
-                    }
+    for mut write in writes {
+        if let Some(previous) = last.get(&write.path).map(|&at| &mut merged[at])
+            && previous.row_len == write.row_len
+        {
+            if write.start == previous.start && write.end() >= previous.end() {
+                *previous = write;
+                continue;
+            }
+            if write.start == previous.end() {
+                // Values of another type come back, to be written on their own.
+                match previous.values.extend_with(write.values) {
+                    Ok(()) => continue,
+                    Err(values) => write.values = values,
                 }
             }
         }
