@@ -1,7 +1,8 @@
 //! Durability levels, counted through the storage observer: `Durability::Process`
 //! performs exactly the operations of `Durability::Full` except every fsync; `Full`
 //! issues its fsyncs in few parallel rounds (spec/commit-protocol.md §11). And the
-//! level's choice: option, `--durability`, `SPATIALZARR_DURABILITY`.
+//! level's choice: option, `--durability`, `SPATIALZARR_DURABILITY`. And what a commit
+//! interrupted while applying its decided journal leaves to `check` and `recover`.
 
 mod common;
 
@@ -250,4 +251,65 @@ fn fsync_rounds_per_commit() {
     // The first round carries every row chunk, the journal and the documents.
     assert!(commit[0] >= 5, "append_rows first round: {commit:?}");
     assert_eq!(ds.table_info("cells").unwrap().n_obs, 2010);
+}
+
+/// Fails the publication of `labels/zarr.json`: the commit's journal is decided, its
+/// element folder is in place, its listing document is not.
+struct FailListing;
+
+impl FsObserver for FailListing {
+    fn before(&self, op: &FsOp) -> std::io::Result<()> {
+        match op {
+            FsOp::Rename(_, to) if to.ends_with("labels/zarr.json") => {
+                Err(std::io::Error::other("injected: the writer dies here"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A commit interrupted while applying its decided journal: `check` names the
+/// interrupted commit (and finds the half-applied state: a labels folder that
+/// `labels/zarr.json` does not list yet); `recover` finishes it; then the check is
+/// clean and the element is there, listed.
+#[test]
+fn a_commit_interrupted_while_applying_is_reported_then_finished_by_recover() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let ds = prepared(dir.path(), Durability::Full);
+    let labels = ArrayD::from_elem(IxDyn(&[8, 8]), 3u32);
+    ds.add_labels("first", labels.view(), &RasterOptions::default())
+        .unwrap();
+    let before = ds.generation().unwrap();
+    set_observer(Some(Arc::new(FailListing)));
+    let failed = ds.add_labels("second", labels.view(), &RasterOptions::default());
+    set_observer(None);
+    let error = failed.expect_err("the listing's publication failed");
+    assert!(
+        matches!(error, spatialzarr::Error::CommitPending(_)),
+        "{error}"
+    );
+    assert!(dir.path().join("full.zarr/labels/second").is_dir());
+
+    let report = ds.check(false).unwrap();
+    let pending = format!("generation {}", before + 1);
+    assert!(
+        report.warnings.iter().any(|w| w.contains(&pending)),
+        "{:?}",
+        report.warnings
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("labels/zarr.json lists")),
+        "the half-applied state: {:?}",
+        report.problems
+    );
+
+    let recovered = ds.recover().unwrap();
+    assert_eq!(recovered.finished_commit, Some(before + 1));
+    let report = ds.check(true).unwrap();
+    assert!(report.is_ok() && report.warnings.is_empty(), "{report:?}");
+    assert_eq!(ds.list().unwrap().labels, ["first", "second"]);
 }
