@@ -8,6 +8,7 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -33,7 +34,14 @@ fn dataset(dir: &Path) -> PathBuf {
     let ds = dir.join("ds");
     sz_ok(&[cli_arg("init"), ds.clone().into_os_string()]);
     let (csv, x) = rows_files(dir, "init", 0, 1);
-    sz_ok(&[
+    sz_ok(&append_args(&ds, &csv, &x, "init"));
+    ds
+}
+
+/// The arguments of `spatialzarr append-rows DS cells` of the rows in `csv` and `x`
+/// with key `key`.
+fn append_args<'a>(ds: &'a Path, csv: &'a Path, x: &'a Path, key: &'a str) -> Vec<&'a OsStr> {
+    vec![
         "append-rows".as_ref(),
         ds.as_os_str(),
         "cells".as_ref(),
@@ -42,9 +50,8 @@ fn dataset(dir: &Path) -> PathBuf {
         "--x-npy".as_ref(),
         x.as_os_str(),
         "--key".as_ref(),
-        "init".as_ref(),
-    ]);
-    ds
+        key.as_ref(),
+    ]
 }
 
 fn cli_arg(s: &str) -> std::ffi::OsString {
@@ -151,16 +158,16 @@ fn generation(ds: &Path) -> u64 {
 /// Starts `spatialzarr append-rows DS cells` of append `n` with key `key`.
 fn start_append(ds: &Path, dir: &Path, n: usize, key: &str, extra: &[&str]) -> Child {
     let (csv, x) = rows_files(dir, &format!("a{n}"), n, ROWS);
+    let mut args = append_args(ds, &csv, &x, key);
+    args.extend(extra.iter().map(OsStr::new));
+    start_cli(&args)
+}
+
+/// Starts the CLI with `args` and `--json`, its output piped.
+fn start_cli(args: &[&OsStr]) -> Child {
     Command::new(cli())
-        .arg("append-rows")
-        .arg(ds)
-        .arg("cells")
-        .arg("--csv")
-        .arg(csv)
-        .arg("--x-npy")
-        .arg(x)
-        .args(["--key", key, "--json"])
-        .args(extra)
+        .args(args)
+        .arg("--json")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -170,18 +177,13 @@ fn start_append(ds: &Path, dir: &Path, n: usize, key: &str, extra: &[&str]) -> C
 
 fn start_add_labels(ds: &Path, dir: &Path, name: &str, value: u16) -> Child {
     let npy = labels_file(dir, name, value);
-    Command::new(cli())
-        .arg("add-labels")
-        .arg(ds)
-        .arg(name)
-        .arg("--npy")
-        .arg(npy)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    start_cli(&[
+        "add-labels".as_ref(),
+        ds.as_os_str(),
+        name.as_ref(),
+        "--npy".as_ref(),
+        npy.as_os_str(),
+    ])
 }
 
 /// Exit code, the JSON object on stdout (if any) and stderr.
@@ -277,6 +279,91 @@ fn ten_queued_requests_commit_in_one_generation_and_a_bad_one_fails_alone() {
     assert_eq!(ds.list().unwrap().labels, ["tile0", "tile1"]);
     let pixels = ds.read_raster::<u16>("tile1", 0).unwrap();
     assert!(pixels.iter().all(|&p| p == 2));
+    assert!(ds.check(true).unwrap().is_ok());
+    assert_eq!(queued(&ds_path), 0);
+    assert_no_leftovers(&ds_path);
+}
+
+/// Starts `spatialzarr set-transformations DS NAME` with the JSON `transformations`.
+fn start_set_transformations(dir: &Path, ds: &Path, name: &str, transformations: &str) -> Child {
+    let file = dir.join(format!("t-{name}-{}.json", transformations.len()));
+    std::fs::write(&file, transformations).unwrap();
+    start_cli(&[
+        "set-transformations".as_ref(),
+        ds.as_os_str(),
+        name.as_ref(),
+        "--transformations".as_ref(),
+        file.as_os_str(),
+    ])
+}
+
+/// The transformation to `global` of raster `name`, as stored.
+fn global_scale(ds: &Dataset, name: &str) -> Option<Vec<f64>> {
+    let spatialzarr::ElementInfo::Raster(info) = ds.info(name).unwrap() else {
+        panic!("{name} is not a raster");
+    };
+    match info.transformations.0.get("global") {
+        Some(spatialzarr::Transform::Scale(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn queued_transformations_commit_together_and_bad_ones_fail_alone() {
+    let dir = tempdir();
+    let ds_path = dataset(dir.path());
+    for (i, name) in ["tile0", "tile1"].into_iter().enumerate() {
+        let npy = labels_file(dir.path(), name, i as u16 + 1);
+        sz_ok(&[
+            "add-labels".as_ref(),
+            ds_path.as_os_str(),
+            name.as_ref(),
+            "--npy".as_ref(),
+            npy.as_os_str(),
+        ]);
+    }
+    let holder = Holder::start(&ds_path, dir.path());
+    let before = generation(&ds_path);
+    let scale = |s: f64| format!(r#"{{"global": {{"type": "scale", "scale": [{s}, {s}]}}}}"#);
+    let good: Vec<(&str, Child)> = [("tile0", 0.5), ("tile1", 0.25)]
+        .into_iter()
+        .map(|(name, s)| {
+            (
+                name,
+                start_set_transformations(dir.path(), &ds_path, name, &scale(s)),
+            )
+        })
+        .collect();
+    let missing = start_set_transformations(dir.path(), &ds_path, "tile9", &scale(2.0));
+    let wrong_length = start_set_transformations(
+        dir.path(),
+        &ds_path,
+        "tile0",
+        r#"{"global": {"type": "scale", "scale": [1, 2, 3]}}"#,
+    );
+    let table = start_set_transformations(dir.path(), &ds_path, "cells", &scale(2.0));
+    wait_for("5 queued requests", || queued(&ds_path) == 5);
+    holder.release();
+
+    for (name, child) in good {
+        let (code, json, stderr) = finish(child);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert_eq!(json.unwrap()["generation"], before + 1, "{name}");
+    }
+    for (what, child, says) in [
+        ("missing", missing, "tile9"),
+        ("wrong length", wrong_length, "spatial axes"),
+        ("table", table, "is a table"),
+    ] {
+        let (code, _, stderr) = finish(child);
+        assert_eq!(code, Some(1), "{what} must fail: {stderr}");
+        assert!(stderr.contains(says), "{what}: {stderr}");
+    }
+    // ONE generation step for both changes; each element has its own.
+    assert_eq!(generation(&ds_path), before + 1);
+    let ds = Dataset::open(&ds_path, DatasetOptions::default()).unwrap();
+    assert_eq!(global_scale(&ds, "tile0"), Some(vec![0.5, 0.5]));
+    assert_eq!(global_scale(&ds, "tile1"), Some(vec![0.25, 0.25]));
     assert!(ds.check(true).unwrap().is_ok());
     assert_eq!(queued(&ds_path), 0);
     assert_no_leftovers(&ds_path);

@@ -582,15 +582,24 @@ impl Dataset {
 
     /// Replaces the coordinate transformations of an image, labels, points or shapes
     /// element, in one commit (see [`WriteTxn::set_transformations`]). Joins the
-    /// thread's open transaction, if any.
+    /// thread's open transaction, if any. When another writer holds the lock, the
+    /// change is queued and committed with that writer's commit (group commit).
     pub fn set_transformations(
         &self,
         name: &str,
         transformations: &crate::Transformations,
     ) -> Result<CommitInfo> {
-        let mut txn = self.write()?;
-        txn.set_transformations(name, transformations)?;
-        txn.commit()
+        if !group::representable(transformations) {
+            // Refused by the checks of the transaction, with their message.
+            let mut txn = self.write()?;
+            txn.set_transformations(name, transformations)?;
+            return txn.commit();
+        }
+        let request = group::Request::Transform {
+            name: name.to_owned(),
+            transformations: transformations.clone(),
+        };
+        Ok(self.commit_request(request)?.commit())
     }
 
     /// Removes the element `name`. Joins the thread's open transaction, if any.

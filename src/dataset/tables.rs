@@ -52,7 +52,7 @@ impl Dataset {
         };
         match self.commit_request(request)? {
             Done::Rows(outcome, info) => Ok((outcome, info)),
-            Done::Add(_) => unreachable!("an append request has an append outcome"),
+            Done::Changed(_) => unreachable!("an append request has an append outcome"),
         }
     }
 

@@ -313,14 +313,7 @@ impl<'a> WriteTxn<'a> {
         transformations: &crate::Transformations,
     ) -> Result<()> {
         let name = ElementName::new(name)?;
-        let touched = self.find_pending(|op| match op {
-            Op::Add { staged, .. } if staged.name.as_str().eq_ignore_ascii_case(name.as_str()) => {
-                Some(())
-            }
-            Op::Remove { name: n } if n.as_str().eq_ignore_ascii_case(name.as_str()) => Some(()),
-            _ => None,
-        });
-        if touched.is_some() {
+        if self.adds_or_removes(name.as_str()) {
             return Err(Error::InvalidInput(format!(
                 "element {name} is added or removed in this transaction: set its transformations when staging it, or in a later transaction"
             )));
@@ -347,6 +340,17 @@ impl<'a> WriteTxn<'a> {
             .borrow_mut()
             .push(Op::WriteGroup { name, kind, doc });
         Ok(())
+    }
+
+    /// Whether the open transactions add or remove an element named `name` (ignoring
+    /// ASCII case).
+    pub(super) fn adds_or_removes(&self, name: &str) -> bool {
+        self.find_pending(|op| match op {
+            Op::Add { staged, .. } if staged.name.as_str().eq_ignore_ascii_case(name) => Some(()),
+            Op::Remove { name: n } if n.as_str().eq_ignore_ascii_case(name) => Some(()),
+            _ => None,
+        })
+        .is_some()
     }
 
     /// Passes the pending ops of this thread's open transactions on this dataset to
@@ -982,11 +986,19 @@ fn commit_ops(
         Ok(())
     };
 
-    // Only the last (cumulative) patch of each table is applied.
+    // Only the last (cumulative) patch of each table is applied, and only the last
+    // group document of each element (each one replaces the whole document).
     let mut last_patch: std::collections::HashMap<String, usize> = Default::default();
+    let mut last_group: std::collections::HashMap<String, usize> = Default::default();
     for (i, op) in ops.iter().enumerate() {
-        if let Op::TableAppend { name, .. } = op {
-            last_patch.insert(name.to_string(), i);
+        match op {
+            Op::TableAppend { name, .. } => {
+                last_patch.insert(name.to_string(), i);
+            }
+            Op::WriteGroup { name, .. } => {
+                last_group.insert(name.to_string(), i);
+            }
+            _ => {}
         }
     }
     let mut extra_staged: Vec<StagedElement> = Vec::new();
@@ -1086,6 +1098,9 @@ fn commit_ops(
                 });
             }
             Op::WriteGroup { name, kind, doc } => {
+                if last_group.get(name.as_str()) != Some(&index) {
+                    continue;
+                }
                 if elements.kind_of(name.as_str())? != Some(*kind) {
                     return Err(Error::NoSuchElement {
                         dataset: root.clone(),

@@ -19,10 +19,12 @@ use super::staging::{self, StagedElement};
 use super::txn::{CommitInfo, WriteTxn};
 use crate::commit::Manifest;
 use crate::commit::queue::{Entry, Queue};
+use crate::element::Transformations;
 use crate::element::{ElementKind, ElementName};
 use crate::error::{Error, Result};
 use crate::lock::LockError;
 use crate::table::{AppendOutcome, RowBatch, TableSpec};
+pub(super) use wire::representable;
 use wire::{ErrorDoc, OutcomeDoc, ReadRequest};
 
 /// At most this many queued requests join one commit; the rest stay queued.
@@ -56,27 +58,33 @@ pub(super) enum Request {
         staged: StagedElement,
         overwrite: bool,
     },
+    /// `set_transformations` of element `name`.
+    Transform {
+        name: String,
+        transformations: Transformations,
+    },
 }
 
 /// What a request did, before its commit's generation is known.
 enum Applied {
     Rows(AppendOutcome),
-    Add,
+    /// An element added, or its transformations replaced.
+    Changed,
 }
 
 /// A request's result.
 pub(super) enum Done {
     /// An append: its outcome and the commit.
     Rows(AppendOutcome, CommitInfo),
-    /// An element added: the commit.
-    Add(CommitInfo),
+    /// An element added, or its transformations replaced: the commit.
+    Changed(CommitInfo),
 }
 
 impl Done {
     /// The commit.
     pub(super) fn commit(&self) -> CommitInfo {
         match self {
-            Self::Rows(_, info) | Self::Add(info) => *info,
+            Self::Rows(_, info) | Self::Changed(info) => *info,
         }
     }
 }
@@ -247,7 +255,27 @@ impl Dataset {
                 staged: StagedElement::borrowed(dir.to_path_buf(), kind, ElementName::new(&name)?),
                 overwrite,
             },
+            ReadRequest::Transform {
+                name,
+                transformations,
+            } => Request::Transform {
+                name,
+                transformations,
+            },
         })
+    }
+
+    /// A new staging folder (§4 step 1) to hold a request about `name` that stages
+    /// no element: an append's rows, new transformations. Its element kind is never
+    /// looked at.
+    fn request_folder(&self, name: &str) -> Result<StagedElement> {
+        let publisher = std::sync::Arc::new(self.publisher());
+        StagedElement::create(
+            self.layout(),
+            &publisher,
+            ElementKind::Tables,
+            ElementName::new(name)?,
+        )
     }
 
     /// The waiter: queues the request, waits for the lock, and returns the outcome the
@@ -260,13 +288,7 @@ impl Dataset {
                 create,
                 key,
             } => {
-                let publisher = std::sync::Arc::new(self.publisher());
-                let holder = StagedElement::create(
-                    self.layout(),
-                    &publisher,
-                    ElementKind::Tables,
-                    ElementName::new(&table)?,
-                )?;
+                let holder = self.request_folder(&table)?;
                 wire::write_rows_request(
                     &holder.dir,
                     &table,
@@ -286,11 +308,25 @@ impl Dataset {
                 wire::write_add_request(&staged.dir, staged.kind, staged.name.as_str(), overwrite)?;
                 (None, Request::Add { staged, overwrite })
             }
+            Request::Transform {
+                name,
+                transformations,
+            } => {
+                let holder = self.request_folder(&name)?;
+                wire::write_transform_request(&holder.dir, &name, &transformations)?;
+                let request = Request::Transform {
+                    name,
+                    transformations,
+                };
+                (Some(holder), request)
+            }
         };
         let dir: PathBuf = match (&holder, &request) {
             (Some(holder), _) => holder.dir.clone(),
             (None, Request::Add { staged, .. }) => staged.dir.clone(),
-            (None, Request::Rows { .. }) => unreachable!("rows always have a holder"),
+            (None, Request::Rows { .. } | Request::Transform { .. }) => {
+                unreachable!("rows and transformations always have a holder")
+            }
         };
         let id = dir
             .file_name()
@@ -443,10 +479,19 @@ pub(super) fn commit_with_queue(mut txn: WriteTxn<'_>) -> Result<CommitInfo> {
     let claimed: Vec<String> = claims.iter().map(|c| c.id.clone()).collect();
     let mut accepted: Vec<(String, Option<AppendOutcome>)> = Vec::new();
     let mut refused: Vec<(String, ErrorDoc)> = Vec::new();
+    // New transformations of an element this batch adds or removes wait for the next
+    // commit: they apply to the element as that commit finds it.
+    let mut deferred: Vec<String> = Vec::new();
     for claim in claims {
+        if let Request::Transform { name, .. } = &claim.request
+            && txn.adds_or_removes(name)
+        {
+            deferred.push(claim.id);
+            continue;
+        }
         match apply(&mut txn, claim.request) {
             Ok(Applied::Rows(outcome)) => accepted.push((claim.id, Some(outcome))),
-            Ok(Applied::Add) => accepted.push((claim.id, None)),
+            Ok(Applied::Changed) => accepted.push((claim.id, None)),
             Err(error) => match ErrorDoc::of(&error) {
                 Some(doc) => refused.push((claim.id, doc)),
                 None => {
@@ -474,6 +519,7 @@ pub(super) fn commit_with_queue(mut txn: WriteTxn<'_>) -> Result<CommitInfo> {
             );
         }
     }
+    dataset.unclaim(&queue, &deferred);
     let committed = txn.commit_own();
     if let Err(error) = &committed
         && !matches!(error, Error::CommitPending(_))
@@ -518,7 +564,7 @@ fn outcome_result(outcome: OutcomeDoc) -> Result<Done> {
         };
         match append {
             Some(append) => Done::Rows(append, info),
-            None => Done::Add(info),
+            None => Done::Changed(info),
         }
     })
 }
@@ -536,8 +582,14 @@ fn apply(txn: &mut WriteTxn<'_>, request: Request) -> Result<Applied> {
             .append_rows(&table, &rows, create.as_ref(), key.as_deref())
             .map(Applied::Rows),
         Request::Add { staged, overwrite } => {
-            txn.add_staged(staged, overwrite).map(|()| Applied::Add)
+            txn.add_staged(staged, overwrite).map(|()| Applied::Changed)
         }
+        Request::Transform {
+            name,
+            transformations,
+        } => txn
+            .set_transformations(&name, &transformations)
+            .map(|()| Applied::Changed),
     };
     if applied.is_err() {
         txn.rollback_to(mark);
@@ -548,6 +600,6 @@ fn apply(txn: &mut WriteTxn<'_>, request: Request) -> Result<Applied> {
 fn done(applied: Applied, info: CommitInfo) -> Done {
     match applied {
         Applied::Rows(outcome) => Done::Rows(outcome, info),
-        Applied::Add => Done::Add(info),
+        Applied::Changed => Done::Changed(info),
     }
 }

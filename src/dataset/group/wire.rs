@@ -1,6 +1,7 @@
 //! The files of a queued request (spec/commit-protocol.md §12.1): `request.json`, the
 //! rows of an append (Arrow IPC), and `outcome.json`, which the combiner writes.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
 
-use crate::element::ElementKind;
+use crate::element::{ElementKind, Transform, Transformations};
 use crate::error::{Error, Result, io_err};
 use crate::table::{AppendOutcome, Prim, RowBatch, TableSpec, XRows, XSpec};
 
@@ -49,6 +50,59 @@ pub(super) enum RequestDoc {
         /// Whether it may replace an element of the same kind and name.
         overwrite: bool,
     },
+    /// Replace the coordinate transformations of element `name`.
+    SetTransformations {
+        /// Document version.
+        version: u32,
+        /// The element.
+        name: String,
+        /// Its new transformations, by coordinate system.
+        transformations: BTreeMap<String, TransformDoc>,
+    },
+}
+
+/// One [`Transform`] as JSON (finite values only: JSON has no NaN).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum TransformDoc {
+    /// [`Transform::Identity`].
+    Identity,
+    /// [`Transform::Scale`].
+    Scale { scale: Vec<f64> },
+    /// [`Transform::Translation`].
+    Translation { translation: Vec<f64> },
+    /// [`Transform::Other`]: the NGFF object as given.
+    Other { ngff: serde_json::Value },
+}
+
+impl TransformDoc {
+    fn of(transform: &Transform) -> Self {
+        match transform {
+            Transform::Identity => Self::Identity,
+            Transform::Scale(v) => Self::Scale { scale: v.clone() },
+            Transform::Translation(v) => Self::Translation {
+                translation: v.clone(),
+            },
+            Transform::Other(v) => Self::Other { ngff: v.clone() },
+        }
+    }
+
+    fn transform(self) -> Transform {
+        match self {
+            Self::Identity => Transform::Identity,
+            Self::Scale { scale } => Transform::Scale(scale),
+            Self::Translation { translation } => Transform::Translation(translation),
+            Self::Other { ngff } => Transform::Other(ngff),
+        }
+    }
+}
+
+/// Whether `transformations` can travel as a request: JSON holds only finite numbers.
+pub(in crate::dataset) fn representable(transformations: &Transformations) -> bool {
+    transformations.0.values().all(|t| match t {
+        Transform::Scale(v) | Transform::Translation(v) => v.iter().all(|x| x.is_finite()),
+        Transform::Identity | Transform::Other(_) => true,
+    })
 }
 
 /// A [`TableSpec`] as JSON.
@@ -180,6 +234,24 @@ pub(super) fn write_add_request(
     write_file(&dir.join(REQUEST_FILE), &to_json(&doc))
 }
 
+/// Writes a `set_transformations` request into its staging folder `dir`.
+pub(super) fn write_transform_request(
+    dir: &Path,
+    name: &str,
+    transformations: &Transformations,
+) -> Result<()> {
+    let doc = RequestDoc::SetTransformations {
+        version: VERSION,
+        name: name.to_owned(),
+        transformations: transformations
+            .0
+            .iter()
+            .map(|(system, t)| (system.clone(), TransformDoc::of(t)))
+            .collect(),
+    };
+    write_file(&dir.join(REQUEST_FILE), &to_json(&doc))
+}
+
 /// A request as read back by the combiner.
 pub(super) enum ReadRequest {
     /// An append.
@@ -194,6 +266,11 @@ pub(super) enum ReadRequest {
         kind: ElementKind,
         name: String,
         overwrite: bool,
+    },
+    /// New transformations of an element.
+    Transform {
+        name: String,
+        transformations: Transformations,
     },
 }
 
@@ -250,6 +327,26 @@ pub(super) fn read_request(dir: &Path) -> Result<(ReadRequest, u64)> {
                     kind,
                     name,
                     overwrite,
+                },
+                0,
+            ))
+        }
+        RequestDoc::SetTransformations {
+            version,
+            name,
+            transformations,
+        } => {
+            check_version(version)?;
+            let transformations = Transformations(
+                transformations
+                    .into_iter()
+                    .map(|(system, t)| (system, t.transform()))
+                    .collect(),
+            );
+            Ok((
+                ReadRequest::Transform {
+                    name,
+                    transformations,
                 },
                 0,
             ))
