@@ -67,7 +67,7 @@ pub fn no_links_below(root: &Path, path: &Path) -> Result<()> {
 /// nothing it renames into place is one (staged trees are checked when staged).
 #[derive(Debug, Default)]
 pub struct LinkCheck {
-    seen: std::cell::RefCell<std::collections::HashSet<PathBuf>>,
+    seen: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl LinkCheck {
@@ -77,15 +77,16 @@ impl LinkCheck {
             return Ok(());
         };
         let mut current = root.to_path_buf();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         for component in relative.components() {
             current.push(component);
-            if self.seen.borrow().contains(&current) {
+            if seen.contains(&current) {
                 continue;
             }
             match crate::storage::trace::lstat(&current) {
                 Ok(meta) if meta.file_type().is_symlink() => return Err(link_error(current)),
                 Ok(_) => {
-                    self.seen.borrow_mut().insert(current.clone());
+                    seen.insert(current.clone());
                 }
                 Err(_) => return Ok(()),
             }

@@ -21,6 +21,10 @@ use spatialzarr::{Dataset, DatasetOptions, ElementKind, RasterOptions};
 const BATCH: usize = 500;
 /// The most the counts at 10^4 elements may exceed those at 10.
 const MAX_GROWTH: usize = 4;
+/// The most operations one `add_labels` (32x32) may make (spec/commit-protocol.md §8).
+const ADD_LABELS_CEILING: usize = 97;
+/// The most operations one 1,000-row `append_rows` with a dense X may make.
+const APPEND_ROWS_CEILING: usize = 216;
 
 /// Counts the operations on paths inside one dataset.
 struct Counter {
@@ -241,10 +245,28 @@ fn a_commit_costs_what_it_changes() {
     };
     let (small_add, small_append) = measure(dir.path(), 10);
     let (large_add, large_append) = measure(dir.path(), large);
-    for (what, small, large, touched) in [
-        ("add_labels", &small_add, &large_add, "probe"),
-        ("append_rows", &small_append, &large_append, "cells"),
+    for (what, small, large, touched, ceiling) in [
+        (
+            "add_labels",
+            &small_add,
+            &large_add,
+            "probe",
+            ADD_LABELS_CEILING,
+        ),
+        (
+            "append_rows",
+            &small_append,
+            &large_append,
+            "cells",
+            APPEND_ROWS_CEILING,
+        ),
     ] {
+        assert!(
+            small.total <= ceiling,
+            "{what}: {} operations, more than {ceiling}: {:?}",
+            small.total,
+            small.by_kind
+        );
         assert!(
             large.total <= small.total + MAX_GROWTH,
             "{what}: {} operations at {} elements against {} at 10 ({:?} against {:?})",

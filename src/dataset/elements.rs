@@ -130,9 +130,21 @@ impl ElementSet {
     /// dataset has an index, nothing is read now: each name's bucket is read when
     /// the name is first asked about.
     pub(crate) fn load_current(layout: &Layout, manifest: Option<&Manifest>) -> Result<Self> {
-        let stamps = manifest.and_then(|m| super::stamps::load(layout, m.generation));
-        let root = &layout.root;
-        let trusted = |kind| stamps.as_ref().is_some_and(|s| s.unchanged(root, kind));
+        Self::load_given(
+            layout,
+            manifest,
+            &super::stamps::unchanged_groups(layout, manifest),
+        )
+    }
+
+    /// [`Self::load_current`], given which groups are unchanged since the last commit
+    /// (looked at once by the caller, under the lock it holds).
+    pub(crate) fn load_given(
+        layout: &Layout,
+        manifest: Option<&Manifest>,
+        unchanged: &BTreeSet<ElementKind>,
+    ) -> Result<Self> {
+        let trusted = |kind| unchanged.contains(&kind);
         if manifest.is_some_and(Manifest::is_indexed) && ElementKind::ALL.into_iter().all(trusted) {
             let state = State {
                 partial: Some((layout.hidden.clone(), BTreeSet::new())),

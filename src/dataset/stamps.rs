@@ -16,13 +16,14 @@
 //! storage observer (the crash suites' replayed states lack it, which is one of the
 //! states it may be in).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::layout::Layout;
+use crate::commit::Manifest;
 use crate::element::ElementKind;
 
 /// The stamp file's name inside the hidden folder.
@@ -66,6 +67,19 @@ pub fn load(layout: &Layout, generation: u64) -> Option<GroupStamps> {
     let bytes = crate::util::read_limited(&path, MAX_STAMPS_BYTES).ok()?;
     let stamps: GroupStamps = serde_json::from_slice(&bytes).ok()?;
     (stamps.generation == generation).then_some(stamps)
+}
+
+/// The kinds whose group folder is as the last commit (the manifest's generation)
+/// left it: nobody else added, removed or renamed an entry there since. Empty when
+/// there is no manifest or no stamp of its generation.
+pub fn unchanged_groups(layout: &Layout, manifest: Option<&Manifest>) -> BTreeSet<ElementKind> {
+    let Some(stamps) = manifest.and_then(|m| load(layout, m.generation)) else {
+        return BTreeSet::new();
+    };
+    ElementKind::ALL
+        .into_iter()
+        .filter(|&kind| stamps.unchanged(&layout.root, kind))
+        .collect()
 }
 
 impl GroupStamps {

@@ -134,6 +134,9 @@ pub struct WriteTxn<'a> {
     nested: bool,
     /// The committed manifest, read once when the transaction began.
     manifest: Option<Manifest>,
+    /// The groups unchanged since the last commit, looked at once when the
+    /// transaction began (super::stamps).
+    unchanged: BTreeSet<ElementKind>,
     /// The element set [`Self::simulated`] last computed, and the shape (frame, number
     /// of changes) of the open frames it includes.
     simulated: RefCell<Option<SimulatedSet>>,
@@ -157,8 +160,10 @@ impl<'a> WriteTxn<'a> {
         let guard = dataset.lock().write(dataset.options().lock_timeout)?;
         let key = lock_key(dataset)?;
         let nested = OPEN.with(|open| open.borrow().get(&key).is_some_and(|s| !s.is_empty()));
-        let manifest = if nested {
-            Manifest::load(&dataset.layout().hidden)?
+        let (manifest, unchanged) = if nested {
+            let manifest = Manifest::load(&dataset.layout().hidden)?;
+            let unchanged = super::stamps::unchanged_groups(dataset.layout(), manifest.as_ref());
+            (manifest, unchanged)
         } else {
             recover_reading_manifest(dataset, &guard)?
         };
@@ -176,6 +181,7 @@ impl<'a> WriteTxn<'a> {
             frame,
             nested,
             manifest,
+            unchanged,
             simulated: RefCell::new(None),
         })
     }
@@ -226,7 +232,11 @@ impl<'a> WriteTxn<'a> {
                 })
         });
         if !valid {
-            let set = ElementSet::load_current(self.dataset.layout(), self.manifest.as_ref())?;
+            let set = ElementSet::load_given(
+                self.dataset.layout(),
+                self.manifest.as_ref(),
+                &self.unchanged,
+            )?;
             *cache = Some((set, Vec::new()));
         }
         let (set, built) = cache.as_mut().expect("just built");
@@ -756,7 +766,13 @@ impl<'a> WriteTxn<'a> {
     pub(super) fn commit_own(self) -> Result<CommitInfo> {
         let ops: Vec<Op> = std::mem::take(&mut *self.frame.borrow_mut());
         self.pop_frame();
-        commit_ops(self.dataset, &self.guard, self.manifest.as_ref(), ops)
+        commit_ops(
+            self.dataset,
+            &self.guard,
+            self.manifest.as_ref(),
+            &self.unchanged,
+            ops,
+        )
     }
 
     /// Makes this transaction commit even if nothing else changes, so that a
@@ -912,6 +928,7 @@ fn commit_ops(
     dataset: &Dataset,
     _proof: &WriteGuard,
     recorded: Option<&Manifest>,
+    unchanged: &BTreeSet<ElementKind>,
     mut ops: Vec<Op>,
 ) -> Result<CommitInfo> {
     let layout = dataset.layout();
@@ -928,7 +945,7 @@ fn commit_ops(
     let elements = if adopt {
         ElementSet::load(layout, recorded)?
     } else {
-        ElementSet::load_current(layout, recorded)?
+        ElementSet::load_given(layout, recorded, unchanged)?
     };
     let indexed = recorded.is_some_and(Manifest::is_indexed);
     let root_path = root.join("zarr.json");
@@ -1303,7 +1320,7 @@ fn commit_ops(
     };
     // Checked before the commit is decided, so that a link planted in the dataset
     // fails the commit cleanly instead of leaving a journal nobody can apply.
-    let links = crate::util::LinkCheck::default();
+    let links = Arc::new(crate::util::LinkCheck::default());
     journal.check_paths_with(root, &links)?;
     if !indexed {
         // This commit writes the first index (Algorithm U): whatever an interrupted
@@ -1319,7 +1336,8 @@ fn commit_ops(
     // commit changes no committed file. They lie beyond the committed shapes, where
     // readers do not look, until the journal's documents grow the arrays.
     let row_publisher = Arc::new(dataset.publisher());
-    let arrays = table::arrays_at(root, &row_publisher)?;
+    // The folders the journal's paths went through are not looked at again.
+    let arrays = table::arrays_at(root, &row_publisher)?.sharing_links(links.clone());
     // Every append of the commit at once: a batch of appends to one table stores
     // each array's partly filled chunk once, not once per append.
     let writes = ops.iter_mut().flat_map(|op| match op {
@@ -1458,12 +1476,19 @@ pub(crate) fn recover(dataset: &Dataset, proof: &WriteGuard) -> Result<RecoveryR
 
 /// [`recover`], returning the manifest of the committed state it leaves (read once
 /// when nothing was interrupted).
-fn recover_reading_manifest(dataset: &Dataset, proof: &WriteGuard) -> Result<Option<Manifest>> {
-    let manifest = Manifest::load(&dataset.layout().hidden)?;
-    let report = recover_sweeping(dataset, proof, false, manifest.as_ref(), &mut |_| {})?;
+/// Also returns the groups unchanged since that state's commit (none after a
+/// finished interrupted commit: its stamps were never recorded).
+fn recover_reading_manifest(
+    dataset: &Dataset,
+    proof: &WriteGuard,
+) -> Result<(Option<Manifest>, BTreeSet<ElementKind>)> {
+    let layout = dataset.layout();
+    let manifest = Manifest::load(&layout.hidden)?;
+    let unchanged = super::stamps::unchanged_groups(layout, manifest.as_ref());
+    let report = recover_sweeping(dataset, proof, false, &unchanged, &mut |_| {})?;
     match report.finished_commit {
-        Some(_) => Manifest::load(&dataset.layout().hidden),
-        None => Ok(manifest),
+        Some(_) => Ok((Manifest::load(&layout.hidden)?, BTreeSet::new())),
+        None => Ok((manifest, unchanged)),
     }
 }
 
@@ -1477,16 +1502,18 @@ pub(crate) fn recover_with(
     progress: &mut dyn FnMut(u64),
 ) -> Result<RecoveryReport> {
     let manifest = Manifest::load(&dataset.layout().hidden).ok().flatten();
-    recover_sweeping(dataset, proof, everywhere, manifest.as_ref(), progress)
+    let unchanged = super::stamps::unchanged_groups(dataset.layout(), manifest.as_ref());
+    recover_sweeping(dataset, proof, everywhere, &unchanged, progress)
 }
 
-/// [`recover_with`], given the manifest as it is before recovery (`None` when there
-/// is none, or it cannot be read: then every group folder is swept).
+/// [`recover_with`], given the groups unchanged since the last commit as they were
+/// before recovery (the others are swept; none when there is no manifest, it cannot
+/// be read, or it has no stamps).
 fn recover_sweeping(
     dataset: &Dataset,
     _proof: &WriteGuard,
     everywhere: bool,
-    manifest: Option<&Manifest>,
+    unchanged: &BTreeSet<ElementKind>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RecoveryReport> {
     let layout = dataset.layout();
@@ -1498,16 +1525,10 @@ fn recover_sweeping(
     // where a commit that was never decided may have left the temporaries of its
     // buckets (harmless: they are not buckets), is swept by whole-dataset recovery.
     let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
-    let stamps = manifest.and_then(|m| super::stamps::load(layout, m.generation));
     dirs.extend(
         ElementKind::ALL
             .iter()
-            .filter(|&&k| {
-                everywhere
-                    || !stamps
-                        .as_ref()
-                        .is_some_and(|s| s.unchanged(&layout.root, k))
-            })
+            .filter(|&k| everywhere || !unchanged.contains(k))
             .map(|k| layout.root.join(k.group())),
     );
     if let Some(journal) = Journal::load(&layout.hidden)? {

@@ -15,6 +15,8 @@ use zarrs::array::{
     Array, ArrayBuilder, ArrayBytes, ArrayError, ArraySubset, CodecTraits, DataType, Element,
     ElementOwned, FillValue, FromArrayBytes,
 };
+use zarrs::metadata::ArrayMetadata;
+use zarrs::metadata::v3::ArrayMetadataV3;
 
 use crate::element::raster::read_json;
 use crate::error::{Error, Result};
@@ -42,6 +44,9 @@ pub struct Arrays {
     pub(crate) store: Arc<AtomicStore>,
     /// The folder the store is rooted at.
     pub(crate) root: std::path::PathBuf,
+    /// The folders already found not to be links (one handle serves one commit,
+    /// under the write lock: nothing of ours makes links meanwhile).
+    links: Arc<crate::util::LinkCheck>,
 }
 
 /// The `fill_value` and codec of a new array of `data_type`.
@@ -81,14 +86,31 @@ impl Arrays {
         Self {
             store,
             root: root.to_path_buf(),
+            links: Arc::default(),
         }
+    }
+
+    /// This handle, taking the folders `links` found not to be links as checked (and
+    /// adding those it checks): for one commit's writes, under the write lock.
+    pub(crate) fn sharing_links(mut self, links: Arc<crate::util::LinkCheck>) -> Self {
+        self.links = links;
+        self
     }
 
     /// Refuses to write the array at `path` when it, its chunk folder, or a folder
     /// above it (below the root) is a symbolic link.
     fn refuse_links(&self, path: &str) -> Result<()> {
         let dir = self.root.join(path.trim_start_matches('/'));
-        crate::util::no_links_below(&self.root, &dir.join("c"))
+        self.links.check(&self.root, &dir.join("c"))
+    }
+
+    /// The array at `path` (key `key`) opened from its metadata document `doc`, as
+    /// read already (zarrs' `Array::open` would read the document again).
+    fn open_with(&self, key: &str, doc: &Value) -> Result<Array<AtomicStore>> {
+        let metadata: ArrayMetadataV3 =
+            serde_json::from_value(doc.clone()).map_err(|e| zarr_error(key, e))?;
+        Array::new_with_metadata(self.store.clone(), key, ArrayMetadata::V3(metadata))
+            .map_err(|e| zarr_error(key, e))
     }
 
     /// The metadata document of the array at `path` (relative, no leading `/`),
@@ -152,7 +174,7 @@ impl Arrays {
         let key = format!("/{}", path.trim_start_matches('/'));
         let rows = values.len() as u64 / row_len.max(1);
         let mut doc = self.metadata(path)?;
-        let mut array = Array::open(self.store.clone(), &key).map_err(|e| zarr_error(&key, e))?;
+        let mut array = self.open_with(&key, &doc)?;
         let mut shape = array.shape().to_vec();
         let end = start
             .checked_add(rows)
@@ -179,7 +201,8 @@ impl Arrays {
     pub fn grown(&self, path: &str, end: u64) -> Result<Value> {
         self.refuse_links(path)?;
         let key = format!("/{}", path.trim_start_matches('/'));
-        let array = Array::open(self.store.clone(), &key).map_err(|e| zarr_error(&key, e))?;
+        let mut doc = self.metadata(path)?;
+        let array = self.open_with(&key, &doc)?;
         let mut shape = array.shape().to_vec();
         let Some(rows) = shape.first_mut() else {
             return Err(Error::Corrupt {
@@ -188,7 +211,6 @@ impl Arrays {
             });
         };
         *rows = end;
-        let mut doc = self.metadata(path)?;
         doc["shape"] = json!(shape);
         Ok(doc)
     }
@@ -214,8 +236,19 @@ impl Arrays {
 
     /// Reads rows `range` of the array at `path` (all columns of a 2-d array).
     pub fn read<T: ElementOwned>(&self, path: &str, range: Range<u64>) -> Result<Vec<T>> {
+        let doc = self.metadata(path)?;
+        self.read_from(path, &doc, range)
+    }
+
+    /// [`Self::read`] of the array whose metadata document `doc` the caller has read.
+    pub fn read_from<T: ElementOwned>(
+        &self,
+        path: &str,
+        doc: &Value,
+        range: Range<u64>,
+    ) -> Result<Vec<T>> {
         let key = format!("/{}", path.trim_start_matches('/'));
-        let array = Array::open(self.store.clone(), &key).map_err(|e| zarr_error(&key, e))?;
+        let array = self.open_with(&key, doc)?;
         let shape = array.shape().to_vec();
         // Refuse what could only end in an aborted allocation (or an overflow inside
         // zarrs): the values asked for must fit in this machine's memory.

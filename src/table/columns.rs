@@ -130,7 +130,8 @@ impl ColumnKind {
             Prim::parse(name).ok_or_else(|| corrupt(format!("unsupported data type {name}")))
         };
         Ok(match encoding {
-            "array" => ColumnKind::Plain(prim_of(dir)?),
+            // The array's own document, read above.
+            "array" => ColumnKind::Plain(super::state::prim_of(dir, &doc)?),
             "string-array" => ColumnKind::Str,
             "nullable-string-array" => ColumnKind::NullableStr,
             "nullable-integer" | "nullable-boolean" => {

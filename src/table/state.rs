@@ -65,7 +65,11 @@ pub struct TableState {
 }
 
 fn prim_at(dir: &Path) -> Result<Prim> {
-    let doc = read_json(&dir.join("zarr.json"))?;
+    prim_of(dir, &read_json(&dir.join("zarr.json"))?)
+}
+
+/// The data type of the array at `dir`, from its metadata document `doc`.
+pub(crate) fn prim_of(dir: &Path, doc: &Value) -> Result<Prim> {
     let name = doc.get("data_type").and_then(Value::as_str).unwrap_or("?");
     Prim::parse(name).ok_or_else(|| Error::Corrupt {
         path: dir.to_path_buf(),
@@ -75,7 +79,11 @@ fn prim_at(dir: &Path) -> Result<Prim> {
 
 /// The length along axis 0 of the array at `dir` (1 for a 0-d array).
 pub fn length_at(dir: &Path) -> Result<u64> {
-    let doc = read_json(&dir.join("zarr.json"))?;
+    length_of(dir, &read_json(&dir.join("zarr.json"))?)
+}
+
+/// The length along axis 0 of the array at `dir`, from its metadata document `doc`.
+fn length_of(dir: &Path, doc: &Value) -> Result<u64> {
     match doc.get("shape").and_then(Value::as_array) {
         Some(s) if s.is_empty() => Ok(1),
         Some(s) => s[0].as_u64().ok_or_else(|| Error::Corrupt {
@@ -154,9 +162,10 @@ impl TableState {
             }
             let kind = ColumnKind::detect(&dir.join("obs").join(name))?;
             if let ColumnKind::Categorical { .. } = kind {
-                let (len, _) = arrays.len_and_type(&rel(format!("obs/{name}/categories")))?;
-                let cats: Vec<String> =
-                    arrays.read(&rel(format!("obs/{name}/categories")), 0..len)?;
+                let path = rel(format!("obs/{name}/categories"));
+                let doc = arrays.metadata(&path)?;
+                let len = length_of(&dir.join("obs").join(name).join("categories"), &doc)?;
+                let cats: Vec<String> = arrays.read_from(&path, &doc, 0..len)?;
                 categories.insert(name.clone(), cats);
             }
             columns.push((name.clone(), kind));
@@ -172,7 +181,7 @@ impl TableState {
                     .cloned()
                     .unwrap_or_default();
                 XState::Dense {
-                    dtype: prim_at(&dir.join("X"))?,
+                    dtype: prim_of(&dir.join("X"), &doc)?,
                     n_vars: shape.get(1).and_then(Value::as_u64).unwrap_or(0),
                 }
             } else {
@@ -218,16 +227,16 @@ impl TableState {
             }
         };
         let region_rel = rel("uns/spatialdata_attrs/region".into());
-        let region_doc = read_json(&dir.join("uns/spatialdata_attrs/region/zarr.json"))?;
+        let region_doc = arrays.metadata(&region_rel)?;
         let region_is_scalar = region_doc
             .get("shape")
             .and_then(Value::as_array)
             .is_some_and(Vec::is_empty);
-        let (region_len, _) = arrays.len_and_type(&region_rel)?;
+        let region_len = length_of(&dir.join("uns/spatialdata_attrs/region"), &region_doc)?;
         let regions: Vec<String> = if region_is_scalar {
-            arrays.read(&region_rel, 0..1)?
+            arrays.read_from(&region_rel, &region_doc, 0..1)?
         } else {
-            arrays.read(&region_rel, 0..region_len)?
+            arrays.read_from(&region_rel, &region_doc, 0..region_len)?
         };
         Ok(Self {
             dir: dir.to_path_buf(),
