@@ -137,6 +137,9 @@ pub struct WriteTxn<'a> {
     /// The groups unchanged since the last commit, looked at once when the
     /// transaction began (super::stamps).
     unchanged: BTreeSet<ElementKind>,
+    /// The folders of the dataset found not to be links while the transaction holds
+    /// the write lock: its appends' plans and its commit share them.
+    links: Arc<crate::util::LinkCheck>,
     /// The element set [`Self::simulated`] last computed, and the shape (frame, number
     /// of changes) of the open frames it includes.
     simulated: RefCell<Option<SimulatedSet>>,
@@ -182,6 +185,7 @@ impl<'a> WriteTxn<'a> {
             nested,
             manifest,
             unchanged,
+            links: Arc::default(),
             simulated: RefCell::new(None),
         })
     }
@@ -499,7 +503,8 @@ impl<'a> WriteTxn<'a> {
                 Some(dir) => table::append_in_place(&dir, &publisher, rows)?,
                 None => {
                     let rel = element_path(ElementKind::Tables, name.as_str());
-                    let arrays = table::arrays_at(&root, &publisher)?;
+                    let arrays =
+                        table::arrays_at(&root, &publisher)?.sharing_links(self.links.clone());
                     let latest = self.find_pending(|op| match op {
                         Op::TableAppend { name: n, patch, .. } if *n == name => Some(patch.clone()),
                         _ => None,
@@ -771,6 +776,7 @@ impl<'a> WriteTxn<'a> {
             &self.guard,
             self.manifest.as_ref(),
             &self.unchanged,
+            &self.links,
             ops,
         )
     }
@@ -929,6 +935,7 @@ fn commit_ops(
     _proof: &WriteGuard,
     recorded: Option<&Manifest>,
     unchanged: &BTreeSet<ElementKind>,
+    links: &Arc<crate::util::LinkCheck>,
     mut ops: Vec<Op>,
 ) -> Result<CommitInfo> {
     let layout = dataset.layout();
@@ -1221,7 +1228,7 @@ fn commit_ops(
     }
     for (table, changed) in &changed_tables {
         // Last write of each table: readers of the table group switch here (P6).
-        let doc = table::element_doc::element_document(&root.join(table), changed)?;
+        let doc = table::element_doc::element_document_after(&root.join(table), changed)?;
         steps.push(Step::Write {
             path: format!("{table}/zarr.json"),
             text: to_text(&doc),
@@ -1320,8 +1327,7 @@ fn commit_ops(
     };
     // Checked before the commit is decided, so that a link planted in the dataset
     // fails the commit cleanly instead of leaving a journal nobody can apply.
-    let links = Arc::new(crate::util::LinkCheck::default());
-    journal.check_paths_with(root, &links)?;
+    journal.check_paths_with(root, links)?;
     if !indexed {
         // This commit writes the first index (Algorithm U): whatever an interrupted
         // earlier attempt left in its folder is not part of the committed state.
@@ -1419,7 +1425,7 @@ fn commit_ops(
             Err(_) => Err(decided_error(error)),
         };
     }
-    finish(dataset, &journal, &publisher, &links).map_err(decided_error)?;
+    finish(dataset, &journal, &publisher, links).map_err(decided_error)?;
     super::stamps::record(layout, journal.generation);
     drop(ops);
     drop(extra_staged);

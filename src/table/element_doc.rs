@@ -32,7 +32,8 @@ pub fn node_documents(dir: &Path) -> Result<BTreeMap<String, Value>> {
         } else {
             dir.join(&rel)
         };
-        let entries = std::fs::read_dir(&folder).map_err(crate::error::io_err("list", &folder))?;
+        let entries = crate::storage::trace::read_dir(&folder)
+            .map_err(crate::error::io_err("list", &folder))?;
         for entry in entries.flatten() {
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
@@ -46,7 +47,7 @@ pub fn node_documents(dir: &Path) -> Result<BTreeMap<String, Value>> {
                 format!("{rel}/{name}")
             };
             let doc_path = dir.join(&child).join("zarr.json");
-            if !doc_path.is_file() {
+            if !crate::storage::trace::is_file(&doc_path) {
                 continue;
             }
             let doc = read_json(&doc_path)?;
@@ -87,13 +88,42 @@ pub fn with_block(mut group: Value, nodes: &BTreeMap<String, Value>) -> Value {
 /// The element document of the table in `dir` as a commit leaves it: the node
 /// documents on disk, with `changed` (by path relative to the table; `""` is the
 /// group document) in their place. A block found in the group document is rebuilt,
-/// never trusted.
+/// never trusted: for new tables and for `recover`.
 pub fn element_document(dir: &Path, changed: &BTreeMap<String, Value>) -> Result<Value> {
-    let mut nodes = node_documents(dir)?;
-    let mut group = match changed.get("") {
+    let group = match changed.get("") {
         Some(doc) => doc.clone(),
         None => read_json(&dir.join("zarr.json"))?,
     };
+    Ok(overlaid(group, node_documents(dir)?, changed))
+}
+
+/// The element document of the table in `dir` after a commit that changes the node
+/// documents `changed` (by path relative to the table; `""` is the group document):
+/// the block the group document holds, with `changed` in place. Only the group
+/// document is read; the nodes the commit leaves alone keep the entries the block
+/// gives them (kept equal to their documents by every commit of ours; `check`
+/// compares them, `recover` rebuilds a block that differs). A table without a block
+/// gets one built from every node document, as [`element_document`] builds it.
+pub fn element_document_after(dir: &Path, changed: &BTreeMap<String, Value>) -> Result<Value> {
+    let on_disk = read_json(&dir.join("zarr.json"))?;
+    let Some(found) = block(&on_disk) else {
+        return element_document(dir, changed);
+    };
+    let nodes = found
+        .iter()
+        .map(|(key, entry)| (key.clone(), without_block(entry)))
+        .collect();
+    let group = changed.get("").cloned().unwrap_or(on_disk);
+    Ok(overlaid(group, nodes, changed))
+}
+
+/// `group` carrying the block of `nodes` with the node documents of `changed` (other
+/// than the group's own, `""`) in place.
+fn overlaid(
+    mut group: Value,
+    mut nodes: BTreeMap<String, Value>,
+    changed: &BTreeMap<String, Value>,
+) -> Value {
     for (key, doc) in changed {
         if !key.is_empty() {
             nodes.insert(key.clone(), doc.clone());
@@ -102,7 +132,7 @@ pub fn element_document(dir: &Path, changed: &BTreeMap<String, Value>) -> Result
     if let Some(object) = group.as_object_mut() {
         object.remove(BLOCK);
     }
-    Ok(with_block(group, &nodes))
+    with_block(group, &nodes)
 }
 
 /// The block of a group document, when it has one.
@@ -172,4 +202,63 @@ pub fn check_length(dir: &Path, table: &str, index_node: &str, n_obs: u64) -> Re
             in_block.map_or_else(|| "no number of".to_owned(), |n| n.to_string())
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, doc: &Value) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec(doc).unwrap()).unwrap();
+    }
+
+    fn array(shape: u64, note: &str) -> Value {
+        json!({"node_type": "array", "zarr_format": 3, "shape": [shape], "attributes": {"note": note}})
+    }
+
+    /// A commit replaces the entries of what it changes and keeps the others as the
+    /// block has them; a rebuild takes every node document from disk.
+    #[test]
+    fn a_commit_patches_the_block_and_a_rebuild_reads_every_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path();
+        let group = json!({"node_type": "group", "zarr_format": 3, "attributes": {}});
+        let obs = json!({"node_type": "group", "zarr_format": 3, "attributes": {}});
+        write(&table.join("obs/zarr.json"), &obs);
+        write(&table.join("obs/area/zarr.json"), &array(10, "area"));
+        write(&table.join("var/zarr.json"), &obs);
+        write(&table.join("var/_index/zarr.json"), &array(3, "genes"));
+        write(&table.join("zarr.json"), &group);
+        let built = element_document(table, &BTreeMap::new()).unwrap();
+        write(&table.join("zarr.json"), &built);
+        assert_eq!(block(&built).unwrap().len(), 4);
+        // Another program changes a node document the block does not follow.
+        write(&table.join("var/_index/zarr.json"), &array(3, "edited"));
+        let changed = BTreeMap::from([("obs/area".to_owned(), array(12, "area"))]);
+        let after = element_document_after(table, &changed).unwrap();
+        let entries = block(&after).unwrap();
+        assert_eq!(entries["obs/area"], array(12, "area"));
+        assert_eq!(entries["var/_index"], array(3, "genes"));
+        assert_eq!(entries["obs"]["consolidated_metadata"], empty_block());
+        assert_eq!(after["attributes"], group["attributes"]);
+        let rebuilt = element_document(table, &changed).unwrap();
+        assert_eq!(block(&rebuilt).unwrap()["var/_index"], array(3, "edited"));
+        assert!(verify(table).is_err(), "the stale entry is reported");
+    }
+
+    /// A table without a block gets one from every node document.
+    #[test]
+    fn a_table_without_a_block_gets_one_from_its_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path();
+        write(
+            &table.join("zarr.json"),
+            &json!({"node_type": "group", "zarr_format": 3, "attributes": {"a": 1}}),
+        );
+        write(&table.join("X/zarr.json"), &array(5, "x"));
+        let after = element_document_after(table, &BTreeMap::new()).unwrap();
+        assert_eq!(block(&after).unwrap()["X"], array(5, "x"));
+        assert_eq!(after["attributes"]["a"], 1);
+    }
 }
