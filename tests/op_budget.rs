@@ -22,7 +22,7 @@ const BATCH: usize = 500;
 /// The most the counts at 10^4 elements may exceed those at 10.
 const MAX_GROWTH: usize = 4;
 /// The most operations one `add_labels` (32x32) may make (spec/commit-protocol.md §8).
-const ADD_LABELS_CEILING: usize = 97;
+const ADD_LABELS_CEILING: usize = 91;
 /// The most operations one 1,000-row `append_rows` with a dense X may make.
 const APPEND_ROWS_CEILING: usize = 178;
 

@@ -558,8 +558,17 @@ impl Dataset {
     fn precheck_add(&self, kind: ElementKind, name: &str, overwrite: bool) -> Result<()> {
         let checked = ElementName::new(name)?;
         if let Some(_guard) = self.read_guard_now()? {
-            self.elements_locked()?
-                .check_add(kind, &checked, overwrite)?;
+            let layout = &self.inner.layout;
+            let manifest = Manifest::load(&layout.hidden)?;
+            // The element index alone, without a look at the group folders: a name
+            // another tool wrote there is refused by the commit's own check.
+            let set = if manifest.as_ref().is_some_and(Manifest::is_indexed) {
+                let all = ElementKind::ALL.into_iter().collect();
+                ElementSet::load_given(layout, manifest.as_ref(), &all)?
+            } else {
+                ElementSet::load_current(layout, manifest.as_ref())?
+            };
+            set.check_add(kind, &checked, overwrite)?;
         }
         Ok(())
     }
