@@ -306,6 +306,38 @@ fn bad_inputs_change_nothing() {
     assert_eq!(open(&ds).generation().unwrap(), generation);
 }
 
+/// A dataset spatialdata wrote: a refused `add-labels` or `add-image` (pixels of a
+/// type or shape the element cannot hold) leaves every file as it was, the hidden
+/// folder included (opening it once made only its lock files).
+#[test]
+fn bad_pixels_change_nothing_in_a_spatialdata_dataset() {
+    let dir = common::tempdir();
+    let ds = dir.path().join("sd.zarr");
+    common::copy_tree(&common::fixture("v3"), &ds);
+    sz_ok(&["ls", s(&ds)]);
+    let float = npy_file(
+        dir.path(),
+        "float.npy",
+        &ArrayD::<f32>::zeros(IxDyn(&[4, 4])),
+    );
+    let flat = npy_file(dir.path(), "flat.npy", &ArrayD::<u8>::zeros(IxDyn(&[16])));
+    let tree = common::TreeSnapshot::take(&ds);
+    for (args, words) in [
+        (
+            vec!["add-labels", s(&ds), "x", "--npy", s(&float)],
+            vec!["integer type", "float32"],
+        ),
+        (
+            vec!["add-image", s(&ds), "x", "--npy", s(&flat)],
+            vec!["dimension"],
+        ),
+    ] {
+        assert_fails(&sz(&args), 1, &words);
+        tree.assert_unchanged(&format!("{args:?}"));
+    }
+    assert!(!ds.join(".spatialzarr/staging").exists());
+}
+
 #[test]
 fn overwrite_replaces_the_pixels() {
     let dir = common::tempdir();

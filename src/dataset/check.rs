@@ -137,7 +137,8 @@ fn leftovers(dataset: &Dataset, report: &mut CheckReport) -> Result<()> {
     const RECOVER: &str = "`spatialzarr recover` (Dataset::recover)";
     match dataset.pending_journal() {
         Ok(Some(journal)) => report.warnings.push(format!(
-            "an interrupted commit (generation {}) is waiting in .spatialzarr/journal.json: {RECOVER} finishes it",
+            "an interrupted commit (generation {}) is waiting in .spatialzarr/journal.json: {RECOVER} finishes it; \
+             a problem reported beside it may be its half-applied state, so run recover and check again",
             journal.generation
         )),
         Ok(None) => {}

@@ -501,6 +501,10 @@ impl Dataset {
         options: &RasterOptions,
     ) -> Result<StagedElement> {
         let name = self.raster_name(kind, name)?;
+        // Pixels the element cannot hold (float labels, axes that do not fit) are
+        // refused before anything is written, the staging folder included.
+        let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
+        raster::plan_raster(kind, T::DTYPE, &shape, options)?;
         let publisher = Arc::new(self.publisher());
         let staged = StagedElement::create(&self.inner.layout, &publisher, kind, name)?;
         raster::write_raster(
