@@ -24,7 +24,7 @@ const MAX_GROWTH: usize = 4;
 /// The most operations one `add_labels` (32x32) may make (spec/commit-protocol.md §8).
 const ADD_LABELS_CEILING: usize = 91;
 /// The most operations one 1,000-row `append_rows` with a dense X may make.
-const APPEND_ROWS_CEILING: usize = 178;
+const APPEND_ROWS_CEILING: usize = 173;
 
 /// Counts the operations on paths inside one dataset.
 struct Counter {

@@ -91,6 +91,40 @@ fn unchanged_groups_are_not_listed_and_changed_ones_are() {
     std::fs::remove_dir_all(root.join("labels/b")).unwrap();
     assert_eq!(ds.list().unwrap().labels, ["a", "c"]);
     assert!(ds.info("b").is_err());
+
+    // A commit that changes no entry of a group folder (new transformations of a
+    // labels element) records no stamps: it keeps the generation of the last ones,
+    // which stay true, so nothing is listed; what another tool adds afterwards is
+    // still found.
+    ds.add_labels("e", labels().view(), &RasterOptions::default())
+        .unwrap();
+    let stamped = ds.generation().unwrap();
+    let stamps_file = root.join(".spatialzarr/groups.json");
+    let recorded = std::fs::read(&stamps_file).unwrap();
+    let scale = spatialzarr::Transformations(
+        [(
+            "global".to_owned(),
+            spatialzarr::Transform::Scale(vec![2.0, 2.0]),
+        )]
+        .into(),
+    );
+    ds.set_transformations("a", &scale).unwrap();
+    let manifest = ds.manifest().unwrap().unwrap();
+    assert_eq!(manifest.generation, stamped + 1);
+    assert_eq!(manifest.stamps_of, Some(stamped));
+    assert_eq!(std::fs::read(&stamps_file).unwrap(), recorded);
+    let listed = listed_by(&root, || list = Some(ds.list().unwrap()));
+    assert_eq!(list.take().unwrap().labels, ["a", "c", "e"]);
+    assert!(!listed.iter().any(|p| p == "labels"), "listed {listed:?}");
+    common::copy_tree(&root.join("labels/a"), &root.join("labels/d"));
+    let listed = listed_by(&root, || list = Some(ds.list().unwrap()));
+    assert_eq!(list.take().unwrap().labels, ["a", "c", "d", "e"]);
+    assert!(listed.iter().any(|p| p == "labels"), "listed {listed:?}");
+    // The next commit that adds an element records stamps of its own generation.
+    ds.add_labels("f", labels().view(), &RasterOptions::default())
+        .unwrap();
+    assert_eq!(ds.manifest().unwrap().unwrap().stamps_of, None);
+    assert_eq!(manifest_labels(&ds), ["a", "c", "d", "e", "f"]);
 }
 
 /// Runs `spatialzarr lock ROOT -- COMMAND...`, which must succeed.

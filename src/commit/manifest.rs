@@ -39,6 +39,11 @@ pub struct Manifest {
     /// elements are left out).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counts: BTreeMap<ElementKind, u64>,
+    /// The generation whose group stamps (`H/groups.json`) still describe the group
+    /// folders: a commit that adds, removes or renames no entry of any group folder
+    /// keeps the one before it (and records no stamps). `None`: this generation's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamps_of: Option<u64>,
 }
 
 impl Default for Manifest {
@@ -50,11 +55,17 @@ impl Default for Manifest {
             elements: BTreeMap::new(),
             index: Some(IndexParams::default()),
             counts: BTreeMap::new(),
+            stamps_of: None,
         }
     }
 }
 
 impl Manifest {
+    /// The generation the group stamps of this state must carry to be trusted.
+    pub fn stamps_generation(&self) -> u64 {
+        self.stamps_of.unwrap_or(self.generation)
+    }
+
     /// Parses and validates a manifest's bytes; `path` names it in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
         let corrupt = |reason: String| Error::Corrupt {

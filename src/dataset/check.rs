@@ -243,7 +243,7 @@ fn check_record(
             ));
         }
     }
-    let stamps = super::stamps::load(layout, manifest.generation);
+    let stamps = super::stamps::load(layout, manifest.stamps_generation());
     for (name, kind) in found {
         if recorded.get(name) == Some(kind) {
             continue;

@@ -69,11 +69,12 @@ pub fn load(layout: &Layout, generation: u64) -> Option<GroupStamps> {
     (stamps.generation == generation).then_some(stamps)
 }
 
-/// The kinds whose group folder is as the last commit (the manifest's generation)
-/// left it: nobody else added, removed or renamed an entry there since. Empty when
-/// there is no manifest or no stamp of its generation.
+/// The kinds whose group folder is as the last commit that recorded stamps (the
+/// manifest's [`Manifest::stamps_generation`]) left it: nobody else added, removed or
+/// renamed an entry there since. Empty when there is no manifest or no stamp of that
+/// generation.
 pub fn unchanged_groups(layout: &Layout, manifest: Option<&Manifest>) -> BTreeSet<ElementKind> {
-    let Some(stamps) = manifest.and_then(|m| load(layout, m.generation)) else {
+    let Some(stamps) = manifest.and_then(|m| load(layout, m.stamps_generation())) else {
         return BTreeSet::new();
     };
     ElementKind::ALL
@@ -89,6 +90,21 @@ impl GroupStamps {
             .get(&kind)
             .is_some_and(|recorded| *recorded == current(root, kind))
     }
+}
+
+/// Whether a commit of `steps` adds, removes or renames an entry of a group folder
+/// (or makes one), which changes that folder's stamp: a step path of one or two
+/// components below a group (`labels`, `labels/x`, `labels/zarr.json`). Paths deeper
+/// inside an element change the element's folder, not the group's.
+pub fn touched_by(steps: &[crate::commit::journal::Step]) -> bool {
+    steps.iter().flat_map(|step| step.paths()).any(|path| {
+        let mut parts = std::path::Path::new(&path).components();
+        let first = parts
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let depth = 1 + parts.count();
+        depth <= 2 && first.is_some_and(|g| ElementKind::ALL.iter().any(|k| k.group() == g))
+    })
 }
 
 /// Records the stamps of every group at `generation`, right after a commit made it
@@ -112,5 +128,42 @@ pub fn record(layout: &Layout, generation: u64) {
     ));
     if std::fs::write(&temp, text).is_err() || std::fs::rename(&temp, &path).is_err() {
         let _ = std::fs::remove_file(&temp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::touched_by;
+    use crate::commit::journal::Step;
+
+    fn write(path: &str) -> Step {
+        Step::Write {
+            path: path.into(),
+            text: String::new(),
+        }
+    }
+
+    /// Entries of a group folder, or the folder itself, change its stamp; files deeper
+    /// inside an element do not.
+    #[test]
+    fn only_steps_on_a_group_folders_entries_touch_it() {
+        assert!(touched_by(&[write("labels/zarr.json")]));
+        assert!(touched_by(&[Step::Mkdir {
+            path: "tables".into()
+        }]));
+        assert!(touched_by(&[Step::Rename {
+            from: ".spatialzarr/staging/1-2-3/element".into(),
+            to: "labels/tile".into(),
+        }]));
+        assert!(!touched_by(&[
+            write("images/img/zarr.json"),
+            write("tables/cells/obs/area/zarr.json"),
+            write(".spatialzarr/manifest.json"),
+            write("zarr.json"),
+        ]));
+        assert!(!touched_by(&[Step::Rename {
+            from: ".spatialzarr/staging/1-2-3/element".into(),
+            to: "tables/cells/obs/area/c/0".into(),
+        }]));
     }
 }

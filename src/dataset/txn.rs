@@ -805,7 +805,10 @@ impl<'a> WriteTxn<'a> {
         let indexed = self.manifest.as_ref().is_some_and(Manifest::is_indexed);
         if !listed.differs_from_record() && indexed {
             if !self.nested && self.frame.borrow().is_empty() {
-                let generation = self.manifest.as_ref().map_or(0, |m| m.generation);
+                let generation = self
+                    .manifest
+                    .as_ref()
+                    .map_or(0, Manifest::stamps_generation);
                 super::stamps::record(layout, generation);
             }
             return Ok(false);
@@ -1294,9 +1297,20 @@ fn commit_ops(
                 "generation {base_generation} cannot grow: the manifest was not written by spatialzarr"
             ),
         })?;
+    // A commit that changes no entry of a group folder leaves the group stamps true:
+    // it keeps their generation and records none (spec/commit-protocol.md §3 step 7).
+    let stamps_of = recorded
+        .filter(|_| {
+            !adopt
+                && unchanged.len() == ElementKind::ALL.len()
+                && !super::stamps::touched_by(&steps)
+        })
+        .map(Manifest::stamps_generation);
+    let records_stamps = stamps_of.is_none();
     let new_manifest = Manifest {
         generation,
         counts,
+        stamps_of,
         ..Manifest::default()
     };
     // The index buckets of the changed names (every bucket at the first index),
@@ -1426,7 +1440,9 @@ fn commit_ops(
         };
     }
     finish(dataset, &journal, &publisher, links).map_err(decided_error)?;
-    super::stamps::record(layout, journal.generation);
+    if records_stamps {
+        super::stamps::record(layout, journal.generation);
+    }
     drop(ops);
     drop(extra_staged);
     for dir in staging_dirs {
