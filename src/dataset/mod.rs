@@ -504,7 +504,7 @@ impl Dataset {
         // Pixels the element cannot hold (float labels, axes that do not fit) are
         // refused before anything is written, the staging folder included.
         let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
-        raster::plan_raster(kind, T::DTYPE, &shape, options)?;
+        let plan = raster::plan_raster(kind, T::DTYPE, &shape, options)?;
         let publisher = Arc::new(self.publisher());
         let staged = StagedElement::create(&self.inner.layout, &publisher, kind, name)?;
         raster::write_raster(
@@ -513,6 +513,7 @@ impl Dataset {
             kind,
             &staged.name,
             data,
+            plan,
             options,
         )?;
         publisher.sync()?;
@@ -602,12 +603,6 @@ impl Dataset {
         name: &str,
         transformations: &crate::Transformations,
     ) -> Result<CommitInfo> {
-        if !group::representable(transformations) {
-            // Refused by the checks of the transaction, with their message.
-            let mut txn = self.write()?;
-            txn.set_transformations(name, transformations)?;
-            return txn.commit();
-        }
         let request = group::Request::Transform {
             name: name.to_owned(),
             transformations: transformations.clone(),

@@ -443,18 +443,18 @@ impl RasterPlan {
 }
 
 /// Writes a whole raster element (group metadata and every level) into the folder
-/// `dir`, which must exist and be private to the caller. Every file is published
-/// atomically through `publisher`.
-pub fn write_raster<T: Pixel>(
+/// `dir`, which must exist and be private to the caller, as `plan` (the
+/// [`plan_raster`] of `data`) lays it out. Every file is published atomically
+/// through `publisher`.
+pub(crate) fn write_raster<T: Pixel>(
     dir: &Path,
     publisher: &Arc<Publisher>,
     kind: ElementKind,
     name: &ElementName,
     data: ArrayViewD<'_, T>,
+    plan: RasterPlan,
     options: &RasterOptions,
 ) -> Result<()> {
-    let data_shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
-    let plan = plan_raster(kind, T::DTYPE, &data_shape, options)?;
     let full = if plan.channel_added {
         data.insert_axis(ndarray::Axis(0))
     } else {

@@ -44,8 +44,8 @@ pub struct Arrays {
     pub(crate) store: Arc<AtomicStore>,
     /// The folder the store is rooted at.
     pub(crate) root: std::path::PathBuf,
-    /// The folders already found not to be links (one handle serves one commit,
-    /// under the write lock: nothing of ours makes links meanwhile).
+    /// The folders already found not to be links (shared by the handles of one
+    /// transaction, under the write lock: nothing of ours makes links meanwhile).
     links: Arc<crate::util::LinkCheck>,
 }
 
@@ -91,7 +91,8 @@ impl Arrays {
     }
 
     /// This handle, taking the folders `links` found not to be links as checked (and
-    /// adding those it checks): for one commit's writes, under the write lock.
+    /// adding those it checks): for one transaction's plans and writes, under the
+    /// write lock.
     pub(crate) fn sharing_links(mut self, links: Arc<crate::util::LinkCheck>) -> Self {
         self.links = links;
         self
@@ -291,30 +292,6 @@ impl Arrays {
         array
             .retrieve_array_subset::<Vec<T>>(&subset)
             .map_err(|e| zarr_error(&key, e))
-    }
-
-    /// The length along axis 0 and the data type name of the array at `path`.
-    pub fn len_and_type(&self, path: &str) -> Result<(u64, String)> {
-        let doc = self.metadata(path)?;
-        let len = doc
-            .pointer("/shape/0")
-            .and_then(Value::as_u64)
-            .or_else(|| {
-                doc.get("shape")
-                    .and_then(Value::as_array)
-                    .filter(|s| s.is_empty())
-                    .map(|_| 1)
-            })
-            .ok_or_else(|| Error::Corrupt {
-                path: self.root.join(path.trim_start_matches('/')),
-                reason: "no shape".into(),
-            })?;
-        let dtype = doc
-            .get("data_type")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_owned();
-        Ok((len, dtype))
     }
 }
 

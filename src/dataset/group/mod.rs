@@ -24,7 +24,6 @@ use crate::element::{ElementKind, ElementName};
 use crate::error::{Error, Result};
 use crate::lock::LockError;
 use crate::table::{AppendOutcome, RowBatch, TableSpec};
-pub(super) use wire::representable;
 use wire::{ErrorDoc, OutcomeDoc, ReadRequest};
 
 /// At most this many queued requests join one commit; the rest stay queued.
@@ -63,6 +62,20 @@ pub(super) enum Request {
         name: String,
         transformations: Transformations,
     },
+}
+
+impl Request {
+    /// Whether the request can travel through the queue: transformations holding a
+    /// value JSON cannot carry (NaN, infinity) cannot, and are refused by the checks
+    /// of the caller's own transaction instead.
+    fn queueable(&self) -> bool {
+        match self {
+            Self::Transform {
+                transformations, ..
+            } => wire::representable(transformations),
+            Self::Rows { .. } | Self::Add { .. } => true,
+        }
+    }
 }
 
 /// What a request did, before its commit's generation is known.
@@ -140,7 +153,7 @@ impl Dataset {
     /// group commit off), as the combiner when the lock is free, else queued.
     pub(super) fn commit_request(&self, request: Request) -> Result<Done> {
         self.ensure_writable()?;
-        if self.lock().held_by_this_thread().is_some() || !enabled() {
+        if self.lock().held_by_this_thread().is_some() || !enabled() || !request.queueable() {
             return self.commit_alone(request);
         }
         match self.lock().write(Some(Duration::ZERO)) {

@@ -98,7 +98,7 @@ impl TransformDoc {
 }
 
 /// Whether `transformations` can travel as a request: JSON holds only finite numbers.
-pub(in crate::dataset) fn representable(transformations: &Transformations) -> bool {
+pub(super) fn representable(transformations: &Transformations) -> bool {
     transformations.0.values().all(|t| match t {
         Transform::Scale(v) | Transform::Translation(v) => v.iter().all(|x| x.is_finite()),
         Transform::Identity | Transform::Other(_) => true,
