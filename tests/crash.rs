@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use ndarray::{ArrayD, IxDyn};
+use spatialzarr::commit::{FoundJournal, Journal, Step};
 use spatialzarr::storage::trace::{FsObserver, FsOp, set_observer};
 use spatialzarr::table::{RowBatch, TableSpec};
 use spatialzarr::{Dataset, DatasetOptions, ElementKind, RasterOptions};
@@ -962,7 +963,8 @@ fn combined_commit(ds: &Dataset) -> spatialzarr::Result<()> {
 }
 
 /// Whether the raw crashed state `out` (before any recovery) tells the queued caller
-/// it was committed: its `ok` outcome is on disk, or a journal carries it.
+/// it was committed: its `ok` outcome is on disk, or a decided journal carries it
+/// (an undecided one, torn or missing a file it requires, is withdrawn).
 fn outcome_promised(out: &Path) -> Option<(u64, u64)> {
     let hidden = out.join(".spatialzarr");
     let from_doc = |doc: &serde_json::Value| {
@@ -974,12 +976,12 @@ fn outcome_promised(out: &Path) -> Option<(u64, u64)> {
             )
         })
     };
-    if let Ok(text) = std::fs::read_to_string(hidden.join("journal.json")) {
-        let journal = parse(&text);
-        for step in journal["steps"].as_array().into_iter().flatten() {
-            let path = step["path"].as_str().unwrap_or_default();
-            if path.ends_with("outcome.json") {
-                return from_doc(&parse(step["text"].as_str().unwrap()));
+    if let Some(FoundJournal::Decided(journal)) = Journal::load(&hidden).expect("journal reads") {
+        for step in &journal.steps {
+            if let Step::Write { path, text } = step
+                && path.ends_with("outcome.json")
+            {
+                return from_doc(&parse(text));
             }
         }
     }

@@ -460,25 +460,32 @@ fn a_waiter_killed_while_queued_is_dropped_never_half_committed() {
     assert!(ds.check(true).unwrap().is_ok());
 }
 
-/// Blocks (forever) the first operation after the journal is renamed into place: the
-/// combiner's commit is then decided and nothing of it applied.
+/// Blocks (forever) the first operation after the fsync round that follows the
+/// journal's writing (the round that decides the commit): the combiner's commit is
+/// then decided and nothing of it applied.
 struct StopWhenDecided {
-    decided: std::sync::atomic::AtomicBool,
+    /// 0: journal not written; 1: written; 2: its round announced.
+    stage: std::sync::atomic::AtomicU8,
 }
 
 impl FsObserver for StopWhenDecided {
     fn before(&self, op: &FsOp) -> std::io::Result<()> {
         use std::sync::atomic::Ordering;
-        if self.decided.load(Ordering::SeqCst) {
-            common::report("decided");
-            loop {
-                std::thread::sleep(Duration::from_secs(60));
+        let stage = self.stage.load(Ordering::SeqCst);
+        match op {
+            FsOp::Write(p, _) if stage == 0 && p.ends_with(".spatialzarr/journal.json") => {
+                self.stage.store(1, Ordering::SeqCst);
             }
-        }
-        if let FsOp::Rename(_, to) = op
-            && to.ends_with("journal.json")
-        {
-            self.decided.store(true, Ordering::SeqCst);
+            FsOp::FsyncRound(_) if stage == 1 => self.stage.store(2, Ordering::SeqCst),
+            // The round's fsyncs are announced before they run.
+            FsOp::Fsync(_) | FsOp::FsyncDir(_) => {}
+            _ if stage == 2 => {
+                common::report("decided");
+                loop {
+                    std::thread::sleep(Duration::from_secs(60));
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -508,9 +515,7 @@ fn child_role() {
     };
     txn.append_rows("cells", &rows, Some(&spec), Some("combiner"))
         .unwrap();
-    set_observer(Some(Arc::new(StopWhenDecided {
-        decided: false.into(),
-    })));
+    set_observer(Some(Arc::new(StopWhenDecided { stage: 0.into() })));
     let _ = txn.commit();
     unreachable!("the observer stops the commit");
 }

@@ -1785,7 +1785,9 @@ fn truncated_and_garbage_journals() {
     let garbage: Vec<u8> = (0..4096usize)
         .map(|i| alphabet[(i * 7) % alphabet.len()])
         .collect();
-    for text in [half, garbage, Vec::new(), b"null".to_vec(), b"{}".to_vec()] {
+    // (An empty file is a version-3 journal torn at its start: never decided, and
+    // withdrawn; tests/durability.rs.)
+    for text in [half, garbage, b"null".to_vec(), b"{}".to_vec()] {
         meta_case(|f| journal(f, &text), &refused_state());
     }
 }

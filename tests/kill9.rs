@@ -60,6 +60,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use ndarray::{ArrayD, IxDyn};
+use spatialzarr::commit::FoundJournal;
 use spatialzarr::table::{RowBatch, TableSpec};
 use spatialzarr::{Dataset, DatasetOptions, Durability, Error, RasterOptions};
 
@@ -564,9 +565,13 @@ impl Driver {
             // A kill in the middle of applying a decided journal: the check reports
             // the interrupted commit (and may find the half-applied state, say an
             // element folder not yet listed); recovery finishes it, after which the
-            // dataset is consistent.
+            // dataset is consistent. A kill while the journal was being written
+            // leaves one that was never decided: reported, and withdrawn.
             self.stats.journals_pending += 1;
-            let pending = format!("generation {}", journal.generation);
+            let pending = match (&journal, journal.generation()) {
+                (FoundJournal::Decided(_), Some(g)) => format!("generation {g}"),
+                _ => "never decided".to_owned(),
+            };
             assert!(
                 report.warnings.iter().any(|w| w.contains(&pending)),
                 "check names the interrupted commit: {:?}",

@@ -340,9 +340,10 @@ fn writer(path: &Path, w: i64, ops: i64) {
 /// Where in a commit [`Pause`] stops.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum PausePoint {
-    /// Before the journal's rename: the commit is not decided.
+    /// Before the journal is created: the commit is not decided.
     BeforeDecision,
-    /// Right after the journal is durable (its folder fsynced): decided, nothing applied.
+    /// Right after the round that makes the journal durable (with its folder):
+    /// decided, nothing applied.
     Decided,
     /// Before the new manifest is renamed into place: the element is in, metadata not all.
     Applying,
@@ -366,7 +367,8 @@ impl PausePoint {
 struct Pause {
     at: PausePoint,
     go: PathBuf,
-    /// 0: journal not renamed yet; 1: renamed, its folder not fsynced; 2: decided.
+    /// 0: journal not written yet; 1: written; 2: its fsync round announced (the
+    /// round's fsyncs are announced before they run); 3: decided (the round ran).
     journal: std::sync::Mutex<u8>,
     paused: std::sync::atomic::AtomicBool,
 }
@@ -378,18 +380,22 @@ fn is_journal(path: &Path) -> bool {
 impl FsObserver for Pause {
     fn before(&self, op: &FsOp) -> std::io::Result<()> {
         let mut journal = self.journal.lock().unwrap();
+        let announced = matches!(op, FsOp::Fsync(_) | FsOp::FsyncDir(_));
+        if *journal == 2 && !announced {
+            *journal = 3;
+        }
         let stop = match (self.at, op, *journal) {
-            (PausePoint::BeforeDecision, FsOp::Rename(_, to), 0) => is_journal(to),
-            (PausePoint::Decided, _, 2) => true,
-            (PausePoint::Applying, FsOp::Rename(_, to), 2) => {
+            (PausePoint::BeforeDecision, FsOp::CreateFile(p), 0) => is_journal(p),
+            (PausePoint::Decided, _, 3) => true,
+            (PausePoint::Applying, FsOp::Rename(_, to), 3) => {
                 to.file_name().is_some_and(|n| n == "manifest.json")
             }
-            (PausePoint::BeforeJournalRemoval, FsOp::Unlink(p), 2) => is_journal(p),
+            (PausePoint::BeforeJournalRemoval, FsOp::Unlink(p), 3) => is_journal(p),
             _ => false,
         };
         match op {
-            FsOp::Rename(_, to) if is_journal(to) => *journal = 1,
-            FsOp::FsyncDir(_) if *journal == 1 => *journal = 2,
+            FsOp::Write(p, _) if *journal == 0 && is_journal(p) => *journal = 1,
+            FsOp::FsyncRound(_) if *journal == 1 => *journal = 2,
             _ => {}
         }
         if stop && !self.paused.swap(true, std::sync::atomic::Ordering::SeqCst) {

@@ -247,9 +247,14 @@ pub fn recover(args: RecoverArgs) -> anyhow::Result<ExitCode> {
     let bar = super::progress_bar("{spinner} {pos} folders swept, {elapsed}");
     let report = dataset.recover_with_progress(&mut |swept| bar.set_position(swept))?;
     bar.finish_and_clear();
-    let finished = match report.finished_commit {
-        Some(generation) => format!("finished the interrupted commit of generation {generation}"),
-        None => "no interrupted commit".to_string(),
+    let finished = match (&report.finished_commit, &report.withdrawn_commit) {
+        (Some(generation), _) => {
+            format!("finished the interrupted commit of generation {generation}")
+        }
+        (None, Some(what)) => format!(
+            "withdrew an interrupted commit that was never decided ({what}); the dataset is as before it"
+        ),
+        (None, None) => "no interrupted commit".to_string(),
     };
     let line = format!(
         "recovered: {finished}; removed {} abandoned staging folders, {} trash folders, {} temporary files; rebuilt the consolidated metadata of {} tables",

@@ -1,8 +1,12 @@
 //! `.spatialzarr/journal.json`: the redo log that makes a multi-file commit atomic.
 //!
-//! A commit writes its journal atomically; from then on it is decided, and whoever
-//! holds the write lock next replays the journal to the end. Every step is idempotent
-//! when replayed in order, so a crash during a replay is replayed again.
+//! A commit writes its journal in place, ending in a checksum, and fsyncs it in the
+//! same round as every file the journal relies on. The commit is decided when the
+//! journal is complete (its checksum holds) and every file it requires holds the
+//! content it names; from then on whoever holds the write lock next replays the
+//! journal to the end. Every step is idempotent when replayed in order, so a crash
+//! during a replay is replayed again. A journal that is not decided (torn by a power
+//! loss, or naming a file that did not survive) was never acted on and is withdrawn.
 
 use std::path::{Path, PathBuf};
 
@@ -17,9 +21,17 @@ pub const JOURNAL_FILE: &str = "journal.json";
 /// The largest journal accepted: it carries metadata documents, never chunk data.
 const MAX_JOURNAL_BYTES: u64 = 256 << 20;
 
-/// The journal format this version writes: 2 added the `exchange` and `unlink` steps
-/// (a version-1 reader refuses it instead of misreading it).
-pub const JOURNAL_VERSION: u32 = 2;
+/// The journal format this version writes: 2 added the `exchange` and `unlink` steps,
+/// 3 the checksum trailer and `requires` (a reader of an older version refuses it
+/// instead of misreading it).
+pub const JOURNAL_VERSION: u32 = 3;
+
+/// What a version-3 journal begins with (serde writes the fields in order).
+const V3_START: &[u8] = b"{\"version\":3,";
+/// What precedes the checksum in a version-3 journal's last line.
+const TRAILER_START: &[u8] = b"\ncrc32c:";
+/// The length of the trailer: `\ncrc32c:` + 8 hex digits + `\n`.
+const TRAILER_LEN: usize = TRAILER_START.len() + 9;
 
 /// Whether `path` exists (without following a final link). Only "not found" means
 /// absent: any other error (EIO, ESTALE, EACCES) is returned, never taken as an
@@ -104,6 +116,57 @@ impl Step {
     }
 }
 
+/// A file that a commit stored at its final path before it was decided (the chunks
+/// of appended rows, which lie beyond every committed shape), with the content the
+/// journal expects there. A journal whose required file is missing or differs was
+/// never decided: the crash came before the file was durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Required {
+    /// The file, relative to the dataset root.
+    pub path: String,
+    /// Its length in bytes.
+    pub len: u64,
+    /// The CRC-32C of its bytes.
+    pub crc32c: u32,
+}
+
+impl Required {
+    /// Describes `bytes` stored at `path`.
+    pub fn of(path: String, bytes: &[u8]) -> Self {
+        Self {
+            path,
+            len: bytes.len() as u64,
+            crc32c: crc32c::crc32c(bytes),
+        }
+    }
+}
+
+/// The journal found in the hidden folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundJournal {
+    /// A decided commit: replaying it finishes the commit.
+    Decided(Journal),
+    /// A commit that was never decided (a crash or power loss while its journal or a
+    /// file it requires was being made durable): nothing it describes was done to
+    /// committed files, and withdrawing it leaves the state before it.
+    Undecided {
+        /// The journal, when it is itself complete (a file it requires is not).
+        journal: Option<Journal>,
+        /// Why it is not decided.
+        reason: String,
+    },
+}
+
+impl FoundJournal {
+    /// The generation the commit was making, when known.
+    pub fn generation(&self) -> Option<u64> {
+        match self {
+            FoundJournal::Decided(journal) => Some(journal.generation),
+            FoundJournal::Undecided { journal, .. } => journal.as_ref().map(|j| j.generation),
+        }
+    }
+}
+
 /// A decided commit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
@@ -116,6 +179,43 @@ pub struct Journal {
     /// Folders (trash) to delete once the commit is done; failures here are harmless.
     #[serde(default)]
     pub cleanup: Vec<String>,
+    /// Files stored before the commit was decided, which must hold the content named
+    /// for the journal to count as decided (version 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Required>,
+}
+
+/// Whether the file at `path` holds what `required` names. Only "not found" means
+/// missing: any other error reading it is returned.
+fn holds(path: &Path, required: &Required) -> Result<bool> {
+    match crate::util::read_limited(path, required.len) {
+        Ok(bytes) => Ok(Required::of(String::new(), &bytes)
+            == Required {
+                path: String::new(),
+                ..required.clone()
+            }),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        // Longer than the journal says.
+        Err(Error::Corrupt { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Splits a version-3 journal into its body and checks its trailer; `None` when the
+/// bytes do not end in a checksum that holds.
+fn v3_body(bytes: &[u8]) -> Option<&[u8]> {
+    let at = bytes.len().checked_sub(TRAILER_LEN)?;
+    let (body, trailer) = bytes.split_at(at);
+    let hex = trailer.strip_prefix(TRAILER_START)?.strip_suffix(b"\n")?;
+    let sum = u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+    (crc32c::crc32c(body) == sum).then_some(body)
+}
+
+/// Whether `bytes` begin a version-3 journal (or are so short that they may be the
+/// start of one: a write torn after a few bytes).
+fn looks_like_v3(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(V3_START.len());
+    bytes[..n] == V3_START[..n]
 }
 
 fn checked(root: &Path, relative: &str, journal: &Path, links: &LinkCheck) -> Result<PathBuf> {
@@ -131,7 +231,90 @@ fn checked(root: &Path, relative: &str, journal: &Path, links: &LinkCheck) -> Re
 }
 
 impl Journal {
-    /// Parses and validates a journal; `path` names it in errors.
+    /// Reads a journal file's bytes: a version-3 journal whose checksum fails (or
+    /// that is empty) is [`FoundJournal::Undecided`]; otherwise the journal is
+    /// parsed and validated, and its required files are not looked at yet
+    /// ([`Journal::requirements_met`]). `path` names it in errors.
+    pub fn read_bytes(bytes: &[u8], path: &Path) -> Result<FoundJournal> {
+        if let Some(body) = v3_body(bytes) {
+            let journal = Self::parse(body, path)?;
+            if journal.version < 3 {
+                return Err(Error::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("a journal of version {} with a checksum", journal.version),
+                });
+            }
+            return Ok(FoundJournal::Decided(journal));
+        }
+        if looks_like_v3(bytes) {
+            return Ok(FoundJournal::Undecided {
+                journal: None,
+                reason: "its journal is incomplete (it was being written when the writer stopped)"
+                    .into(),
+            });
+        }
+        let journal = Self::parse(bytes, path)?;
+        if journal.version >= 3 {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "a journal of version {} without its checksum",
+                    journal.version
+                ),
+            });
+        }
+        Ok(FoundJournal::Decided(journal))
+    }
+
+    /// Whether every file the journal requires holds the content it names; the
+    /// first that does not is described. Only "not found" means missing: any other
+    /// error reading a file is returned.
+    pub fn requirements_met(&self, root: &Path) -> Result<std::result::Result<(), String>> {
+        for required in &self.requires {
+            let mut found = false;
+            for place in self.places_of(&required.path) {
+                let Some(rel) = safe_relative(&place) else {
+                    return Ok(Err(format!("{place:?} is not a plain relative path")));
+                };
+                if holds(&root.join(rel), required)? {
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                return Ok(Err(format!(
+                    "{} is missing or differs from what the commit stored",
+                    required.path
+                )));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Every path where the file stored at `path` before the commit can be once a
+    /// prefix of the steps has run: a `Rename` or `Exchange` moves what lies in its
+    /// folder (rows written into a staged copy of a node that an exchange swaps in).
+    fn places_of(&self, path: &str) -> Vec<String> {
+        let mut places = vec![path.to_owned()];
+        let moved = |at: &str, from: &str, to: &str| {
+            Path::new(at)
+                .strip_prefix(from)
+                .ok()
+                .map(|rest| Path::new(to).join(rest).to_string_lossy().into_owned())
+        };
+        for step in &self.steps {
+            let last = places.last().cloned().unwrap_or_default();
+            let next = match step {
+                Step::Rename { from, to } => moved(&last, from, to),
+                Step::Exchange { from, to, .. } => moved(&last, from, to),
+                _ => None,
+            };
+            places.extend(next);
+        }
+        places
+    }
+
+    /// Parses and validates a journal's JSON; `path` names it in errors.
     pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
         let journal: Journal = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
             path: path.to_path_buf(),
@@ -157,7 +340,11 @@ impl Journal {
         for p in journal.steps.iter().flat_map(Step::paths) {
             form(&p)?;
         }
-        for p in &journal.cleanup {
+        for p in journal
+            .cleanup
+            .iter()
+            .chain(journal.requires.iter().map(|r| &r.path))
+        {
             form(p)?;
         }
         Ok(journal)
@@ -170,21 +357,41 @@ impl Journal {
         exists(&hidden.join(JOURNAL_FILE))
     }
 
-    /// Reads the journal in `hidden`, if there is one.
-    pub fn load(hidden: &Path) -> Result<Option<Self>> {
+    /// Reads the journal of the dataset whose hidden folder is `hidden`, if there is
+    /// one, and decides whether it is decided: complete, and every file it requires
+    /// as it names (spec/commit-protocol.md §5.1).
+    pub fn load(hidden: &Path) -> Result<Option<FoundJournal>> {
         let path = hidden.join(JOURNAL_FILE);
-        match crate::util::read_limited(&path, MAX_JOURNAL_BYTES) {
-            Ok(bytes) => Self::parse(&bytes, &path).map(Some),
+        let bytes = match crate::util::read_limited(&path, MAX_JOURNAL_BYTES) {
+            Ok(bytes) => bytes,
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                Ok(None)
+                return Ok(None);
             }
-            Err(e) => Err(e),
-        }
+            Err(e) => return Err(e),
+        };
+        let found = Self::read_bytes(&bytes, &path)?;
+        let FoundJournal::Decided(journal) = found else {
+            return Ok(Some(found));
+        };
+        let root = hidden.parent().unwrap_or(hidden);
+        Ok(Some(match journal.requirements_met(root)? {
+            Ok(()) => FoundJournal::Decided(journal),
+            Err(reason) => FoundJournal::Undecided {
+                journal: Some(journal),
+                reason,
+            },
+        }))
     }
 
-    /// The journal's bytes.
+    /// The journal's bytes: its JSON, then (version 3) the checksum line.
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a journal always serializes")
+        let mut bytes = serde_json::to_vec(self).expect("a journal always serializes");
+        if self.version >= 3 {
+            let sum = crc32c::crc32c(&bytes);
+            bytes.extend_from_slice(TRAILER_START);
+            bytes.extend_from_slice(format!("{sum:08x}\n").as_bytes());
+        }
+        bytes
     }
 
     /// Checks every path of every step under `root`: plain relative paths, reached
@@ -353,6 +560,7 @@ mod tests {
             generation: 2,
             steps,
             cleanup: vec![],
+            requires: vec![],
         }
     }
 
@@ -417,12 +625,97 @@ mod tests {
     }
 
     #[test]
+    fn every_torn_copy_of_a_journal_is_undecided_and_the_whole_one_decided() {
+        let mut j = journal(vec![Step::Write {
+            path: "zarr.json".into(),
+            text: "{}".into(),
+        }]);
+        j.requires = vec![Required::of("t/c/0".into(), b"rows")];
+        let bytes = j.to_bytes();
+        let path = Path::new("journal.json");
+        assert_eq!(
+            Journal::read_bytes(&bytes, path).unwrap(),
+            FoundJournal::Decided(j.clone())
+        );
+        for len in 0..bytes.len() {
+            let found = Journal::read_bytes(&bytes[..len], path).unwrap();
+            assert!(
+                matches!(found, FoundJournal::Undecided { journal: None, .. }),
+                "{len} bytes: {found:?}"
+            );
+        }
+        // One flipped bit in the body: the checksum fails, so it is torn.
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert!(matches!(
+            Journal::read_bytes(&flipped, path).unwrap(),
+            FoundJournal::Undecided { .. }
+        ));
+        // A version-2 journal (no checksum) reads as before.
+        let mut old = j.clone();
+        old.version = 2;
+        old.requires.clear();
+        let FoundJournal::Decided(read) = Journal::read_bytes(&old.to_bytes(), path).unwrap()
+        else {
+            panic!("a version-2 journal is decided");
+        };
+        assert_eq!(read.version, 2);
+    }
+
+    #[test]
+    fn a_journal_is_decided_only_when_its_required_files_hold_what_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("stage/c")).unwrap();
+        std::fs::create_dir_all(root.join("node/c")).unwrap();
+        let mut j = journal(vec![Step::Exchange {
+            from: "stage".into(),
+            to: "node".into(),
+            trash: "trash".into(),
+            marker: "m".into(),
+        }]);
+        j.requires = vec![Required::of("stage/c/0".into(), b"new rows")];
+        assert!(
+            j.requirements_met(root)
+                .unwrap()
+                .unwrap_err()
+                .contains("stage/c/0")
+        );
+        std::fs::write(root.join("stage/c/0"), b"old rows").unwrap();
+        assert!(j.requirements_met(root).unwrap().is_err(), "other content");
+        std::fs::write(root.join("stage/c/0"), b"new rows and more").unwrap();
+        assert!(j.requirements_met(root).unwrap().is_err(), "longer");
+        std::fs::write(root.join("stage/c/0"), b"new rows").unwrap();
+        assert!(j.requirements_met(root).unwrap().is_ok());
+        // Once the exchange ran, the file is found where it moved.
+        std::fs::rename(root.join("stage"), root.join("tmp")).unwrap();
+        std::fs::rename(root.join("node"), root.join("stage")).unwrap();
+        std::fs::rename(root.join("tmp"), root.join("node")).unwrap();
+        assert!(j.requirements_met(root).unwrap().is_ok());
+
+        let hidden = root.join(".spatialzarr");
+        std::fs::create_dir(&hidden).unwrap();
+        std::fs::write(hidden.join(JOURNAL_FILE), j.to_bytes()).unwrap();
+        assert!(matches!(
+            Journal::load(&hidden).unwrap(),
+            Some(FoundJournal::Decided(_))
+        ));
+        std::fs::remove_file(root.join("node/c/0")).unwrap();
+        let Some(FoundJournal::Undecided { journal, reason }) = Journal::load(&hidden).unwrap()
+        else {
+            panic!("a journal missing its rows is not decided");
+        };
+        assert_eq!(journal.map(|j| j.generation), Some(2));
+        assert!(reason.contains("stage/c/0"), "{reason}");
+    }
+
+    #[test]
     fn escaping_paths_are_refused() {
         let j = journal(vec![Step::Write {
             path: "../evil".into(),
             text: String::new(),
         }]);
-        let err = Journal::parse(&j.to_bytes(), Path::new("j")).unwrap_err();
+        let err = Journal::read_bytes(&j.to_bytes(), Path::new("j")).unwrap_err();
         assert!(err.to_string().contains("../evil"), "{err}");
         assert!(Journal::parse(b"{\"version\":1,\"gen", Path::new("j")).is_err());
     }

@@ -6,5 +6,5 @@ pub mod journal;
 pub mod manifest;
 pub mod queue;
 
-pub use journal::{Journal, Step};
+pub use journal::{FoundJournal, Journal, Required, Step};
 pub use manifest::Manifest;

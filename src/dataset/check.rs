@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::layout::{Layout, element_path, is_zarr_node};
 use super::{Dataset, ElementSet, consolidated};
-use crate::commit::Manifest;
+use crate::commit::{FoundJournal, Manifest};
 use crate::element::ElementKind;
 use crate::element::raster::{self, read_json};
 use crate::error::Result;
@@ -136,11 +136,20 @@ impl Dataset {
 fn leftovers(dataset: &Dataset, report: &mut CheckReport) -> Result<()> {
     const RECOVER: &str = "`spatialzarr recover` (Dataset::recover)";
     match dataset.pending_journal() {
-        Ok(Some(journal)) => report.warnings.push(format!(
+        Ok(Some(FoundJournal::Decided(journal))) => report.warnings.push(format!(
             "an interrupted commit (generation {}) is waiting in .spatialzarr/journal.json: {RECOVER} finishes it; \
              a problem reported beside it may be its half-applied state, so run recover and check again",
             journal.generation
         )),
+        Ok(Some(FoundJournal::Undecided { journal, reason })) => {
+            let which = journal
+                .map(|j| format!(" (generation {})", j.generation))
+                .unwrap_or_default();
+            report.warnings.push(format!(
+                "an interrupted commit{which} was never decided and lies in .spatialzarr/journal.json ({reason}): \
+                 nothing of it was committed; {RECOVER} withdraws it"
+            ));
+        }
         Ok(None) => {}
         Err(e) => report.problems.push(format!(
             "the journal of an interrupted commit cannot be replayed: {e}"

@@ -33,7 +33,7 @@ pub use policies::UnknownPolicy;
 pub use staging::StagedElement;
 pub use txn::{CommitInfo, RecoveryReport, WriteTxn};
 
-use crate::commit::{Journal, Manifest};
+use crate::commit::{FoundJournal, Journal, Manifest};
 use crate::element::raster::{self, read_json};
 use crate::element::{ElementKind, ElementName, Pixel, RasterInfo, RasterOptions};
 use crate::error::{Error, Result};
@@ -505,7 +505,8 @@ impl Dataset {
         // refused before anything is written, the staging folder included.
         let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
         let plan = raster::plan_raster(kind, T::DTYPE, &shape, options)?;
-        let publisher = Arc::new(self.publisher());
+        // Nobody reads the staging folder before its sync: files go in place.
+        let publisher = Arc::new(Publisher::in_place(self.inner.durability));
         let staged = StagedElement::create(&self.inner.layout, &publisher, kind, name)?;
         raster::write_raster(
             &staged.element_dir(),
@@ -672,8 +673,9 @@ impl Dataset {
         }
     }
 
-    /// The journal of an interrupted commit, if one is waiting.
-    pub fn pending_journal(&self) -> Result<Option<Journal>> {
+    /// The journal of an interrupted commit, if one is waiting: decided (recovery
+    /// finishes it) or not (recovery withdraws it).
+    pub fn pending_journal(&self) -> Result<Option<FoundJournal>> {
         Journal::load(&self.inner.layout.hidden)
     }
 }

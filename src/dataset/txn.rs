@@ -15,7 +15,7 @@ use super::staging::{self, StagedElement};
 use super::{ConsolidatedMetadata, Dataset, consolidated};
 use crate::commit::journal::JOURNAL_FILE;
 use crate::commit::manifest::MANIFEST_FILE;
-use crate::commit::{Journal, Manifest, Step};
+use crate::commit::{FoundJournal, Journal, Manifest, Step};
 use crate::element::raster::read_json;
 use crate::element::{ElementKind, ElementName, Pixel, RasterOptions};
 use crate::error::{Error, Result};
@@ -112,6 +112,9 @@ pub struct CommitInfo {
 pub struct RecoveryReport {
     /// The generation of the interrupted commit that was finished, if any.
     pub finished_commit: Option<u64>,
+    /// An interrupted commit that was never decided and was withdrawn (the dataset
+    /// is in its state before that commit), described.
+    pub withdrawn_commit: Option<String>,
     /// Staging folders of dead writers that were removed.
     pub removed_staging: Vec<PathBuf>,
     /// Trash folders that were removed.
@@ -1333,11 +1336,12 @@ fn commit_ops(
         path: layout.hidden_relative(&[MANIFEST_FILE]),
         text: String::from_utf8(new_manifest.to_bytes()).expect("utf-8"),
     });
-    let journal = Journal {
+    let mut journal = Journal {
         version: crate::commit::journal::JOURNAL_VERSION,
         generation: new_manifest.generation,
         steps,
         cleanup,
+        requires: Vec::new(),
     };
     // Checked before the commit is decided, so that a link planted in the dataset
     // fails the commit cleanly instead of leaving a journal nobody can apply.
@@ -1345,17 +1349,21 @@ fn commit_ops(
     if !indexed {
         // This commit writes the first index (Algorithm U): whatever an interrupted
         // earlier attempt left in its folder is not part of the committed state.
-        // Removed only now that every check has passed.
+        // Removed only now that every check has passed, and durably before the
+        // journal can be: a replay of the journal only adds buckets, so a stale
+        // bucket a power loss brought back would stay (one more round, at the
+        // upgrade only).
         let leftover = crate::commit::index::index_dir(&layout.hidden);
         if crate::storage::trace::lstat(&leftover).is_ok() {
             crate::util::no_links_below(root, &leftover)?;
             remove_tree(&leftover)?;
+            dataset.publisher().sync_dir(&layout.hidden)?;
         }
     }
     // The appended rows are stored only now that every check has passed: a refused
     // commit changes no committed file. They lie beyond the committed shapes, where
     // readers do not look, until the journal's documents grow the arrays.
-    let row_publisher = Arc::new(dataset.publisher());
+    let row_publisher = Arc::new(Publisher::recording(dataset.durability()));
     // The folders the journal's paths went through are not looked at again.
     let arrays = table::arrays_at(root, &row_publisher)?.sharing_links(links.clone());
     // Every append of the commit at once: a batch of appends to one table stores
@@ -1365,9 +1373,9 @@ fn commit_ops(
         _ => Vec::new(),
     });
     table::append::write(&arrays, table::append::coalesce(writes))?;
-    // The journal, and the files its `Write` steps publish (in folders that exist),
-    // are written ahead to temporary files, so that ONE fsync round makes the rows,
-    // the journal and those files durable (spec/commit-protocol.md §3.3).
+    // The files the journal's `Write` steps publish (in folders that exist) are
+    // written ahead to temporary files, so that the round that decides the commit
+    // also makes them durable (spec/commit-protocol.md §3.3).
     let publisher = dataset.publisher();
     // Folders that a step of the journal moves or removes: a file written ahead into
     // one of them would move away with it (a node replaced by a wider one, then its
@@ -1401,11 +1409,20 @@ fn commit_ops(
             }
         }
     }
+    // The rows' chunks reach their final paths (their data fsynced first: one of
+    // them holds committed rows); the journal requires each as stored.
+    row_publisher.flush()?;
+    journal.requires = row_publisher
+        .take_recorded()
+        .into_iter()
+        .map(|(path, len, crc32c)| crate::commit::Required {
+            path: relative(root, &path),
+            len,
+            crc32c,
+        })
+        .collect();
     let journal_path = layout.hidden.join(JOURNAL_FILE);
-    publisher.write_deferred(&journal_path, &journal.to_bytes())?;
-    Publisher::sync_written(&[&row_publisher, &publisher])?;
-    // The rows reach their places (and their folders are fsynced) before the journal.
-    row_publisher.sync()?;
+    publisher.write_in_place(&journal_path, &journal.to_bytes())?;
 
     // From here on the staged folders belong to the journal: never delete them on
     // error, a decided journal needs them (orphans are removed by a later recovery).
@@ -1426,8 +1443,10 @@ fn commit_ops(
         staged.consumed = true;
         staging_dirs.push(staged.dir.clone());
     }
-    // The commit point: once the journal is durable, the commit will happen.
-    if let Err(error) = publisher.sync() {
+    // The commit point: ONE round makes the journal, its folder, the rows' folders
+    // and the files written ahead durable; the commit is decided once the journal
+    // and every file it requires are (spec/commit-protocol.md §3.3).
+    if let Err(error) = Publisher::sync_round(&[&row_publisher, &publisher]) {
         // Undecided: withdraw the journal if it reached its place. If even that
         // fails, the commit stays decided and the next writer finishes it.
         let withdraw = dataset.publisher();
@@ -1553,16 +1572,35 @@ fn recover_sweeping(
             .filter(|&k| everywhere || !unchanged.contains(k))
             .map(|k| layout.root.join(k.group())),
     );
-    if let Some(journal) = Journal::load(&layout.hidden)? {
-        let publisher = dataset.publisher();
-        finish(
-            dataset,
-            &journal,
-            &publisher,
-            &crate::util::LinkCheck::default(),
-        )?;
-        report.finished_commit = Some(journal.generation);
-        dirs.extend(journal.written_folders(&layout.root));
+    match Journal::load(&layout.hidden)? {
+        Some(FoundJournal::Decided(journal)) => {
+            let publisher = dataset.publisher();
+            finish(
+                dataset,
+                &journal,
+                &publisher,
+                &crate::util::LinkCheck::default(),
+            )?;
+            report.finished_commit = Some(journal.generation);
+            dirs.extend(journal.written_folders(&layout.root));
+        }
+        Some(FoundJournal::Undecided { journal, reason }) => {
+            // Nothing it describes reached a committed file (the steps run only once
+            // it is decided): withdrawn, durably, so that no power loss brings back
+            // a journal that a later commit's files could seem to satisfy.
+            let publisher = dataset.publisher();
+            publisher.remove_file(&layout.hidden.join(JOURNAL_FILE))?;
+            publisher.sync()?;
+            let generation = journal.as_ref().map(|j| j.generation);
+            report.withdrawn_commit = Some(match generation {
+                Some(g) => format!("generation {g}: {reason}"),
+                None => reason,
+            });
+            if let Some(journal) = journal {
+                dirs.extend(journal.written_folders(&layout.root));
+            }
+        }
+        None => {}
     }
     report.removed_staging = staging::remove_abandoned(layout)?;
     let trash = layout.trash();

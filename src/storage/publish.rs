@@ -66,7 +66,7 @@ struct PendingWrite {
     temp: PathBuf,
     target: PathBuf,
     file: std::fs::File,
-    /// Already fsynced (in a round of [`Publisher::sync_written`]).
+    /// Already fsynced (in a round of [`Publisher::sync_round`]).
     synced: bool,
 }
 
@@ -85,6 +85,14 @@ pub struct Publisher {
     dirty: Mutex<BTreeSet<PathBuf>>,
     pending: Mutex<Vec<PendingWrite>>,
     prepared: Mutex<Vec<PreparedWrite>>,
+    /// Files written in place ([`Publisher::write_in_place`]), open until the next
+    /// [`Publisher::sync_round`] fsyncs them.
+    placed: Mutex<Vec<(PathBuf, std::fs::File)>>,
+    /// With [`Publisher::recording`]: the target, length and CRC-32C of every
+    /// deferred write, the last one per target.
+    recorded: Option<Mutex<Vec<(PathBuf, u64, u32)>>>,
+    /// With [`Publisher::in_place`]: every write goes straight to its target.
+    in_place: bool,
     durability: Durability,
 }
 
@@ -171,8 +179,164 @@ impl Publisher {
             dirty: Mutex::default(),
             pending: Mutex::default(),
             prepared: Mutex::default(),
+            placed: Mutex::default(),
+            recorded: None,
+            in_place: false,
             durability,
         }
+    }
+
+    /// [`Publisher::with_durability`], also remembering what each deferred write
+    /// stores ([`Publisher::take_recorded`]): a commit names the row chunks it stores
+    /// before it is decided in its journal (spec/commit-protocol.md §3.3).
+    pub fn recording(durability: Durability) -> Self {
+        let mut publisher = Self::with_durability(durability);
+        publisher.recorded = Some(Mutex::default());
+        publisher
+    }
+
+    /// A publisher for a folder nobody else reads until this publisher's
+    /// [`Publisher::sync`] returned (a staging folder, spec/commit-protocol.md §4):
+    /// every write goes straight to its target, truncating it (no temporary file,
+    /// no rename), and `sync` fsyncs the files and their folders in ONE round.
+    pub fn in_place(durability: Durability) -> Self {
+        let mut publisher = Self::with_durability(durability);
+        publisher.in_place = true;
+        publisher
+    }
+
+    /// The in-place write of [`Publisher::in_place`]: the target created or
+    /// truncated, written, and kept open for the next round. Beyond
+    /// [`MAX_PENDING`] open files, they are fsynced and closed at once.
+    fn write_directly(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        observe(|| FsOp::CreateFile(path.to_path_buf())).map_err(io_err("create", path))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io_err("create", path))?;
+        observe(|| FsOp::Write(path.to_path_buf(), bytes.to_vec()))
+            .and_then(|()| file.write_all(bytes))
+            .map_err(io_err("write", path))?;
+        self.mark(parent_of(path));
+        let full = {
+            let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
+            placed.push((path.to_path_buf(), file));
+            placed.len() >= MAX_PENDING
+        };
+        if full {
+            let placed =
+                std::mem::take(&mut *self.placed.lock().unwrap_or_else(|p| p.into_inner()));
+            if self.durability.syncs() {
+                let targets: Vec<SyncTarget<'_>> = placed
+                    .iter()
+                    .map(|(path, file)| SyncTarget::File(file, path))
+                    .collect();
+                fsync_round(&targets)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The target, length and CRC-32C of every deferred write since the last call
+    /// (the last write per target), with [`Publisher::recording`]; empty otherwise.
+    pub fn take_recorded(&self) -> Vec<(PathBuf, u64, u32)> {
+        self.recorded
+            .as_ref()
+            .map(|r| std::mem::take(&mut *r.lock().unwrap_or_else(|p| p.into_inner())))
+            .unwrap_or_default()
+    }
+
+    /// Creates the new file `path` (which must not exist) with `bytes`, in place: no
+    /// temporary file, no rename. For a file whose readers can tell a torn copy (a
+    /// journal that ends in its checksum). The next [`Publisher::sync_round`]
+    /// fsyncs it and its folder. On an error the file is removed.
+    pub fn write_in_place(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        observe(|| FsOp::CreateFile(path.to_path_buf())).map_err(io_err("create", path))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(io_err("create", path))?;
+        let written = observe(|| FsOp::Write(path.to_path_buf(), bytes.to_vec()))
+            .and_then(|()| file.write_all(bytes))
+            .map_err(io_err("write", path));
+        if let Err(e) = written {
+            drop(file);
+            let _ = observe(|| FsOp::Unlink(path.to_path_buf()));
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        self.mark(parent_of(path));
+        self.placed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((path.to_path_buf(), file));
+        Ok(())
+    }
+
+    /// ONE fsync round for the publishers of `all`: every temporary file written
+    /// (queued or prepared) and not fsynced yet, every file written in place, and
+    /// every folder changed since their last sync. Renames nothing: their later
+    /// flushes only rename. Nothing is fsynced at [`Durability::Process`].
+    pub fn sync_round(all: &[&Publisher]) -> Result<()> {
+        let placed: Vec<_> = all
+            .iter()
+            .map(|p| std::mem::take(&mut *p.placed.lock().unwrap_or_else(|e| e.into_inner())))
+            .collect();
+        let dirs: Vec<_> = all
+            .iter()
+            .map(|p| std::mem::take(&mut *p.dirty.lock().unwrap_or_else(|e| e.into_inner())))
+            .collect();
+        let mut pending: Vec<_> = all
+            .iter()
+            .map(|p| p.pending.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let mut prepared: Vec<_> = all
+            .iter()
+            .map(|p| p.prepared.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        {
+            let mut targets = Vec::new();
+            for (i, publisher) in all.iter().enumerate() {
+                if !publisher.durability.syncs() {
+                    continue;
+                }
+                let writes = pending[i]
+                    .iter()
+                    .chain(prepared[i].iter().map(|p| &p.write));
+                targets.extend(
+                    writes
+                        .filter(|w| !w.synced)
+                        .map(|w| SyncTarget::File(&w.file, &w.temp)),
+                );
+                targets.extend(
+                    placed[i]
+                        .iter()
+                        .map(|(path, file)| SyncTarget::File(file, path)),
+                );
+                // A folder that was itself renamed away since is synced under its
+                // new name.
+                targets.extend(
+                    dirs[i]
+                        .iter()
+                        .filter(|d| d.exists())
+                        .map(|d| SyncTarget::Dir(d)),
+                );
+            }
+            // Two publishers may have changed the same folder: fsynced once.
+            let mut seen = BTreeSet::new();
+            targets.retain(|t| !matches!(t, SyncTarget::Dir(d) if !seen.insert(d.to_path_buf())));
+            fsync_round(&targets)?;
+        }
+        for (queued, ahead) in pending.iter_mut().zip(prepared.iter_mut()) {
+            let writes = queued
+                .iter_mut()
+                .chain(ahead.iter_mut().map(|p| &mut p.write));
+            writes.for_each(|w| w.synced = true);
+        }
+        Ok(())
     }
 
     /// The durability level this publisher writes at.
@@ -206,6 +370,9 @@ impl Publisher {
     /// Replaces (or creates) `path` with `bytes`, atomically: readers see the old
     /// content or the new, never a mix. The folder must exist.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        if self.in_place {
+            return self.write_directly(path, bytes);
+        }
         let dir = parent_of(path);
         let (temp, mut file) = create_temp(&dir)?;
         let written = (|| {
@@ -235,6 +402,9 @@ impl Publisher {
     /// [`sync`](Self::sync). Until then `path` keeps its old content (see
     /// [`is_pending`](Self::is_pending)). The folder must exist.
     pub fn write_deferred(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        if self.in_place {
+            return self.write_directly(path, bytes);
+        }
         let ahead = {
             let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
             prepared
@@ -259,6 +429,15 @@ impl Publisher {
             let _ = observe(|| FsOp::Unlink(temp.clone()));
             let _ = std::fs::remove_file(&temp);
             return Err(e);
+        }
+        if let Some(recorded) = &self.recorded {
+            let mut recorded = recorded.lock().unwrap_or_else(|p| p.into_inner());
+            recorded.retain(|(target, ..)| target != path);
+            recorded.push((
+                path.to_path_buf(),
+                bytes.len() as u64,
+                crc32c::crc32c(bytes),
+            ));
         }
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -327,7 +506,7 @@ impl Publisher {
     /// Writes `bytes` ahead to a new temporary file beside `path` (the folder must
     /// exist), without queueing it: a later [`write_deferred`](Self::write_deferred)
     /// of the same bytes to `path` takes this file instead of writing another, so
-    /// that its fsync can join an earlier round ([`sync_written`](Self::sync_written)).
+    /// that its fsync can join an earlier round ([`sync_round`](Self::sync_round)).
     /// Unclaimed, it is removed when the publisher is dropped.
     pub fn prepare(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         let dir = parent_of(path);
@@ -352,44 +531,6 @@ impl Publisher {
                 write,
                 bytes: bytes.to_vec(),
             });
-        Ok(())
-    }
-
-    /// fsyncs, in ONE round, every temporary file that the publishers of `all` have
-    /// written (queued or prepared) and not fsynced yet; renames nothing. Their later
-    /// flushes only rename. Nothing at [`Durability::Process`].
-    pub fn sync_written(all: &[&Publisher]) -> Result<()> {
-        let mut pending: Vec<_> = all
-            .iter()
-            .map(|p| p.pending.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        let mut prepared: Vec<_> = all
-            .iter()
-            .map(|p| p.prepared.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        let syncing = |p: &&Publisher| p.durability.syncs();
-        {
-            let mut targets = Vec::new();
-            for (publisher, (queued, ahead)) in all.iter().zip(pending.iter().zip(prepared.iter()))
-            {
-                if !syncing(publisher) {
-                    continue;
-                }
-                let writes = queued.iter().chain(ahead.iter().map(|p| &p.write));
-                targets.extend(
-                    writes
-                        .filter(|w| !w.synced)
-                        .map(|w| SyncTarget::File(&w.file, &w.temp)),
-                );
-            }
-            fsync_round(&targets)?;
-        }
-        for (queued, ahead) in pending.iter_mut().zip(prepared.iter_mut()) {
-            let writes = queued
-                .iter_mut()
-                .chain(ahead.iter_mut().map(|p| &mut p.write));
-            writes.for_each(|w| w.synced = true);
-        }
         Ok(())
     }
 
@@ -475,21 +616,11 @@ impl Publisher {
         }
     }
 
-    /// Publishes the deferred writes, then fsyncs every folder changed since the last
-    /// call (at once).
+    /// Publishes the deferred writes, then fsyncs every file written in place and
+    /// every folder changed since the last call (at once).
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
-        let dirs = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|p| p.into_inner()));
-        if !self.durability.syncs() {
-            return Ok(());
-        }
-        // A folder that was itself renamed away since is synced under its new name.
-        let existing: Vec<SyncTarget<'_>> = dirs
-            .iter()
-            .filter(|d| d.exists())
-            .map(|d| SyncTarget::Dir(d))
-            .collect();
-        fsync_round(&existing)
+        Self::sync_round(&[self])
     }
 }
 
