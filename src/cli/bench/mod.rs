@@ -200,6 +200,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         if !args.json {
             eprintln!("bench: {name} ...");
         }
+        // Each scenario starts on a disk that is not still writing back the
+        // gigabytes an earlier one wrote (or removed): that writeback slowed the
+        // next scenario's fsyncs, and even its commits without fsync, several times.
+        rustix::fs::sync();
         let measures = match name {
             "add_labels" => labels::add_labels(&scratch, args.quick)?,
             "append_rows" => rows::append_rows(&scratch, args.quick)?,
