@@ -149,7 +149,7 @@ fn read_bucket_checked(
     verify: Verify,
 ) -> Result<Vec<(String, ElementKind)>> {
     let path = index_dir(hidden).join(bucket_file(id));
-    match crate::util::read_limited(&path, MAX_BUCKET_BYTES) {
+    match crate::storage::doc_cache::read(&path, MAX_BUCKET_BYTES) {
         Ok(bytes) => parse_bucket(&bytes, &path, id, verify),
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             Ok(Vec::new())

@@ -137,9 +137,13 @@ impl Drop for StagedElement {
 /// on a network filesystem, a file its killed owner was creating can still arrive
 /// after the owner's lock was released (seen on GlusterFS), and a leftover must not
 /// fail the operation of the writer that came across it.
-pub(crate) fn remove_abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
+/// `links` holds the folders already found not to be links under the write lock.
+pub(crate) fn remove_abandoned(
+    layout: &Layout,
+    links: &crate::util::LinkCheck,
+) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for dir in abandoned(layout)? {
+    for dir in abandoned_checked(layout, links)? {
         if remove_settled(&dir)? {
             removed.push(dir);
         }
@@ -170,9 +174,14 @@ fn remove_settled(dir: &Path) -> Result<bool> {
 /// The staging folders whose owner process is gone (what [`remove_abandoned`]
 /// removes), sorted.
 pub(crate) fn abandoned(layout: &Layout) -> Result<Vec<PathBuf>> {
+    abandoned_checked(layout, &crate::util::LinkCheck::default())
+}
+
+/// [`abandoned`], taking the folders `links` found not to be links as checked.
+fn abandoned_checked(layout: &Layout, links: &crate::util::LinkCheck) -> Result<Vec<PathBuf>> {
     let staging = layout.staging();
     // Never clean up a staging folder reached through a link: it could be any folder.
-    crate::util::no_links_below(&layout.root, &staging)?;
+    links.check(&layout.root, &staging)?;
     let entries = match crate::storage::trace::read_dir(&staging) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -130,6 +130,10 @@ pub struct RecoveryReport {
 /// or not at all, when it commits. Dropping it without committing discards them.
 #[derive(Debug)]
 pub struct WriteTxn<'a> {
+    /// Metadata files read while the transaction holds the write lock are read once
+    /// (crate::storage::doc_cache); inert in a nested transaction. The first field:
+    /// it ends before the lock is released.
+    _reads: crate::storage::doc_cache::Scope,
     dataset: &'a Dataset,
     guard: WriteGuard,
     key: TxnKey,
@@ -166,13 +170,17 @@ impl<'a> WriteTxn<'a> {
         let guard = dataset.lock().write(dataset.options().lock_timeout)?;
         let key = lock_key(dataset)?;
         let nested = OPEN.with(|open| open.borrow().get(&key).is_some_and(|s| !s.is_empty()));
+        // Recovery's link checks serve the transaction too (same write lock).
+        let links: Arc<crate::util::LinkCheck> = Arc::default();
         let (manifest, unchanged) = if nested {
             let manifest = Manifest::load(&dataset.layout().hidden)?;
             let unchanged = super::stamps::unchanged_groups(dataset.layout(), manifest.as_ref());
             (manifest, unchanged)
         } else {
-            recover_reading_manifest(dataset, &guard)?
+            recover_reading_manifest(dataset, &guard, &links)?
         };
+        // Begun after recovery, whose replay may rewrite what it would cache.
+        let reads = crate::storage::doc_cache::scope(dataset.root());
         let frame: Frame = Rc::default();
         OPEN.with(|open| {
             open.borrow_mut()
@@ -181,6 +189,7 @@ impl<'a> WriteTxn<'a> {
                 .push(frame.clone())
         });
         Ok(Self {
+            _reads: reads,
             dataset,
             guard,
             key,
@@ -188,7 +197,7 @@ impl<'a> WriteTxn<'a> {
             nested,
             manifest,
             unchanged,
-            links: Arc::default(),
+            links,
             simulated: RefCell::new(None),
         })
     }
@@ -1159,7 +1168,7 @@ fn commit_ops(
             Op::Add { staged, overwrite } => {
                 let replaces = elements.check_add(staged.kind, &staged.name, *overwrite)?;
                 let group = staged.kind.group();
-                if !crate::storage::trace::exists(&root.join(group).join("zarr.json"))
+                if !crate::element::raster::document_exists(&root.join(group).join("zarr.json"))
                     && new_groups.insert(staged.kind)
                 {
                     steps.push(Step::Mkdir { path: group.into() });
@@ -1247,7 +1256,7 @@ fn commit_ops(
         // The NGFF list of labels in `labels/zarr.json` follows the committed set, or
         // is absent (LabelsList): never stale.
         let path = root.join("labels/zarr.json");
-        let existed = crate::storage::trace::exists(&path);
+        let existed = crate::element::raster::document_exists(&path);
         let mut doc = if existed {
             read_json(&path)?
         } else {
@@ -1519,14 +1528,21 @@ pub(crate) fn recover(dataset: &Dataset, proof: &WriteGuard) -> Result<RecoveryR
 /// when nothing was interrupted).
 /// Also returns the groups unchanged since that state's commit (none after a
 /// finished interrupted commit: its stamps were never recorded).
+/// `links` gathers the folders found not to be links, for the transaction to keep.
 fn recover_reading_manifest(
     dataset: &Dataset,
     proof: &WriteGuard,
+    links: &crate::util::LinkCheck,
 ) -> Result<(Option<Manifest>, BTreeSet<ElementKind>)> {
     let layout = dataset.layout();
     let manifest = Manifest::load(&layout.hidden)?;
     let unchanged = super::stamps::unchanged_groups(layout, manifest.as_ref());
-    let report = recover_sweeping(dataset, proof, false, &unchanged, &mut |_| {})?;
+    let sweep = Sweep {
+        everywhere: false,
+        unchanged: &unchanged,
+        links,
+    };
+    let report = recover_sweeping(dataset, proof, sweep, &mut |_| {})?;
     match report.finished_commit {
         Some(_) => Ok((Manifest::load(&layout.hidden)?, BTreeSet::new())),
         None => Ok((manifest, unchanged)),
@@ -1544,19 +1560,38 @@ pub(crate) fn recover_with(
 ) -> Result<RecoveryReport> {
     let manifest = Manifest::load(&dataset.layout().hidden).ok().flatten();
     let unchanged = super::stamps::unchanged_groups(dataset.layout(), manifest.as_ref());
-    recover_sweeping(dataset, proof, everywhere, &unchanged, progress)
+    let sweep = Sweep {
+        everywhere,
+        unchanged: &unchanged,
+        links: &crate::util::LinkCheck::default(),
+    };
+    recover_sweeping(dataset, proof, sweep, progress)
 }
 
-/// [`recover_with`], given the groups unchanged since the last commit as they were
-/// before recovery (the others are swept; none when there is no manifest, it cannot
-/// be read, or it has no stamps).
+/// What a recovery sweeps, and the link checks it shares.
+struct Sweep<'s> {
+    /// Walk the whole dataset for temporary files, not only the top folders.
+    everywhere: bool,
+    /// The groups unchanged since the last commit as they were before recovery (the
+    /// others are swept; none when there is no manifest, it cannot be read, or it
+    /// has no stamps).
+    unchanged: &'s BTreeSet<ElementKind>,
+    /// The folders found not to be links under this write lock.
+    links: &'s crate::util::LinkCheck,
+}
+
+/// [`recover_with`], sweeping as `sweep` says.
 fn recover_sweeping(
     dataset: &Dataset,
     _proof: &WriteGuard,
-    everywhere: bool,
-    unchanged: &BTreeSet<ElementKind>,
+    sweep: Sweep<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RecoveryReport> {
+    let Sweep {
+        everywhere,
+        unchanged,
+        links,
+    } = sweep;
     let layout = dataset.layout();
     let mut report = RecoveryReport::default();
     // Folders swept for temporary files: the top ones, and those an interrupted commit
@@ -1575,12 +1610,7 @@ fn recover_sweeping(
     match Journal::load(&layout.hidden)? {
         Some(FoundJournal::Decided(journal)) => {
             let publisher = dataset.publisher();
-            finish(
-                dataset,
-                &journal,
-                &publisher,
-                &crate::util::LinkCheck::default(),
-            )?;
+            finish(dataset, &journal, &publisher, links)?;
             report.finished_commit = Some(journal.generation);
             dirs.extend(journal.written_folders(&layout.root));
         }
@@ -1602,10 +1632,10 @@ fn recover_sweeping(
         }
         None => {}
     }
-    report.removed_staging = staging::remove_abandoned(layout)?;
+    report.removed_staging = staging::remove_abandoned(layout, links)?;
     let trash = layout.trash();
     // Never empty a trash reached through a link: it could be any folder elsewhere.
-    crate::util::no_links_below(&layout.root, &trash)?;
+    links.check(&layout.root, &trash)?;
     if let Ok(entries) = crate::storage::trace::read_dir(&trash) {
         for entry in entries.flatten() {
             remove_tree(&entry.path())?;
@@ -1627,7 +1657,7 @@ fn recover_sweeping(
     while let Some(dir) = stack.pop() {
         swept += 1;
         progress(swept);
-        if !crate::util::linkless(&layout.root, &dir) {
+        if links.check(&layout.root, &dir).is_err() {
             continue;
         }
         let Ok(entries) = crate::storage::trace::read_dir(&dir) else {

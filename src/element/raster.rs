@@ -483,11 +483,22 @@ pub(crate) fn write_raster<T: Pixel>(
 
 /// Reads a JSON metadata document, bounded in size.
 pub fn read_json(path: &Path) -> Result<Value> {
-    let bytes = crate::util::read_limited(path, MAX_METADATA_BYTES)?;
+    let bytes = crate::storage::doc_cache::read(path, MAX_METADATA_BYTES)?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
         path: path.to_path_buf(),
         reason: format!("not valid JSON: {e}"),
     })
+}
+
+/// Whether a metadata document is at `path` (anything there but nothing found
+/// missing counts, as a `stat` would say). Under a write transaction the document
+/// read to tell is kept for the next [`read_json`] of it
+/// (crate::storage::doc_cache), so asking first costs nothing.
+pub fn document_exists(path: &Path) -> bool {
+    !matches!(
+        crate::storage::doc_cache::read(path, MAX_METADATA_BYTES),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound
+    )
 }
 
 /// The group attributes of an element folder (Zarr v3 `zarr.json` or v2 `.zattrs`).

@@ -1,5 +1,6 @@
 //! Atomic file storage: the publish helper and the zarrs store built on it.
 
+pub(crate) mod doc_cache;
 pub mod durability;
 pub mod publish;
 pub mod trace;

@@ -209,6 +209,7 @@ impl Publisher {
     /// truncated, written, and kept open for the next round. Beyond
     /// [`MAX_PENDING`] open files, they are fsynced and closed at once.
     fn write_directly(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        super::doc_cache::forget_file(path);
         observe(|| FsOp::CreateFile(path.to_path_buf())).map_err(io_err("create", path))?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -253,6 +254,7 @@ impl Publisher {
     /// journal that ends in its checksum). The next [`Publisher::sync_round`]
     /// fsyncs it and its folder. On an error the file is removed.
     pub fn write_in_place(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        super::doc_cache::forget_file(path);
         observe(|| FsOp::CreateFile(path.to_path_buf())).map_err(io_err("create", path))?;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -384,6 +386,7 @@ impl Publisher {
                 fsync_round(&[SyncTarget::File(&file, &temp)])?;
             }
             drop(file);
+            super::doc_cache::forget_file(path);
             observe(|| FsOp::Rename(temp.clone(), path.to_path_buf()))
                 .map_err(io_err("rename into place", path))?;
             std::fs::rename(&temp, path).map_err(io_err("rename into place", path))
@@ -489,6 +492,7 @@ impl Publisher {
                 fsync_round(&temps)?;
             }
             for write in &batch {
+                super::doc_cache::forget_file(&write.target);
                 observe(|| FsOp::Rename(write.temp.clone(), write.target.clone()))
                     .and_then(|()| std::fs::rename(&write.temp, &write.target))
                     .map_err(io_err("rename into place", &write.target))?;
@@ -558,6 +562,8 @@ impl Publisher {
     /// publishing the deferred writes (they may lie inside `from`).
     pub fn rename(&self, from: &Path, to: &Path) -> Result<()> {
         self.flush()?;
+        super::doc_cache::forget_tree(from);
+        super::doc_cache::forget_tree(to);
         observe(|| FsOp::Rename(from.to_path_buf(), to.to_path_buf()))
             .and_then(|()| std::fs::rename(from, to))
             .map_err(|source| Error::Io {
@@ -579,6 +585,8 @@ impl Publisher {
     pub fn exchange(&self, a: &Path, b: &Path) -> Result<bool> {
         use rustix::fs::{CWD, RenameFlags, renameat_with};
         self.flush()?;
+        super::doc_cache::forget_tree(a);
+        super::doc_cache::forget_tree(b);
         let swapped = observe(|| FsOp::Exchange(a.to_path_buf(), b.to_path_buf())).and_then(|()| {
             renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(std::io::Error::from)
         });
@@ -605,6 +613,7 @@ impl Publisher {
     /// is not an error.
     pub fn remove_file(&self, path: &Path) -> Result<()> {
         self.flush()?;
+        super::doc_cache::forget_tree(path);
         observe(|| FsOp::Unlink(path.to_path_buf())).map_err(io_err("remove", path))?;
         match std::fs::remove_file(path) {
             Ok(()) => {
@@ -653,6 +662,7 @@ fn discard(writes: &[PendingWrite]) {
 /// Removes a folder tree that is no longer referenced (trash, abandoned staging).
 /// Never follows symbolic links out of it.
 pub fn remove_tree(dir: &Path) -> Result<()> {
+    super::doc_cache::forget_tree(dir);
     observe(|| FsOp::RemoveTree(dir.to_path_buf())).map_err(io_err("remove folder", dir))?;
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),

@@ -172,8 +172,13 @@ impl TableState {
         }
         let index_kind = ColumnKind::detect(&dir.join("obs").join(&index_name))?;
         let n_obs = length_at(&dir.join(string_values_path(&index_name, &index_kind)))?;
-        let x = if crate::storage::trace::is_file(&dir.join("X/zarr.json")) {
-            let doc = read_json(&dir.join("X/zarr.json"))?;
+        // Read, not looked for first: a missing X is one failed open.
+        let x_doc = match read_json(&dir.join("X/zarr.json")) {
+            Ok(doc) => Some(doc),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let x = if let Some(doc) = x_doc {
             if doc.get("node_type").and_then(Value::as_str) == Some("array") {
                 let shape = doc
                     .get("shape")
