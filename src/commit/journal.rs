@@ -139,6 +139,11 @@ impl Required {
             crc32c: crc32c::crc32c(bytes),
         }
     }
+
+    /// Whether `bytes` are the content this requirement names.
+    pub fn matches(&self, bytes: &[u8]) -> bool {
+        bytes.len() as u64 == self.len && crc32c::crc32c(bytes) == self.crc32c
+    }
 }
 
 /// The journal found in the hidden folder.
@@ -189,11 +194,7 @@ pub struct Journal {
 /// missing: any other error reading it is returned.
 fn holds(path: &Path, required: &Required) -> Result<bool> {
     match crate::util::read_limited(path, required.len) {
-        Ok(bytes) => Ok(Required::of(String::new(), &bytes)
-            == Required {
-                path: String::new(),
-                ..required.clone()
-            }),
+        Ok(bytes) => Ok(required.matches(&bytes)),
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
         // Longer than the journal says.
         Err(Error::Corrupt { .. }) => Ok(false),
@@ -271,17 +272,18 @@ impl Journal {
     /// error reading a file is returned.
     pub fn requirements_met(&self, root: &Path) -> Result<std::result::Result<(), String>> {
         for required in &self.requires {
-            let mut found = false;
-            for place in self.places_of(&required.path) {
-                let Some(rel) = safe_relative(&place) else {
-                    return Ok(Err(format!("{place:?} is not a plain relative path")));
-                };
-                if holds(&root.join(rel), required)? {
-                    found = true;
+            let places = self.places_of(&required.path);
+            if let Some(place) = places.iter().find(|p| safe_relative(p).is_none()) {
+                return Ok(Err(format!("{place:?} is not a plain relative path")));
+            }
+            let mut held = false;
+            for place in places.iter().filter_map(|p| safe_relative(p)) {
+                if holds(&root.join(place), required)? {
+                    held = true;
                     break;
                 }
             }
-            if !found {
+            if !held {
                 return Ok(Err(format!(
                     "{} is missing or differs from what the commit stored",
                     required.path

@@ -206,20 +206,37 @@ impl Publisher {
     }
 
     /// The in-place write of [`Publisher::in_place`]: the target created or
-    /// truncated, written, and kept open for the next round. Beyond
-    /// [`MAX_PENDING`] open files, they are fsynced and closed at once.
+    /// truncated, written, and kept open for the next round.
     fn write_directly(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.place(path, bytes, false)
+    }
+
+    /// Writes `bytes` to `path` itself, created exclusively (`exclusive`; on an
+    /// error the file is removed) or created or truncated, and keeps it open for the
+    /// next [`Publisher::sync_round`]. Beyond [`MAX_PENDING`] open files, they are
+    /// fsynced and closed at once.
+    fn place(&self, path: &Path, bytes: &[u8], exclusive: bool) -> Result<()> {
         super::doc_cache::forget_file(path);
         observe(|| FsOp::CreateFile(path.to_path_buf())).map_err(io_err("create", path))?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-            .map_err(io_err("create", path))?;
-        observe(|| FsOp::Write(path.to_path_buf(), bytes.to_vec()))
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true);
+        if exclusive {
+            options.create_new(true);
+        } else {
+            options.create(true).truncate(true);
+        }
+        let mut file = options.open(path).map_err(io_err("create", path))?;
+        let written = observe(|| FsOp::Write(path.to_path_buf(), bytes.to_vec()))
             .and_then(|()| file.write_all(bytes))
-            .map_err(io_err("write", path))?;
+            .map_err(io_err("write", path));
+        if let Err(e) = written {
+            if exclusive {
+                drop(file);
+                let _ = observe(|| FsOp::Unlink(path.to_path_buf()));
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
         self.mark(parent_of(path));
         let full = {
             let mut placed = self.placed.lock().unwrap_or_else(|p| p.into_inner());
@@ -254,28 +271,7 @@ impl Publisher {
     /// journal that ends in its checksum). The next [`Publisher::sync_round`]
     /// fsyncs it and its folder. On an error the file is removed.
     pub fn write_in_place(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        super::doc_cache::forget_file(path);
-        observe(|| FsOp::CreateFile(path.to_path_buf())).map_err(io_err("create", path))?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(io_err("create", path))?;
-        let written = observe(|| FsOp::Write(path.to_path_buf(), bytes.to_vec()))
-            .and_then(|()| file.write_all(bytes))
-            .map_err(io_err("write", path));
-        if let Err(e) = written {
-            drop(file);
-            let _ = observe(|| FsOp::Unlink(path.to_path_buf()));
-            let _ = std::fs::remove_file(path);
-            return Err(e);
-        }
-        self.mark(parent_of(path));
-        self.placed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((path.to_path_buf(), file));
-        Ok(())
+        self.place(path, bytes, true)
     }
 
     /// ONE fsync round for the publishers of `all`: every temporary file written
