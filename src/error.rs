@@ -141,6 +141,14 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Whether this is an I/O error saying the file is not there (and nothing else:
+    /// ESTALE, EIO or EACCES are never taken for "missing").
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -151,9 +151,7 @@ fn read_bucket_checked(
     let path = index_dir(hidden).join(bucket_file(id));
     match crate::storage::doc_cache::read(&path, MAX_BUCKET_BYTES) {
         Ok(bytes) => parse_bucket(&bytes, &path, id, verify),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Ok(Vec::new())
-        }
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
         Err(e) => Err(e),
     }
 }

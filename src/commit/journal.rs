@@ -195,7 +195,7 @@ pub struct Journal {
 fn holds(path: &Path, required: &Required) -> Result<bool> {
     match crate::util::read_limited(path, required.len) {
         Ok(bytes) => Ok(required.matches(&bytes)),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.is_not_found() => Ok(false),
         // Longer than the journal says.
         Err(Error::Corrupt { .. }) => Ok(false),
         Err(e) => Err(e),
@@ -366,7 +366,7 @@ impl Journal {
         let path = hidden.join(JOURNAL_FILE);
         let bytes = match crate::util::read_limited(&path, MAX_JOURNAL_BYTES) {
             Ok(bytes) => bytes,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Ok(None);
             }
             Err(e) => return Err(e),

@@ -115,7 +115,7 @@ impl Manifest {
         let path = hidden.join(MANIFEST_FILE);
         let bytes = match crate::util::read_limited(&path, MAX_MANIFEST_BYTES) {
             Ok(bytes) => bytes,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Ok(None);
             }
             Err(e) => return Err(e),

@@ -495,10 +495,7 @@ pub fn read_json(path: &Path) -> Result<Value> {
 /// read to tell is kept for the next [`read_json`] of it
 /// (crate::storage::doc_cache), so asking first costs nothing.
 pub fn document_exists(path: &Path) -> bool {
-    !matches!(
-        crate::storage::doc_cache::read(path, MAX_METADATA_BYTES),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound
-    )
+    !crate::storage::doc_cache::read(path, MAX_METADATA_BYTES).is_err_and(|e| e.is_not_found())
 }
 
 /// The group attributes of an element folder (Zarr v3 `zarr.json` or v2 `.zattrs`).

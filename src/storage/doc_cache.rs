@@ -1,5 +1,5 @@
 //! A read cache of small metadata files (Zarr documents, index buckets) for the
-//! thread that holds a write transaction (spec/commit-protocol.md §3, "Reads under
+//! thread that holds a write transaction (spec/commit-protocol.md §2, "Reads under
 //! the write lock").
 //!
 //! Under the write lock the committed files change only through this process's
@@ -93,7 +93,7 @@ pub fn read(path: &Path, max: u64) -> Result<Arc<Vec<u8>>> {
     let read = crate::util::read_limited(path, max).map(Arc::new);
     let entry = match &read {
         Ok(bytes) => Some(bytes.clone()),
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) if e.is_not_found() => None,
         Err(_) => return read,
     };
     CACHE.with(|cache| {
@@ -192,10 +192,7 @@ mod tests {
             assert!(read(&absent, 10).is_err());
             std::fs::write(&absent, b"behind").unwrap();
             let error = read(&absent, 10).unwrap_err();
-            assert!(
-                matches!(&error, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
-                "{error}"
-            );
+            assert!(error.is_not_found(), "{error}");
             Publisher::new().write(&absent, b"made").unwrap();
             assert_eq!(*read(&absent, 10).unwrap(), b"made");
         }

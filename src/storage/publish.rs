@@ -205,14 +205,9 @@ impl Publisher {
         publisher
     }
 
-    /// The in-place write of [`Publisher::in_place`]: the target created or
-    /// truncated, written, and kept open for the next round.
-    fn write_directly(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        self.place(path, bytes, false)
-    }
-
-    /// Writes `bytes` to `path` itself, created exclusively (`exclusive`; on an
-    /// error the file is removed) or created or truncated, and keeps it open for the
+    /// Writes `bytes` to `path` itself, created exclusively (`exclusive`: the
+    /// journal; on an error the file is removed) or created or truncated (every write
+    /// of a [`Publisher::in_place`] publisher), and keeps it open for the
     /// next [`Publisher::sync_round`]. Beyond [`MAX_PENDING`] open files, they are
     /// fsynced and closed at once.
     fn place(&self, path: &Path, bytes: &[u8], exclusive: bool) -> Result<()> {
@@ -369,7 +364,7 @@ impl Publisher {
     /// content or the new, never a mix. The folder must exist.
     pub fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         if self.in_place {
-            return self.write_directly(path, bytes);
+            return self.place(path, bytes, false);
         }
         let dir = parent_of(path);
         let (temp, mut file) = create_temp(&dir)?;
@@ -402,7 +397,7 @@ impl Publisher {
     /// [`is_pending`](Self::is_pending)). The folder must exist.
     pub fn write_deferred(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         if self.in_place {
-            return self.write_directly(path, bytes);
+            return self.place(path, bytes, false);
         }
         let ahead = {
             let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());

@@ -175,7 +175,7 @@ impl TableState {
         // Read, not looked for first: a missing X is one failed open.
         let x_doc = match read_json(&dir.join("X/zarr.json")) {
             Ok(doc) => Some(doc),
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
         };
         let x = if let Some(doc) = x_doc {
