@@ -39,4 +39,4 @@ pub use element::{
     DType, ElementKind, ElementName, Pixel, RasterInfo, RasterOptions, Transform, Transformations,
 };
 pub use error::{Error, Result};
-pub use storage::Durability;
+pub use storage::{Durability, FolderSync};

@@ -27,7 +27,7 @@ use ndarray::{ArrayD, IxDyn};
 use spatialzarr::commit::{FoundJournal, Journal, Step};
 use spatialzarr::storage::trace::{FsObserver, FsOp, set_observer};
 use spatialzarr::table::{RowBatch, TableSpec};
-use spatialzarr::{Dataset, DatasetOptions, ElementKind, RasterOptions};
+use spatialzarr::{Dataset, DatasetOptions, ElementKind, FolderSync, RasterOptions};
 
 /// The observer is process-wide: the tests of this file take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -71,6 +71,24 @@ impl FsObserver for Faulty {
     }
 }
 
+/// Options that fsync every folder a commit changes, whatever the filesystem the
+/// test runs on: the crash model of most tests here assumes no ordering of
+/// namespace operations (a rename is durable once its folder is fsynced).
+fn strict() -> DatasetOptions {
+    DatasetOptions {
+        folder_sync: Some(FolderSync::Strict),
+        ..DatasetOptions::default()
+    }
+}
+
+/// Options that fsync no folder (`FolderSync::Ordered`), for the ordered crash model.
+fn ordered() -> DatasetOptions {
+    DatasetOptions {
+        folder_sync: Some(FolderSync::Ordered),
+        ..DatasetOptions::default()
+    }
+}
+
 /// What a dataset holds, logically.
 #[derive(Debug, Clone, PartialEq)]
 struct Snapshot {
@@ -83,7 +101,7 @@ struct Snapshot {
 }
 
 fn snapshot(path: &Path) -> Snapshot {
-    let ds = Dataset::open(path, DatasetOptions::default()).expect("open");
+    let ds = Dataset::open(path, strict()).expect("open");
     let list = ds.list().expect("list");
     let tables = list
         .tables
@@ -254,8 +272,19 @@ fn record_workload_from(
     workload: Vec<(&'static str, Commit)>,
     setup: &dyn Fn(&Dataset),
 ) -> Recording {
+    record_workload_with(dir, recorder, workload, setup, strict())
+}
+
+/// [`record_workload_from`], committing with `options`.
+fn record_workload_with(
+    dir: &Path,
+    recorder: Recorder,
+    workload: Vec<(&'static str, Commit)>,
+    setup: &dyn Fn(&Dataset),
+    options: DatasetOptions,
+) -> Recording {
     let root = dir.join("live.zarr");
-    let ds = Dataset::create(&root, DatasetOptions::default()).unwrap();
+    let ds = Dataset::create(&root, options).unwrap();
     setup(&ds);
     let base = dir.join("base.zarr");
     copy_tree(&root, &base);
@@ -406,7 +435,7 @@ fn allowed(rec: &Recording, end: usize) -> Vec<&Snapshot> {
 }
 
 fn verify(rec: &Recording, end: usize, out: &Path, what: &str) {
-    let ds = Dataset::open(out, DatasetOptions::default())
+    let ds = Dataset::open(out, strict())
         .unwrap_or_else(|e| panic!("{what}: the crashed state does not open: {e}"));
     let report = recovered_check(&ds, what);
     assert!(report.is_ok(), "{what}: check found {:?}", report.problems);
@@ -525,6 +554,105 @@ fn every_crash_prefix(rec: &Recording, dir: &Path) {
     assert!(states > rec.ops.len() * 2);
 }
 
+/// For each prefix length `end`, the last operation index up to which every
+/// namespace operation (create, mkdir, rename, exchange, unlink) is durable on a
+/// filesystem that orders them (`FolderSync::Ordered`, spec/commit-protocol.md
+/// §11.1): an fsync of a file makes durable every namespace operation made before
+/// the file's last change (its creation or last write), a folder's fsync every one
+/// made before it. `None` where nothing is durable yet.
+fn ordered_barriers(ops: &[FsOp]) -> Vec<Option<usize>> {
+    let mut barriers = vec![None];
+    let mut barrier: Option<usize> = None;
+    for (i, op) in ops.iter().enumerate() {
+        let covered = match op {
+            FsOp::Fsync(p) => ops[..i]
+                .iter()
+                .rposition(|o| matches!(o, FsOp::CreateFile(q) | FsOp::Write(q, _) if q == p)),
+            FsOp::FsyncDir(_) => i.checked_sub(1),
+            _ => None,
+        };
+        barrier = barrier.max(covered);
+        barriers.push(barrier);
+    }
+    barriers
+}
+
+/// Whether op `j` survives a power loss at prefix `end` on a filesystem that orders
+/// namespace operations, when those after the barrier are kept up to (not
+/// including) `cut`: file data only where fsynced later, namespace operations up
+/// to the barrier, then a prefix of the rest.
+fn ordered_keeps(ops: &[FsOp], barrier: Option<usize>, cut: usize, j: usize, end: usize) -> bool {
+    match &ops[j] {
+        FsOp::Write(p, _) => synced_later(&ops[j + 1..end], p, false),
+        FsOp::Fsync(_) | FsOp::FsyncDir(_) | FsOp::FsyncRound(_) => true,
+        _ => barrier.is_some_and(|b| j <= b) || j < cut,
+    }
+}
+
+/// Every crash prefix of a recording made with `FolderSync::Ordered`: a process
+/// crash (everything applied), and power losses that keep what the ordered model
+/// guarantees and, at every `sample`-th prefix, each longer prefix of the namespace
+/// operations after it (each without the file data no fsync made durable).
+fn every_ordered_crash_prefix(rec: &Recording, dir: &Path, sample: usize) {
+    let out = dir.join("crashed.zarr");
+    let mut states = 0;
+    for (end, &barrier) in ordered_barriers(&rec.ops).iter().enumerate() {
+        replay(rec, end, &|_| true, &out);
+        verify(rec, end, &out, &format!("prefix {end}, everything applied"));
+        let first_cut = barrier.map_or(0, |b| b + 1);
+        let cuts: Vec<usize> = if end % sample == 0 {
+            (first_cut..=end).collect()
+        } else {
+            vec![first_cut]
+        };
+        for cut in cuts {
+            replay(
+                rec,
+                end,
+                &|j| ordered_keeps(&rec.ops, barrier, cut, j, end),
+                &out,
+            );
+            verify(
+                rec,
+                end,
+                &out,
+                &format!("prefix {end}, power loss keeping namespace operations before {cut}"),
+            );
+            states += 1;
+        }
+        states += 1;
+    }
+    eprintln!(
+        "ordered crash replay: {} operations, {states} crash states verified",
+        rec.ops.len()
+    );
+    assert!(states > rec.ops.len() * 2);
+}
+
+/// With `FolderSync::Ordered` (no folder fsynced, ext4 and xfs) every crash prefix
+/// recovers to the state before or after the commit in flight, under the ordered
+/// model of a power loss; at each commit's end, the state after it (an acknowledged
+/// commit survives).
+#[test]
+fn every_crash_prefix_recovers_with_ordered_folder_sync() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let rec = record_workload_with(
+        dir.path(),
+        Recorder::default(),
+        workload(),
+        &|_| {},
+        ordered(),
+    );
+    let folders: Vec<_> = rec
+        .ops
+        .iter()
+        .filter(|op| matches!(op, FsOp::FsyncDir(_)))
+        .collect();
+    assert!(folders.is_empty(), "folders fsynced: {folders:?}");
+    every_ordered_crash_prefix(&rec, dir.path(), if full() { 1 } else { 10 });
+}
+
 /// `op` with its paths moved from under `from` to under `to`.
 fn rebase(op: &FsOp, from: &Path, to: &Path) -> FsOp {
     let m = |p: &PathBuf| to.join(p.strip_prefix(from).expect("op inside the dataset"));
@@ -573,8 +701,7 @@ fn recover_then_lose_power(rec: &Recording, dir: &Path, sample: usize) {
         let recorder = Arc::new(Recorder::default());
         set_observer(Some(recorder.clone()));
         // The recovery every writer runs when it takes the lock.
-        let recovered =
-            Dataset::open(&crashed, DatasetOptions::default()).and_then(|ds| ds.write().map(drop));
+        let recovered = Dataset::open(&crashed, strict()).and_then(|ds| ds.write().map(drop));
         set_observer(None);
         recovered.unwrap_or_else(|e| panic!("prefix {end}: recovery failed: {e}"));
         // Temporary files of the crashed process are gone, except those it wrote
@@ -685,7 +812,7 @@ fn injected_io_errors_leave_the_dataset_before_or_after() {
                     let path = dir.path().join("faulty.zarr");
                     let _ = std::fs::remove_dir_all(&path);
                     copy_tree(&before_path, &path);
-                    let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
+                    let ds = Dataset::open(&path, strict()).unwrap();
                     set_observer(Some(Arc::new(Faulty {
                         seen: AtomicUsize::new(0),
                         at,
@@ -704,7 +831,7 @@ fn injected_io_errors_leave_the_dataset_before_or_after() {
                         failures += 1;
                         assert!(!e.to_string().is_empty(), "{what}: empty error");
                     }
-                    let ds = Dataset::open(&path, DatasetOptions::default()).unwrap();
+                    let ds = Dataset::open(&path, strict()).unwrap();
                     let report = recovered_check(&ds, &what);
                     assert!(report.is_ok(), "{what}: {:?}", report.problems);
                     let got = snapshot(&path);
@@ -757,7 +884,26 @@ fn numbered_rows(region: &str, start: i64, n: i64) -> RowBatch {
 /// prefix of the final rows); every labels element `labels/zarr.json` lists exists.
 #[test]
 fn lock_free_readers_see_committed_tables_at_every_crash_prefix() {
+    lock_free_reader_views(strict());
+}
+
+/// The same with `FolderSync::Ordered`, under the ordered model of a power loss
+/// (every longer prefix of the namespace operations not yet durable, at every
+/// fifth crash prefix).
+#[test]
+fn lock_free_readers_see_committed_tables_with_ordered_folder_sync() {
+    lock_free_reader_views(ordered());
+}
+
+/// A crash model of the reader view: its name, which operations it keeps, and the
+/// crash point whose committed states a reader may see.
+type CrashModel<'a> = (String, Box<dyn Fn(usize) -> bool + 'a>, usize);
+
+/// The checks of [`lock_free_readers_see_committed_tables_at_every_crash_prefix`],
+/// committing with `options` (a power loss as the folder-sync mode's model says).
+fn lock_free_reader_views(options: DatasetOptions) {
     let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ordered_model = options.folder_sync == Some(FolderSync::Ordered);
     let dir = common::tempdir();
     let labels = || ArrayD::from_elem(IxDyn(&[4, 4]), 5u16);
     let appends: Vec<(&'static str, Commit)> = vec![
@@ -800,7 +946,7 @@ fn lock_free_readers_see_committed_tables_at_every_crash_prefix() {
         ),
     ];
     // The element document after each commit (None before the table exists).
-    let rec = record_workload(dir.path(), Recorder::default(), appends);
+    let rec = record_workload_with(dir.path(), Recorder::default(), appends, &|_| {}, options);
     let element_doc = |root: &Path| -> Option<String> {
         std::fs::read_to_string(root.join("tables/cells/zarr.json")).ok()
     };
@@ -834,14 +980,31 @@ fn lock_free_readers_see_committed_tables_at_every_crash_prefix() {
     let mut seen_tables = std::collections::BTreeSet::new();
     let mut checked = 0;
     let ops = &rec.ops;
-    for end in 0..=rec.ops.len() {
-        for (model, keep) in [
-            (
-                "process crash",
-                Box::new(|_: usize| true) as Box<dyn Fn(usize) -> bool>,
-            ),
-            ("power loss", Box::new(move |j: usize| durable(ops, j, end))),
-        ] {
+    for (end, &barrier) in ordered_barriers(ops).iter().enumerate() {
+        // Each model: its name, what it keeps, and the crash point whose committed
+        // states are legal for a reader (an ordered power loss that kept the
+        // namespace operations before `cut` shows the files as a crash at `cut`
+        // left them: the last commit may show its old state until recovery).
+        let mut models: Vec<CrashModel<'_>> =
+            vec![("process crash".into(), Box::new(|_: usize| true), end)];
+        if ordered_model {
+            let first_cut = barrier.map_or(0, |b| b + 1);
+            let last_cut = if end % 5 == 0 { end } else { first_cut };
+            for cut in first_cut..=last_cut {
+                models.push((
+                    format!("power loss keeping namespace operations before {cut}"),
+                    Box::new(move |j: usize| ordered_keeps(ops, barrier, cut, j, end)),
+                    cut,
+                ));
+            }
+        } else {
+            models.push((
+                "power loss".into(),
+                Box::new(move |j: usize| durable(ops, j, end)),
+                end,
+            ));
+        }
+        for (model, keep, legal_at) in models {
             let out = states.join(format!("prefix-{end}-{}", folders.len()));
             replay(&rec, end, &keep, &out);
             let what = format!("prefix {end} ({model})");
@@ -861,8 +1024,8 @@ fn lock_free_readers_see_committed_tables_at_every_crash_prefix() {
                     .unwrap_or_else(|e| panic!("{what}: the element document does not parse: {e}"))
             });
             assert!(
-                legal_docs(end).contains(&doc),
-                "{what}: the element document is none of the committed ones"
+                legal_docs(legal_at).contains(&doc),
+                "{what}: the element document is none of the committed ones: {doc:?}"
             );
             if doc.is_some() && seen_tables.insert(common::tree_files(&out.join("tables/cells"))) {
                 folders.push((what, out));

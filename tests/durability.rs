@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use ndarray::{ArrayD, IxDyn};
 use spatialzarr::storage::trace::{FsObserver, FsOp, set_observer};
 use spatialzarr::table::{RowBatch, TableSpec};
-use spatialzarr::{Dataset, DatasetOptions, Durability, RasterOptions};
+use spatialzarr::{Dataset, DatasetOptions, Durability, FolderSync, RasterOptions};
 
 /// The observer is process-wide: the tests of this file take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -31,16 +31,29 @@ fn rows(n: i64) -> RowBatch {
     common::region_rows("tile", n)
 }
 
+/// The options of `durability`, fsyncing every folder a commit changes whatever the
+/// filesystem (the counts below do not depend on where the test runs).
 fn options(durability: Durability) -> DatasetOptions {
     DatasetOptions {
         durability: Some(durability),
+        folder_sync: Some(FolderSync::Strict),
         ..DatasetOptions::default()
     }
 }
 
 /// A dataset with a table of 1,000 rows (chunks partly filled), at `durability`.
 fn prepared(dir: &Path, durability: Durability) -> Dataset {
-    let ds = Dataset::create(&dir.join(format!("{durability}.zarr")), options(durability)).unwrap();
+    prepared_with(dir, options(durability))
+}
+
+/// [`prepared`] with any options.
+fn prepared_with(dir: &Path, options: DatasetOptions) -> Dataset {
+    let name = format!(
+        "{}-{}.zarr",
+        options.durability.unwrap_or_default(),
+        options.folder_sync.unwrap_or_default()
+    );
+    let ds = Dataset::create(&dir.join(name), options).unwrap();
     ds.append_rows("cells", &rows(1000), Some(&TableSpec::default()), None)
         .unwrap();
     ds
@@ -285,6 +298,60 @@ fn fsync_rounds_per_commit() {
     assert_eq!(ds.table_info("cells").unwrap().n_obs, 2010);
 }
 
+/// With `FolderSync::Ordered` (ext4, xfs) no folder is fsynced and each call saves
+/// its last round: staging 1, then 1 under the lock for the labels (the journal and
+/// the documents written ahead), 2 for the rows (row chunks; journal and documents).
+/// Every file fsynced in strict mode is fsynced here too.
+#[test]
+fn ordered_folder_sync_fsyncs_every_file_and_no_folder() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let files = |ops: &[FsOp]| ops.iter().filter(|op| matches!(op, FsOp::Fsync(_))).count();
+    let mut by_mode = Vec::new();
+    for mode in [FolderSync::Strict, FolderSync::Ordered] {
+        let ds = prepared_with(
+            dir.path(),
+            DatasetOptions {
+                folder_sync: Some(mode),
+                ..options(Durability::Full)
+            },
+        );
+        assert_eq!(ds.trusts_folder_order(), mode == FolderSync::Ordered);
+        let labels = ArrayD::from_elem(IxDyn(&[32, 32]), 3u32);
+        ds.add_labels("first", labels.view(), &RasterOptions::default())
+            .unwrap();
+        ds.append_rows("cells", &rows(10), None, Some("run0/fov0"))
+            .unwrap();
+        let add = record(|| add_labels(&ds));
+        let append = record(|| append_rows(&ds));
+        assert_eq!(ds.table_info("cells").unwrap().n_obs, 2010);
+        by_mode.push((mode, add, append));
+    }
+    let (_, strict_add, strict_append) = &by_mode[0];
+    let (_, add, append) = &by_mode[1];
+    for (what, ops) in [("add_labels", add), ("append_rows", append)] {
+        let folders: Vec<_> = ops
+            .iter()
+            .filter(|op| matches!(op, FsOp::FsyncDir(_)))
+            .collect();
+        assert!(folders.is_empty(), "{what} fsynced folders: {folders:?}");
+    }
+    assert_eq!(files(add), files(strict_add), "add_labels files fsynced");
+    assert_eq!(
+        files(append),
+        files(strict_append),
+        "append_rows files fsynced"
+    );
+    let (staging, commit) = commit_rounds(add);
+    eprintln!("ordered add_labels: staging rounds {staging:?}, commit rounds {commit:?}");
+    assert_eq!(staging.len(), 1, "staging: {staging:?}");
+    assert_eq!(commit.len(), 1, "add_labels commit: {commit:?}");
+    let (before, commit) = commit_rounds(append);
+    eprintln!("ordered append_rows: commit rounds {commit:?}");
+    assert!(before.is_empty(), "an append stages nothing: {before:?}");
+    assert_eq!(commit.len(), 2, "append_rows commit: {commit:?}");
+}
+
 /// Fails the publication of `labels/zarr.json`: the commit's journal is decided, its
 /// element folder is in place, its listing document is not.
 struct FailListing;
@@ -327,7 +394,7 @@ fn a_commit_interrupted_while_applying_is_reported_then_finished_by_recover() {
         matches!(error, spatialzarr::Error::CommitPending(_)),
         "{error}"
     );
-    assert!(dir.path().join("full.zarr/labels/second").is_dir());
+    assert!(dir.path().join("full-strict.zarr/labels/second").is_dir());
 
     let report = ds.check(false).unwrap();
     let pending = format!("generation {}", before + 1);

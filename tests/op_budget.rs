@@ -15,19 +15,21 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use ndarray::{ArrayD, IxDyn};
 use spatialzarr::storage::trace::{FsObserver, FsOp, ReadOp, set_observer};
 use spatialzarr::table::{Prim, RowBatch, TableSpec, XRows, XSpec};
-use spatialzarr::{Dataset, DatasetOptions, ElementKind, RasterOptions};
+use spatialzarr::{Dataset, DatasetOptions, ElementKind, FolderSync, RasterOptions};
 
 /// Elements added per transaction while building a dataset.
 const BATCH: usize = 500;
 /// The most the counts at 10^4 elements may exceed those at 10.
 const MAX_GROWTH: usize = 4;
-/// The most operations one `add_labels` (32x32) may make (spec/commit-protocol.md §8).
-const ADD_LABELS_CEILING: usize = 80;
-/// The most operations one 1,000-row `append_rows` with a dense X may make.
-const APPEND_ROWS_CEILING: usize = 149;
-/// The most sequential fsync rounds of either call, staging included
-/// (spec/commit-protocol.md §8).
-const ROUNDS_CEILING: usize = 3;
+/// The most operations one `add_labels` (32x32) may make, and the most sequential
+/// fsync rounds of either call, staging included (spec/commit-protocol.md §8), by
+/// folder-sync mode: (mode, add_labels, append_rows, rounds).
+const CEILINGS: [(FolderSync, usize, usize, usize); 2] = [
+    // Every changed folder fsynced (network filesystems, btrfs, tmpfs).
+    (FolderSync::Strict, 76, 149, 3),
+    // No folder fsynced: the filesystem orders namespace changes (ext4, xfs).
+    (FolderSync::Ordered, 65, 128, 2),
+];
 
 /// Counts the operations on paths inside one dataset.
 struct Counter {
@@ -49,7 +51,8 @@ impl FsObserver for Counter {
         match op {
             FsOp::CreateFile(p) => self.note("create", p),
             FsOp::Write(..) | FsOp::FsyncRound(_) => {}
-            FsOp::Fsync(p) | FsOp::FsyncDir(p) => self.note("fsync", p),
+            FsOp::Fsync(p) => self.note("fsync", p),
+            FsOp::FsyncDir(p) => self.note("fsyncdir", p),
             FsOp::Rename(a, _) | FsOp::Exchange(a, _) => self.note("rename", a),
             FsOp::Mkdir(p) => self.note("mkdir", p),
             FsOp::Unlink(p) | FsOp::RemoveTree(p) => self.note("unlink", p),
@@ -79,6 +82,8 @@ struct Counts {
     created: Vec<PathBuf>,
     /// The operations on the element index (`.spatialzarr/index`), by kind.
     index_ops: Vec<(String, PathBuf)>,
+    /// Whether any folder was fsynced.
+    synced_folder: bool,
 }
 
 /// The observer is process-wide: the tests of this file count one at a time.
@@ -105,7 +110,7 @@ fn count(root: &Path, call: impl FnOnce()) -> Counts {
     for (kind, _) in &ops {
         *by_kind.entry(kind.clone()).or_insert(0) += 1;
         match kind.as_str() {
-            "fsync" => {
+            "fsync" | "fsyncdir" => {
                 fsyncs += 1;
                 if !in_round {
                     rounds += 1;
@@ -127,6 +132,7 @@ fn count(root: &Path, call: impl FnOnce()) -> Counts {
         .map(|(_, p)| p.clone())
         .collect();
     Counts {
+        synced_folder: by_kind.contains_key("fsyncdir"),
         created,
         index_ops,
         total: ops.len(),
@@ -173,9 +179,14 @@ fn spec() -> TableSpec {
     }
 }
 
-/// A dataset of `n` labels elements (built `BATCH` per transaction) and a table.
-fn build(root: &Path, n: usize) -> Dataset {
-    let ds = Dataset::create(root, DatasetOptions::default()).unwrap();
+/// A dataset of `n` labels elements (built `BATCH` per transaction) and a table,
+/// committing in the folder-sync `mode`.
+fn build(root: &Path, n: usize, mode: FolderSync) -> Dataset {
+    let options = DatasetOptions {
+        folder_sync: Some(mode),
+        ..DatasetOptions::default()
+    };
+    let ds = Dataset::create(root, options).unwrap();
     let mut next = 0;
     while next < n {
         let mut txn = ds.write().unwrap();
@@ -203,9 +214,9 @@ fn build(root: &Path, n: usize) -> Dataset {
 }
 
 /// One `add_labels` and one `append_rows` in a dataset of `n` elements.
-fn measure(base: &Path, n: usize) -> (Counts, Counts) {
-    let root = base.join(format!("n{n}.zarr"));
-    let ds = build(&root, n);
+fn measure(base: &Path, n: usize, mode: FolderSync) -> (Counts, Counts) {
+    let root = base.join(format!("n{n}-{mode}.zarr"));
+    let ds = build(&root, n, mode);
     let add = count(&root, || {
         ds.add_labels("probe", labels(32, 7).view(), &RasterOptions::default())
             .unwrap();
@@ -215,8 +226,8 @@ fn measure(base: &Path, n: usize) -> (Counts, Counts) {
             .unwrap();
     });
     assert_eq!(ds.list().unwrap().labels.len(), n + 1);
-    println!("n = {n}: add_labels {add:?}");
-    println!("n = {n}: append_rows {append:?}");
+    println!("n = {n}, {mode}: add_labels {add:?}");
+    println!("n = {n}, {mode}: append_rows {append:?}");
     (add, append)
 }
 
@@ -252,27 +263,44 @@ fn a_commit_costs_what_it_changes() {
         Ok(dir) => dir,
         Err(_) => common::tempdir(),
     };
-    let (small_add, small_append) = measure(dir.path(), 10);
-    let (large_add, large_append) = measure(dir.path(), large);
-    for (what, small, large, touched, ceiling) in [
-        (
-            "add_labels",
-            &small_add,
-            &large_add,
-            "probe",
-            ADD_LABELS_CEILING,
-        ),
-        (
-            "append_rows",
-            &small_append,
-            &large_append,
-            "cells",
-            APPEND_ROWS_CEILING,
-        ),
-    ] {
+    for (mode, add_ceiling, append_ceiling, rounds_ceiling) in CEILINGS {
+        let (small_add, small_append) = measure(dir.path(), 10, mode);
+        let (large_add, large_append) = measure(dir.path(), large, mode);
+        check_counts(
+            mode,
+            rounds_ceiling,
+            [
+                ("add_labels", &small_add, &large_add, "probe", add_ceiling),
+                (
+                    "append_rows",
+                    &small_append,
+                    &large_append,
+                    "cells",
+                    append_ceiling,
+                ),
+            ],
+        );
+        if mode == FolderSync::Ordered {
+            // Only folder fsyncs are left out: every file is fsynced as before.
+            assert!(
+                !small_add.synced_folder && !small_append.synced_folder,
+                "{mode}: a folder was fsynced"
+            );
+        }
+    }
+}
+
+/// The checks of [`a_commit_costs_what_it_changes`] on the counts of one mode:
+/// (call, counts at 10 elements, counts at scale, element touched, ceiling).
+fn check_counts(
+    mode: FolderSync,
+    rounds_ceiling: usize,
+    calls: [(&str, &Counts, &Counts, &str, usize); 2],
+) {
+    for (what, small, large, touched, ceiling) in calls {
         assert!(
             small.total <= ceiling,
-            "{what}: {} operations, more than {ceiling}: {:?}",
+            "{mode} {what}: {} operations, more than {ceiling}: {:?}",
             small.total,
             small.by_kind
         );
@@ -280,14 +308,14 @@ fn a_commit_costs_what_it_changes() {
             large.total <= small.total + MAX_GROWTH,
             "{what}: {} operations at {} elements against {} at 10 ({:?} against {:?})",
             large.total,
-            large_add.paths.len(),
+            large.paths.len(),
             small.total,
             large.by_kind,
             small.by_kind,
         );
         assert!(
-            small.rounds <= ROUNDS_CEILING,
-            "{what}: {} sequential fsync rounds, more than {ROUNDS_CEILING}",
+            small.rounds <= rounds_ceiling,
+            "{mode} {what}: {} sequential fsync rounds, more than {rounds_ceiling}",
             small.rounds
         );
         assert!(large.fsyncs <= small.fsyncs, "{what}: more fsyncs at scale");
@@ -320,7 +348,7 @@ fn a_commit_costs_what_it_changes() {
 fn appends_batched_in_one_commit_store_each_chunk_once() {
     let dir = common::tempdir();
     let root = dir.path().join("batched.zarr");
-    let ds = build(&root, 2);
+    let ds = build(&root, 2, FolderSync::Auto);
     // The region is declared before counting, so that no append below grows it.
     ds.append_rows("cells", &rows(10, "tile000001"), None, Some("region"))
         .unwrap();

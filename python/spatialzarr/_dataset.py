@@ -48,6 +48,7 @@ class _Options:
     durability: str | None = None
     consolidated: str | None = None
     labels_list: int | str | None = None
+    folder_sync: str | None = None
 
 
 def _reopen(path: str, options: _Options) -> "Dataset":
@@ -71,9 +72,16 @@ class Dataset:
         durability: str | None = None,
         consolidated: str | None = None,
         labels_list: int | str | None = None,
+        folder_sync: str | None = None,
     ) -> None:
         self._options = _Options(
-            lock_timeout, allow_node_local_locks, drop_consolidated_metadata, durability, consolidated, labels_list
+            lock_timeout,
+            allow_node_local_locks,
+            drop_consolidated_metadata,
+            durability,
+            consolidated,
+            labels_list,
+            folder_sync,
         )
         self._native = _native.Dataset(
             os.fspath(path),
@@ -84,6 +92,7 @@ class Dataset:
             durability=durability,
             consolidated=consolidated,
             labels_list=labels_list,
+            folder_sync=folder_sync,
         )
 
     def __reduce__(self):
@@ -370,6 +379,7 @@ def open(  # noqa: A001 - the name users expect
     durability: str | None = None,
     consolidated: str | None = None,
     labels_list: int | str | None = None,
+    folder_sync: str | None = None,
 ) -> Dataset:
     """Opens the dataset at ``path`` (``create``: make an empty one if nothing is there).
 
@@ -391,6 +401,13 @@ def open(  # noqa: A001 - the name users expect
     N labels; above, the list is removed, never left stale; default 10000),
     ``"always"`` or ``"never"``. No reader of the SpatialData layout needs it.
 
+    ``folder_sync`` is whether ``"full"`` commits fsync the folders they change:
+    ``"auto"`` (the default: not on a local ext3, ext4 or xfs disk, whose journal
+    makes those changes durable in order, one fsync round fewer per commit; yes
+    everywhere else), ``"strict"`` (always) or ``"ordered"`` (never: only for a
+    filesystem that keeps that order). ``None`` takes the environment variable
+    ``SPATIALZARR_FOLDER_SYNC``, else ``"auto"``.
+
     A value these options do not accept raises InvalidInputError."""
     return Dataset(
         path,
@@ -401,6 +418,7 @@ def open(  # noqa: A001 - the name users expect
         durability=durability,
         consolidated=consolidated,
         labels_list=labels_list,
+        folder_sync=folder_sync,
     )
 
 

@@ -18,6 +18,7 @@ class Dataset:
         durability: str | None = None,
         consolidated: str | None = None,
         labels_list: int | str | None = None,
+        folder_sync: str | None = None,
     ) -> None: ...
     @property
     def durability(self) -> str: ...

@@ -156,7 +156,7 @@ pub struct Dataset {
 impl Dataset {
     /// Opens (or with `create`, opens or creates) the dataset at `path`.
     #[new]
-    #[pyo3(signature = (path, create, lock_timeout=None, allow_node_local_locks=false, drop_consolidated_metadata=false, durability=None, consolidated=None, labels_list=None))]
+    #[pyo3(signature = (path, create, lock_timeout=None, allow_node_local_locks=false, drop_consolidated_metadata=false, durability=None, consolidated=None, labels_list=None, folder_sync=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -168,6 +168,7 @@ impl Dataset {
         durability: Option<&str>,
         consolidated: Option<&str>,
         labels_list: Option<&Bound<'_, PyAny>>,
+        folder_sync: Option<&str>,
     ) -> PyResult<Self> {
         let options = DatasetOptions {
             lock_timeout: timeout_of(lock_timeout)?,
@@ -177,6 +178,7 @@ impl Dataset {
             consolidated: consolidated_of(consolidated, drop_consolidated_metadata)?,
             durability: parsed("durability", durability)?,
             labels_list: labels_list_of(labels_list)?,
+            folder_sync: parsed("folder_sync", folder_sync)?,
         };
         let inner = py
             .detach(|| {

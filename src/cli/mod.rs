@@ -116,6 +116,14 @@ pub struct WriteOptions {
     #[arg(long, value_name = "POLICY", value_parser = str::parse::<ConsolidatedMetadata>)]
     consolidated: Option<ConsolidatedMetadata>,
 
+    /// Whether `full` commits fsync the folders they change: `auto` (not on a local
+    /// ext3/ext4/xfs disk, whose journal makes those changes durable in order; yes
+    /// elsewhere), `strict` (always) or `ordered` (never: only for a filesystem that
+    /// keeps that order) [default: the SPATIALZARR_FOLDER_SYNC environment variable,
+    /// else auto].
+    #[arg(long, value_name = "auto|strict|ordered", value_parser = str::parse::<spatialzarr::FolderSync>)]
+    folder_sync: Option<spatialzarr::FolderSync>,
+
     /// The `ome.labels` list of `labels/zarr.json`: `N` (written while there are at
     /// most N labels, removed above; default 10000), `always` or `never`.
     #[arg(long, value_name = "N|always|never", value_parser = str::parse::<spatialzarr::LabelsList>)]
@@ -132,6 +140,7 @@ impl WriteOptions {
                 self.consolidated.unwrap_or_default()
             },
             durability: self.durability.level(),
+            folder_sync: self.folder_sync,
 
             labels_list: self.labels_list.unwrap_or_default(),
             ..self.read.dataset_options()

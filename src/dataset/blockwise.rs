@@ -115,7 +115,9 @@ impl Dataset {
         let name = self.raster_name(kind, name)?;
         self.precheck_add(kind, name.as_str(), overwrite)?;
         // Nobody reads the staging folder before its sync: files go in place.
-        let publisher = Arc::new(Publisher::in_place(self.durability()));
+        let publisher = Arc::new(
+            Publisher::in_place(self.durability()).trusting_order(self.trusts_folder_order()),
+        );
         let staged = StagedElement::create(self.layout(), &publisher, kind, name)?;
         let store = Arc::new(AtomicStore::new(&staged.element_dir(), publisher.clone())?);
         let mut created = Vec::with_capacity(arrays);

@@ -142,7 +142,7 @@ impl ElementSet {
     pub(crate) fn load_given(
         layout: &Layout,
         manifest: Option<&Manifest>,
-        unchanged: &BTreeSet<ElementKind>,
+        unchanged: &super::stamps::UnchangedGroups,
     ) -> Result<Self> {
         let trusted = |kind| unchanged.contains(&kind);
         if manifest.is_some_and(Manifest::is_indexed) && ElementKind::ALL.into_iter().all(trusted) {

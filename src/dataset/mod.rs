@@ -38,7 +38,7 @@ use crate::element::raster::{self, read_json};
 use crate::element::{ElementKind, ElementName, Pixel, RasterInfo, RasterOptions};
 use crate::error::{Error, Result};
 use crate::lock::{DatasetLock, LockOptions, ReadGuard};
-use crate::storage::{Durability, Publisher};
+use crate::storage::{Durability, FolderSync, Publisher};
 use layout::{Layout, element_path};
 
 /// What to do with zarr-python's consolidated metadata in the root `zarr.json` (the
@@ -105,6 +105,11 @@ pub struct DatasetOptions {
     /// What an acknowledged commit survives (`None`: the level the environment
     /// variable `SPATIALZARR_DURABILITY` names, else [`Durability::Full`]).
     pub durability: Option<Durability>,
+    /// Whether commits at [`Durability::Full`] fsync the folders they change, or rely
+    /// on the filesystem's ordering (`None`: the mode the environment variable
+    /// `SPATIALZARR_FOLDER_SYNC` names, else [`FolderSync::Auto`]: ordered on local
+    /// ext3/ext4/xfs, strict elsewhere).
+    pub folder_sync: Option<FolderSync>,
 
     /// The `ome.labels` list policy.
     pub labels_list: LabelsList,
@@ -177,6 +182,8 @@ struct Inner {
     options: DatasetOptions,
     container: Container,
     durability: Durability,
+    /// Commits fsync no folder: the filesystem orders them (FolderSync).
+    ordered: bool,
 }
 
 /// A handle on one dataset. Cheap to clone and to share between threads.
@@ -260,6 +267,7 @@ impl Dataset {
     pub fn create(path: &Path, options: DatasetOptions) -> Result<Self> {
         configure_zarrs();
         let durability = Durability::resolve(options.durability)?;
+        let folder_sync = FolderSync::resolve(options.folder_sync)?;
         let publisher = Publisher::with_durability(durability);
         crate::storage::trace::observe(|| crate::storage::trace::FsOp::Mkdir(path.to_path_buf()))
             .map_err(crate::error::io_err("create folder", path))?;
@@ -306,6 +314,7 @@ impl Dataset {
                 options,
                 container: Container::V02,
                 durability,
+                ordered: folder_sync.orders_at(path),
             }),
         })
     }
@@ -314,6 +323,7 @@ impl Dataset {
     pub fn open(path: &Path, options: DatasetOptions) -> Result<Self> {
         configure_zarrs();
         let durability = Durability::resolve(options.durability)?;
+        let folder_sync = FolderSync::resolve(options.folder_sync)?;
         let container = container_of(path)?;
         let lock = DatasetLock::open(path, options.lock.clone())?;
         // Refuse a store format from the future before anything else.
@@ -325,6 +335,7 @@ impl Dataset {
                 options,
                 container,
                 durability,
+                ordered: folder_sync.orders_at(path),
             }),
         })
     }
@@ -366,9 +377,18 @@ impl Dataset {
         self.inner.durability
     }
 
-    /// A publisher at this handle's durability level.
+    /// Whether this handle's commits fsync no folder, relying on the filesystem to
+    /// make their namespace changes durable in order ([`FolderSync`]).
+    pub fn trusts_folder_order(&self) -> bool {
+        self.inner.ordered
+    }
+
+    /// A publisher for the commit path at this handle's durability level: every
+    /// change it makes is covered by a journal fsynced after it, so on a filesystem
+    /// that orders namespace changes it fsyncs no folder (spec/commit-protocol.md
+    /// §11.1). Writes that no journal covers (creating a dataset) use their own.
     pub(crate) fn publisher(&self) -> Publisher {
-        Publisher::with_durability(self.inner.durability)
+        Publisher::with_durability(self.inner.durability).trusting_order(self.inner.ordered)
     }
 
     pub(crate) fn options(&self) -> &DatasetOptions {
@@ -506,7 +526,8 @@ impl Dataset {
         let shape: Vec<u64> = data.shape().iter().map(|&n| n as u64).collect();
         let plan = raster::plan_raster(kind, T::DTYPE, &shape, options)?;
         // Nobody reads the staging folder before its sync: files go in place.
-        let publisher = Arc::new(Publisher::in_place(self.inner.durability));
+        let publisher =
+            Arc::new(Publisher::in_place(self.inner.durability).trusting_order(self.inner.ordered));
         let staged = StagedElement::create(&self.inner.layout, &publisher, kind, name)?;
         raster::write_raster(
             &staged.element_dir(),
@@ -569,7 +590,7 @@ impl Dataset {
             // The element index alone, without a look at the group folders: a name
             // another tool wrote there is refused by the commit's own check.
             let set = if manifest.as_ref().is_some_and(Manifest::is_indexed) {
-                let all = ElementKind::ALL.into_iter().collect();
+                let all = stamps::UnchangedGroups::assumed_all();
                 ElementSet::load_given(layout, manifest.as_ref(), &all)?
             } else {
                 ElementSet::load_current(layout, manifest.as_ref())?

@@ -69,18 +69,47 @@ pub fn load(layout: &Layout, generation: u64) -> Option<GroupStamps> {
     (stamps.generation == generation).then_some(stamps)
 }
 
+/// The groups whose folder is as the last commit that recorded stamps left it, each
+/// with its stamp (read once, under the lock the caller holds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnchangedGroups(BTreeMap<ElementKind, Option<Stamp>>);
+
+impl UnchangedGroups {
+    /// Whether the group of `kind` is unchanged.
+    pub fn contains(&self, kind: &ElementKind) -> bool {
+        self.0.contains_key(kind)
+    }
+
+    /// Whether every group is unchanged.
+    pub fn covers_all(&self) -> bool {
+        self.0.len() == ElementKind::ALL.len()
+    }
+
+    /// Every group taken as unchanged without looking at any, for a read that trusts
+    /// the element index alone (a pre-check the commit repeats). Holds no stamps:
+    /// never pass it to [`record`].
+    pub fn assumed_all() -> Self {
+        Self(ElementKind::ALL.into_iter().map(|k| (k, None)).collect())
+    }
+}
+
 /// The kinds whose group folder is as the last commit that recorded stamps (the
 /// manifest's [`Manifest::stamps_generation`]) left it: nobody else added, removed or
 /// renamed an entry there since. Empty when there is no manifest or no stamp of that
 /// generation.
-pub fn unchanged_groups(layout: &Layout, manifest: Option<&Manifest>) -> BTreeSet<ElementKind> {
+pub fn unchanged_groups(layout: &Layout, manifest: Option<&Manifest>) -> UnchangedGroups {
     let Some(stamps) = manifest.and_then(|m| load(layout, m.stamps_generation())) else {
-        return BTreeSet::new();
+        return UnchangedGroups::default();
     };
-    ElementKind::ALL
-        .into_iter()
-        .filter(|&kind| stamps.unchanged(&layout.root, kind))
-        .collect()
+    UnchangedGroups(
+        ElementKind::ALL
+            .into_iter()
+            .filter_map(|kind| {
+                let now = current(&layout.root, kind);
+                (stamps.groups.get(&kind) == Some(&now)).then_some((kind, now))
+            })
+            .collect(),
+    )
 }
 
 impl GroupStamps {
@@ -97,24 +126,47 @@ impl GroupStamps {
 /// components below a group (`labels`, `labels/x`, `labels/zarr.json`). Paths deeper
 /// inside an element change the element's folder, not the group's.
 pub fn touched_by(steps: &[crate::commit::journal::Step]) -> bool {
-    steps.iter().flat_map(|step| step.paths()).any(|path| {
-        let mut parts = std::path::Path::new(&path).components();
-        let first = parts
-            .next()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned());
-        let depth = 1 + parts.count();
-        depth <= 2 && first.is_some_and(|g| ElementKind::ALL.iter().any(|k| k.group() == g))
-    })
+    !touched_groups(steps).is_empty()
 }
 
-/// Records the stamps of every group at `generation`, right after a commit made it
-/// (under the write lock). Best effort: see the module documentation.
-pub fn record(layout: &Layout, generation: u64) {
+/// The groups whose folder a commit of `steps` changes (see [`touched_by`]).
+pub fn touched_groups(steps: &[crate::commit::journal::Step]) -> BTreeSet<ElementKind> {
+    steps
+        .iter()
+        .flat_map(|step| step.paths())
+        .filter_map(|path| {
+            let mut parts = std::path::Path::new(&path).components();
+            let first = parts
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())?;
+            let depth = 1 + parts.count();
+            let kind = ElementKind::ALL.into_iter().find(|k| k.group() == first)?;
+            (depth <= 2).then_some(kind)
+        })
+        .collect()
+}
+
+/// Records the stamps of every group at `generation`, right after a commit of
+/// `steps` made it (under the write lock). A group in `unchanged` (as the commit
+/// began) that the steps do not change keeps the stamp seen then, unread: should a
+/// program that ignores the lock have changed that folder meanwhile, the next
+/// commit sees the difference and lists it. Best effort: see the module
+/// documentation.
+pub fn record(
+    layout: &Layout,
+    generation: u64,
+    unchanged: &UnchangedGroups,
+    steps: &[crate::commit::journal::Step],
+) {
+    let touched = touched_groups(steps);
     let stamps = GroupStamps {
         generation,
         groups: ElementKind::ALL
             .iter()
-            .map(|&kind| (kind, current(&layout.root, kind)))
+            .map(|&kind| match unchanged.0.get(&kind) {
+                Some(&seen) if !touched.contains(&kind) => (kind, seen),
+                _ => (kind, current(&layout.root, kind)),
+            })
             .collect(),
     };
     let Ok(text) = serde_json::to_vec(&stamps) else {

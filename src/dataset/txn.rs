@@ -143,7 +143,7 @@ pub struct WriteTxn<'a> {
     manifest: Option<Manifest>,
     /// The groups unchanged since the last commit, looked at once when the
     /// transaction began (super::stamps).
-    unchanged: BTreeSet<ElementKind>,
+    unchanged: super::stamps::UnchangedGroups,
     /// The folders of the dataset found not to be links while the transaction holds
     /// the write lock: its appends' plans and its commit share them.
     links: Arc<crate::util::LinkCheck>,
@@ -821,7 +821,7 @@ impl<'a> WriteTxn<'a> {
                     .manifest
                     .as_ref()
                     .map_or(0, Manifest::stamps_generation);
-                super::stamps::record(layout, generation);
+                super::stamps::record(layout, generation, &Default::default(), &[]);
             }
             return Ok(false);
         }
@@ -924,14 +924,15 @@ fn node_in_table<'p>(table: &str, node: &'p str) -> Option<&'p str> {
     }
 }
 
-/// Writes the element document of the (staged or repaired) table in `dir` in place,
-/// durably, its node documents as they are with `changed` in their place.
+/// Writes the element document of the (staged or repaired) table in `dir` in place
+/// through `publisher`, durably at its level, its node documents as they are with
+/// `changed` in their place.
 pub(crate) fn publish_element_document(
     dir: &Path,
     changed: &BTreeMap<String, Value>,
+    publisher: &Publisher,
 ) -> Result<()> {
     let doc = table::element_doc::element_document(dir, changed)?;
-    let publisher = Publisher::new();
     publisher.write(&dir.join("zarr.json"), to_text(&doc).as_bytes())?;
     publisher.sync()
 }
@@ -949,7 +950,7 @@ fn commit_ops(
     dataset: &Dataset,
     _proof: &WriteGuard,
     recorded: Option<&Manifest>,
-    unchanged: &BTreeSet<ElementKind>,
+    unchanged: &super::stamps::UnchangedGroups,
     links: &Arc<crate::util::LinkCheck>,
     mut ops: Vec<Op>,
 ) -> Result<CommitInfo> {
@@ -1184,7 +1185,11 @@ fn commit_ops(
                 if staged.kind == ElementKind::Tables {
                     // The staged table is complete: its element document, written now
                     // in staging, moves in with it.
-                    publish_element_document(&staged.element_dir(), &BTreeMap::new())?;
+                    publish_element_document(
+                        &staged.element_dir(),
+                        &BTreeMap::new(),
+                        &dataset.publisher(),
+                    )?;
                     changed_tables.remove(&target);
                 }
                 // A removal of this same folder earlier in the plan must come first.
@@ -1312,11 +1317,7 @@ fn commit_ops(
     // A commit that changes no entry of a group folder leaves the group stamps true:
     // it keeps their generation and records none (spec/commit-protocol.md §3 step 7).
     let stamps_of = recorded
-        .filter(|_| {
-            !adopt
-                && unchanged.len() == ElementKind::ALL.len()
-                && !super::stamps::touched_by(&steps)
-        })
+        .filter(|_| !adopt && unchanged.covers_all() && !super::stamps::touched_by(&steps))
         .map(Manifest::stamps_generation);
     let records_stamps = stamps_of.is_none();
     let new_manifest = Manifest {
@@ -1372,7 +1373,9 @@ fn commit_ops(
     // The appended rows are stored only now that every check has passed: a refused
     // commit changes no committed file. They lie beyond the committed shapes, where
     // readers do not look, until the journal's documents grow the arrays.
-    let row_publisher = Arc::new(Publisher::recording(dataset.durability()));
+    let row_publisher = Arc::new(
+        Publisher::recording(dataset.durability()).trusting_order(dataset.trusts_folder_order()),
+    );
     // The folders the journal's paths went through are not looked at again.
     let arrays = table::arrays_at(root, &row_publisher)?.sharing_links(links.clone());
     // Every append of the commit at once: a batch of appends to one table stores
@@ -1469,7 +1472,7 @@ fn commit_ops(
     }
     finish(dataset, &journal, &publisher, links).map_err(decided_error)?;
     if records_stamps {
-        super::stamps::record(layout, journal.generation);
+        super::stamps::record(layout, journal.generation, unchanged, &journal.steps);
     }
     drop(ops);
     drop(extra_staged);
@@ -1533,7 +1536,7 @@ fn recover_reading_manifest(
     dataset: &Dataset,
     proof: &WriteGuard,
     links: &crate::util::LinkCheck,
-) -> Result<(Option<Manifest>, BTreeSet<ElementKind>)> {
+) -> Result<(Option<Manifest>, super::stamps::UnchangedGroups)> {
     let layout = dataset.layout();
     let manifest = Manifest::load(&layout.hidden)?;
     let unchanged = super::stamps::unchanged_groups(layout, manifest.as_ref());
@@ -1544,7 +1547,7 @@ fn recover_reading_manifest(
     };
     let report = recover_sweeping(dataset, proof, sweep, &mut |_| {})?;
     match report.finished_commit {
-        Some(_) => Ok((Manifest::load(&layout.hidden)?, BTreeSet::new())),
+        Some(_) => Ok((Manifest::load(&layout.hidden)?, Default::default())),
         None => Ok((manifest, unchanged)),
     }
 }
@@ -1575,7 +1578,7 @@ struct Sweep<'s> {
     /// The groups unchanged since the last commit as they were before recovery (the
     /// others are swept; none when there is no manifest, it cannot be read, or it
     /// has no stamps).
-    unchanged: &'s BTreeSet<ElementKind>,
+    unchanged: &'s super::stamps::UnchangedGroups,
     /// The folders found not to be links under this write lock.
     links: &'s crate::util::LinkCheck,
 }
@@ -1696,7 +1699,9 @@ fn rebuild_stale_table_documents(dataset: &Dataset) -> Result<Vec<String>> {
     for (name, kind) in dataset.elements_locked()?.all()? {
         let dir = root.join(element_path(kind, &name));
         if kind == ElementKind::Tables && table::element_doc::verify(&dir).is_err() {
-            publish_element_document(&dir, &BTreeMap::new())?;
+            // No journal covers this repair: its folder is fsynced in every mode.
+            let publisher = Publisher::with_durability(dataset.durability());
+            publish_element_document(&dir, &BTreeMap::new(), &publisher)?;
             rebuilt.push(name);
         }
     }

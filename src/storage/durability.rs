@@ -1,7 +1,9 @@
 //! Durability levels: what a commit survives once it is acknowledged.
 //!
-//! [`Durability::Full`] fsyncs every file and folder a commit depends on before the
-//! commit returns: the commit survives a power loss. [`Durability::Process`] makes no
+//! [`Durability::Full`] fsyncs every file a commit depends on before the commit
+//! returns, and the folders whose entries it changed unless the filesystem makes
+//! those changes durable in order ([`FolderSync`], §11.1): the commit survives a
+//! power loss. [`Durability::Process`] makes no
 //! fsync at all: the commit survives the crash or `kill -9` of any process at any
 //! instant (the kernel's page cache outlives processes, and the commit protocol
 //! leaves the old state or the new one at every instant), but a power loss or a
@@ -18,11 +20,32 @@ pub const PROCESS_GUARANTEE: &str = "A commit survives the crash or kill -9 of a
 /// The environment variable that chooses the level when the options do not.
 pub const DURABILITY_ENV: &str = "SPATIALZARR_DURABILITY";
 
+/// The value of the environment variable `var` parsed as a `T`: `None` when it is
+/// unset or blank; an error naming the variable, the accepted `choices` and what
+/// unsetting it gives (`unset`) when it holds anything else.
+fn env_choice<T>(var: &str, choices: &str, unset: &str) -> Result<Option<T>, crate::Error>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    match std::env::var(var) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => value.parse().map(Some).map_err(|e| {
+            crate::Error::InvalidInput(format!("{var}={value}: {e} (or unset it for {unset})"))
+        }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(crate::Error::InvalidInput(format!(
+            "{var} is not valid UTF-8: use {choices}"
+        ))),
+    }
+}
+
 /// What an acknowledged commit survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum Durability {
-    /// Every file and folder a commit depends on is fsynced before it returns: it
-    /// survives a power loss or a kernel crash (the default).
+    /// Every file a commit depends on is fsynced before it returns, and every folder
+    /// unless the filesystem orders namespace changes ([`FolderSync`]): it survives a
+    /// power loss or a kernel crash (the default).
     #[default]
     Full,
     /// No fsync anywhere: a commit survives the crash or `kill -9` of any process at
@@ -53,19 +76,7 @@ impl Durability {
     /// The level `SPATIALZARR_DURABILITY` asks for: `None` when it is unset or empty,
     /// an error naming the variable when it holds anything but `full` or `process`.
     pub fn from_env() -> Result<Option<Self>, crate::Error> {
-        match std::env::var(DURABILITY_ENV) {
-            Ok(value) if value.trim().is_empty() => Ok(None),
-            Ok(value) => value.parse().map(Some).map_err(|e: UnknownDurability| {
-                crate::Error::InvalidInput(format!(
-                    "{DURABILITY_ENV}={}: {e} (or unset it for full)",
-                    e.0
-                ))
-            }),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(crate::Error::InvalidInput(format!(
-                "{DURABILITY_ENV} is not valid UTF-8: use full or process"
-            ))),
-        }
+        env_choice(DURABILITY_ENV, "full or process", "full")
     }
 
     /// The level to use: `explicit` when given, else the environment's, else
@@ -96,6 +107,109 @@ impl fmt::Display for Durability {
     }
 }
 
+/// The environment variable that chooses the folder-sync mode when the options do not.
+pub const FOLDER_SYNC_ENV: &str = "SPATIALZARR_FOLDER_SYNC";
+
+/// Whether a commit at [`Durability::Full`] fsyncs the folders whose entries it
+/// changed, or relies on the filesystem making those changes durable in the order
+/// they were made (spec/commit-protocol.md §11.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum FolderSync {
+    /// [`FolderSync::Ordered`] on a local ext3, ext4 or xfs filesystem, whose
+    /// metadata journal commits every change in order; [`FolderSync::Strict`]
+    /// anywhere else (btrfs, NFS, Lustre, GPFS, FUSE, tmpfs) or when the mount table
+    /// cannot be read (the default).
+    #[default]
+    Auto,
+    /// Every folder a commit changed is fsynced before the commit returns: no
+    /// ordering is assumed of the filesystem (one more fsync round per commit).
+    Strict,
+    /// Folders are not fsynced by commits: the filesystem must make creates, renames
+    /// and removals durable in the order they were made, each fsync of a new file
+    /// making every earlier one durable. True of ext3/ext4 with a journal and of xfs;
+    /// NOT of btrfs, network or FUSE filesystems, where a power loss could then lose
+    /// acknowledged commits.
+    Ordered,
+}
+
+/// A folder-sync mode that is not `auto`, `strict` or `ordered`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown folder-sync mode {0:?}: use auto, strict or ordered")]
+pub struct UnknownFolderSync(pub String);
+
+/// Filesystem types whose journal commits namespace changes in order, and whose
+/// fsync of a file commits every change made before it.
+const ORDERED_FILESYSTEMS: [&str; 3] = ["ext3", "ext4", "xfs"];
+
+impl FolderSync {
+    /// The mode's name as the environment spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FolderSync::Auto => "auto",
+            FolderSync::Strict => "strict",
+            FolderSync::Ordered => "ordered",
+        }
+    }
+
+    /// The mode to use: `explicit` when given, else the one `SPATIALZARR_FOLDER_SYNC`
+    /// names, else [`FolderSync::Auto`]; an error names the variable when it holds
+    /// anything else.
+    pub fn resolve(explicit: Option<Self>) -> Result<Self, crate::Error> {
+        match explicit {
+            Some(mode) => Ok(mode),
+            None => Ok(
+                env_choice(FOLDER_SYNC_ENV, "auto, strict or ordered", "auto")?.unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// Whether commits on the filesystem of type `fstype` skip folder fsyncs.
+    pub fn orders(self, fstype: Option<&str>) -> bool {
+        match self {
+            FolderSync::Strict => false,
+            FolderSync::Ordered => true,
+            FolderSync::Auto => fstype.is_some_and(|t| ORDERED_FILESYSTEMS.contains(&t)),
+        }
+    }
+
+    /// Whether commits to the dataset at `root` skip folder fsyncs: the mode, with
+    /// [`FolderSync::Auto`] decided by the type of the mount that holds `root`.
+    pub fn orders_at(self, root: &std::path::Path) -> bool {
+        match self {
+            FolderSync::Auto => {
+                let fstype = std::fs::read_to_string("/proc/self/mountinfo")
+                    .ok()
+                    .and_then(|info| {
+                        let canonical = root.canonicalize().ok()?;
+                        crate::lock::mounts::find_mount(&info, &canonical)
+                    })
+                    .map(|entry| entry.fstype);
+                self.orders(fstype.as_deref())
+            }
+            other => other.orders(None),
+        }
+    }
+}
+
+impl FromStr for FolderSync {
+    type Err = UnknownFolderSync;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(FolderSync::Auto),
+            "strict" => Ok(FolderSync::Strict),
+            "ordered" => Ok(FolderSync::Ordered),
+            _ => Err(UnknownFolderSync(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for FolderSync {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +226,24 @@ mod tests {
             Durability::resolve(Some(Durability::Process)).unwrap(),
             Durability::Process
         );
+    }
+
+    #[test]
+    fn folder_sync_modes_parse_and_decide_by_filesystem() {
+        for mode in [FolderSync::Auto, FolderSync::Strict, FolderSync::Ordered] {
+            assert_eq!(mode.as_str().parse::<FolderSync>(), Ok(mode));
+            assert_eq!(FolderSync::resolve(Some(mode)).unwrap(), mode);
+        }
+        let err = "lazy".parse::<FolderSync>().unwrap_err();
+        assert!(err.to_string().contains("\"lazy\""), "{err}");
+        for fstype in ["ext4", "ext3", "xfs"] {
+            assert!(FolderSync::Auto.orders(Some(fstype)), "{fstype}");
+            assert!(!FolderSync::Strict.orders(Some(fstype)), "{fstype}");
+        }
+        for fstype in ["btrfs", "nfs4", "lustre", "fuse.glusterfs", "tmpfs", "ext2"] {
+            assert!(!FolderSync::Auto.orders(Some(fstype)), "{fstype}");
+            assert!(FolderSync::Ordered.orders(Some(fstype)), "{fstype}");
+        }
+        assert!(!FolderSync::Auto.orders(None));
     }
 }

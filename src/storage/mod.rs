@@ -6,6 +6,6 @@ pub mod publish;
 pub mod trace;
 pub mod zarr_store;
 
-pub use durability::Durability;
+pub use durability::{Durability, FolderSync};
 pub use publish::Publisher;
 pub use zarr_store::AtomicStore;

@@ -94,6 +94,9 @@ pub struct Publisher {
     /// With [`Publisher::in_place`]: every write goes straight to its target.
     in_place: bool,
     durability: Durability,
+    /// Whether folders whose entries changed are left unsynced
+    /// ([`Publisher::trusting_order`]); `false`, the default, fsyncs them.
+    trusts_order: bool,
 }
 
 /// One fsync of a round: a file already open, or a folder to open.
@@ -183,7 +186,17 @@ impl Publisher {
             recorded: None,
             in_place: false,
             durability,
+            trusts_order: false,
         }
+    }
+
+    /// This publisher, fsyncing no folder when `ordered`: for the commits of a
+    /// filesystem that makes creates, renames and removals durable in the order they
+    /// were made, each with the next fsync of a new file (spec/commit-protocol.md
+    /// §11.1, [`FolderSync`](super::FolderSync)). Files are fsynced as before.
+    pub fn trusting_order(mut self, ordered: bool) -> Self {
+        self.trusts_order = ordered;
+        self
     }
 
     /// [`Publisher::with_durability`], also remembering what each deferred write
@@ -311,12 +324,14 @@ impl Publisher {
                 );
                 // A folder that was itself renamed away since is synced under its
                 // new name.
-                targets.extend(
-                    dirs[i]
-                        .iter()
-                        .filter(|d| d.exists())
-                        .map(|d| SyncTarget::Dir(d)),
-                );
+                if !publisher.trusts_order {
+                    targets.extend(
+                        dirs[i]
+                            .iter()
+                            .filter(|d| d.exists())
+                            .map(|d| SyncTarget::Dir(d)),
+                    );
+                }
             }
             // Two publishers may have changed the same folder: fsynced once.
             let mut seen = BTreeSet::new();
@@ -337,10 +352,11 @@ impl Publisher {
         self.durability
     }
 
-    /// fsyncs the folder `dir` now (nothing at [`Durability::Process`]), so that the
-    /// entries created, renamed or removed in it are durable.
+    /// fsyncs the folder `dir` now (nothing at [`Durability::Process`], nor for a
+    /// publisher [`trusting_order`](Self::trusting_order)), so that the entries
+    /// created, renamed or removed in it are durable.
     pub fn sync_dir(&self, dir: &Path) -> Result<()> {
-        if !self.durability.syncs() {
+        if !self.durability.syncs() || self.trusts_order {
             return Ok(());
         }
         fsync_round(&[SyncTarget::Dir(dir)])
