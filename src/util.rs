@@ -63,6 +63,8 @@ pub fn no_links_below(root: &Path, path: &Path) -> Result<()> {
 /// [`no_links_below`] for many paths of one commit: remembers every component found
 /// not to be a link, so that a folder shared by several paths (or a path checked
 /// before the commit is decided and again when it is applied) is looked at once.
+/// A component found missing is remembered too, with the rest of the path below it:
+/// whatever appears there later under the same lock was made by this writer.
 /// Valid while the caller holds the write lock: no writer of ours makes links, and
 /// nothing it renames into place is one (staged trees are checked when staged).
 #[derive(Debug, Default)]
@@ -78,8 +80,13 @@ impl LinkCheck {
         };
         let mut current = root.to_path_buf();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut missing = false;
         for component in relative.components() {
             current.push(component);
+            if missing {
+                seen.insert(current.clone());
+                continue;
+            }
             if seen.contains(&current) {
                 continue;
             }
@@ -87,6 +94,10 @@ impl LinkCheck {
                 Ok(meta) if meta.file_type().is_symlink() => return Err(link_error(current)),
                 Ok(_) => {
                     seen.insert(current.clone());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    seen.insert(current.clone());
+                    missing = true;
                 }
                 Err(_) => return Ok(()),
             }

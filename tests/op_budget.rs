@@ -26,9 +26,9 @@ const MAX_GROWTH: usize = 4;
 /// folder-sync mode: (mode, add_labels, append_rows, rounds).
 const CEILINGS: [(FolderSync, usize, usize, usize); 2] = [
     // Every changed folder fsynced (network filesystems, btrfs, tmpfs).
-    (FolderSync::Strict, 76, 149, 3),
+    (FolderSync::Strict, 69, 137, 3),
     // No folder fsynced: the filesystem orders namespace changes (ext4, xfs).
-    (FolderSync::Ordered, 65, 128, 2),
+    (FolderSync::Ordered, 58, 116, 2),
 ];
 
 /// Counts the operations on paths inside one dataset.

@@ -231,6 +231,27 @@ fn checked(root: &Path, relative: &str, journal: &Path, links: &LinkCheck) -> Re
     Ok(path)
 }
 
+/// [`checked`] for the target of a `Write`, which is published by renaming a new file
+/// over it: a link there would be replaced, never followed, so only the folders on
+/// the way are checked.
+fn checked_target(
+    root: &Path,
+    relative: &str,
+    journal: &Path,
+    links: &LinkCheck,
+) -> Result<PathBuf> {
+    let path = safe_relative(relative)
+        .map(|p| root.join(p))
+        .ok_or_else(|| Error::Corrupt {
+            path: journal.to_path_buf(),
+            reason: format!("path {relative:?} is not a plain relative path inside the dataset"),
+        })?;
+    if let Some(folder) = path.parent() {
+        links.check(root, folder)?;
+    }
+    Ok(path)
+}
+
 impl Journal {
     /// Reads a journal file's bytes: a version-3 journal whose checksum fails (or
     /// that is empty) is [`FoundJournal::Undecided`]; otherwise the journal is
@@ -406,8 +427,14 @@ impl Journal {
     /// [`Journal::apply`] of the same commit.
     pub(crate) fn check_paths_with(&self, root: &Path, links: &LinkCheck) -> Result<()> {
         let journal = root.join(JOURNAL_FILE);
-        for path in self.steps.iter().flat_map(Step::paths) {
-            checked(root, &path, &journal, links)?;
+        for step in &self.steps {
+            if let Step::Write { path, .. } = step {
+                checked_target(root, path, &journal, links)?;
+                continue;
+            }
+            for path in step.paths() {
+                checked(root, &path, &journal, links)?;
+            }
         }
         Ok(())
     }
@@ -430,7 +457,10 @@ impl Journal {
             .collect()
     }
 
-    /// Applies every step under `root`, in order. Safe to run again after a crash.
+    /// Applies every step under `root`, in order. Safe to run again after a crash
+    /// (`replay`: each step first looks whether a crashed run did it; otherwise the
+    /// steps run as the plan made them, right after the commit was decided, and a
+    /// step that fails leaves the rest to the next writer's replay).
     /// Writes are published together (fsynced at once, then renamed in order) before
     /// the next rename step; the caller's `sync` publishes the last ones.
     /// `links` holds what [`Journal::check_paths_with`] of the same commit looked at
@@ -441,6 +471,7 @@ impl Journal {
         publisher: &Publisher,
         journal_path: &Path,
         links: &LinkCheck,
+        replay: bool,
     ) -> Result<()> {
         for step in &self.steps {
             match step {
@@ -457,7 +488,7 @@ impl Journal {
                 }
                 Step::Write { path, text } => {
                     publisher.write_deferred(
-                        &checked(root, path, journal_path, links)?,
+                        &checked_target(root, path, journal_path, links)?,
                         text.as_bytes(),
                     )?;
                 }
@@ -470,7 +501,11 @@ impl Journal {
                     let from_path = checked(root, from, journal_path, links)?;
                     let to_path = checked(root, to, journal_path, links)?;
                     let trash_path = checked(root, trash, journal_path, links)?;
-                    exchange(publisher, &from_path, &to_path, &trash_path, marker)?;
+                    if replay {
+                        exchange(publisher, &from_path, &to_path, &trash_path, marker)?;
+                    } else {
+                        swap(publisher, &from_path, &to_path, &trash_path)?;
+                    }
                 }
                 Step::Unlink { path } => {
                     let path = checked(root, path, journal_path, links)?;
@@ -482,6 +517,16 @@ impl Journal {
                     publisher.flush()?;
                     let from_path = checked(root, from, journal_path, links)?;
                     let to_path = checked(root, to, journal_path, links)?;
+                    if !replay {
+                        match publisher.rename(&from_path, &to_path) {
+                            Ok(()) => {}
+                            // An overwrite's two-rename fallback (no swap on this
+                            // filesystem) already moved the old element to `to`.
+                            Err(e) if e.is_not_found() && exists(&to_path)? => {}
+                            Err(e) => return Err(e),
+                        }
+                        continue;
+                    }
                     // The plan guarantees `to` is absent when the step first runs, and
                     // steps run in order: so an existing `to` means the step is done.
                     let to_exists = exists(&to_path)?;
@@ -514,7 +559,17 @@ impl Journal {
     }
 }
 
-/// Applies (or replays) an [`Step::Exchange`].
+/// Applies an [`Step::Exchange`] the first time: `from` takes the place of `to`
+/// (one swap, else two renames), the old `to` going to `trash`.
+fn swap(publisher: &Publisher, from: &Path, to: &Path, trash: &Path) -> Result<()> {
+    if publisher.exchange(from, to)? {
+        return Ok(());
+    }
+    publisher.rename(to, trash)?;
+    publisher.rename(from, to)
+}
+
+/// Replays an [`Step::Exchange`].
 fn exchange(
     publisher: &Publisher,
     from: &Path,
@@ -545,11 +600,7 @@ fn exchange(
         publisher.touched(trash);
         return publisher.rename(from, to);
     }
-    if publisher.exchange(from, to)? {
-        return Ok(());
-    }
-    publisher.rename(to, trash)?;
-    publisher.rename(from, to)
+    swap(publisher, from, to, trash)
 }
 
 #[cfg(test)]
@@ -591,9 +642,9 @@ mod tests {
         ]);
         let p = Publisher::new();
         let jp = root.join("journal.json");
-        j.apply(root, &p, &jp, &LinkCheck::default()).unwrap();
+        j.apply(root, &p, &jp, &LinkCheck::default(), true).unwrap();
         p.sync().unwrap();
-        j.apply(root, &p, &jp, &LinkCheck::default()).unwrap();
+        j.apply(root, &p, &jp, &LinkCheck::default(), true).unwrap();
         p.sync().unwrap();
         assert!(root.join("old").is_dir() && root.join("trash/x").is_dir());
         assert!(!root.join("stage").exists());
@@ -616,13 +667,15 @@ mod tests {
         j.cleanup = vec!["trash/x".into()];
         let p = Publisher::new();
         let jp = root.join("journal.json");
-        j.apply(root, &p, &jp, &LinkCheck::default()).unwrap();
+        j.apply(root, &p, &jp, &LinkCheck::default(), true).unwrap();
         std::fs::remove_dir_all(root.join("trash/x")).unwrap();
         // Neither side exists: done, because the target was a cleanup folder.
-        j.apply(root, &p, &jp, &LinkCheck::default()).unwrap();
+        j.apply(root, &p, &jp, &LinkCheck::default(), true).unwrap();
         // Elsewhere, neither side existing is still an error.
         j.cleanup.clear();
-        let err = j.apply(root, &p, &jp, &LinkCheck::default()).unwrap_err();
+        let err = j
+            .apply(root, &p, &jp, &LinkCheck::default(), true)
+            .unwrap_err();
         assert!(err.to_string().contains("neither exists"), "{err}");
     }
 

@@ -1470,7 +1470,7 @@ fn commit_ops(
             Err(_) => Err(decided_error(error)),
         };
     }
-    finish(dataset, &journal, &publisher, links).map_err(decided_error)?;
+    finish(dataset, &journal, &publisher, links, false).map_err(decided_error)?;
     if records_stamps {
         super::stamps::record(layout, journal.generation, unchanged, &journal.steps);
     }
@@ -1493,17 +1493,19 @@ fn decided_error(error: Error) -> Error {
 }
 
 /// Applies a decided journal to the end: steps, folder fsyncs, journal removal, then
-/// the (harmless if interrupted) cleanup.
+/// the (harmless if interrupted) cleanup. `replay`: the journal was found by
+/// recovery (a crashed run may have applied some steps), not just decided here.
 /// `links` holds the paths the same commit checked before it was decided.
 fn finish(
     dataset: &Dataset,
     journal: &Journal,
     publisher: &Publisher,
     links: &crate::util::LinkCheck,
+    replay: bool,
 ) -> Result<()> {
     let layout = dataset.layout();
     let journal_path = layout.hidden.join(JOURNAL_FILE);
-    journal.apply(&layout.root, publisher, &journal_path, links)?;
+    journal.apply(&layout.root, publisher, &journal_path, links, replay)?;
     publisher.sync()?;
     // The removal is not fsynced: should a power loss bring the journal back, its
     // replay finds every step done (§6 of spec/commit-protocol.md: a rename into a
@@ -1613,7 +1615,7 @@ fn recover_sweeping(
     match Journal::load(&layout.hidden)? {
         Some(FoundJournal::Decided(journal)) => {
             let publisher = dataset.publisher();
-            finish(dataset, &journal, &publisher, links)?;
+            finish(dataset, &journal, &publisher, links, true)?;
             report.finished_commit = Some(journal.generation);
             dirs.extend(journal.written_folders(&layout.root));
         }

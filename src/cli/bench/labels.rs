@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use ndarray::{ArrayD, IxDyn};
 use serde_json::json;
-use spatialzarr::{Dataset, DatasetOptions, Durability, RasterOptions};
+use spatialzarr::{Dataset, DatasetOptions, RasterOptions};
 use zarrs::array::ArrayBuilder;
 use zarrs::array::codec::ZstdCodec;
 use zarrs::filesystem::FilesystemStore;
@@ -36,20 +36,17 @@ pub fn element_name(w: usize, j: usize) -> String {
     format!("w{w}_tile{j}_labels")
 }
 
-/// Our side, in one worker: adds `count` labels elements to the dataset.
+/// Our side, in one worker: adds `count` labels elements to the dataset, opened with
+/// `options`.
 pub fn ours(
     dataset: &Path,
     w: usize,
     count: usize,
     width: usize,
-    durability: Durability,
+    options: DatasetOptions,
 ) -> anyhow::Result<()> {
     let arrays: Vec<ArrayD<u32>> = (0..count).map(|j| labels(w, j, width)).collect();
     super::ready_and_wait()?;
-    let options = DatasetOptions {
-        durability: Some(durability),
-        ..DatasetOptions::default()
-    };
     let ds = Dataset::open(dataset, options)?;
     for (j, array) in arrays.iter().enumerate() {
         ds.add_labels(&element_name(w, j), array.view(), &RasterOptions::default())?;
@@ -95,22 +92,25 @@ pub fn plain(
 }
 
 /// The sides of the scenario: ours at each durability level, the baseline without
-/// and with fsync.
-const SIDES: [&str; 4] = [
+/// and with fsync, and ours fsyncing every folder it changes (the default where the
+/// filesystem does not order namespace changes).
+const SIDES: [&str; 5] = [
     "labels-ours",
     "labels-plain-fsync",
     "labels-ours-process",
     "labels-plain",
+    "labels-ours-strict",
 ];
 
 /// The scenario: alternating rounds of each side, each round in fresh folders; the
 /// medians of the wall times. `add_labels` compares `Durability::Full` with the
-/// baseline that fsyncs every file it writes; `add_labels_process` compares
+/// baseline that fsyncs every file it writes, `add_labels_strict` the same with every
+/// folder fsynced too (`FolderSync::Strict`); `add_labels_process` compares
 /// `Durability::Process` with the baseline without fsync.
 pub fn add_labels(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> {
     let (elements, width, rounds) = size(quick);
     let per_worker = elements / WORKERS;
-    let mut times: [Vec<f64>; 4] = Default::default();
+    let mut times: [Vec<f64>; 5] = Default::default();
     for round in 0..rounds {
         for (side, role) in SIDES.into_iter().enumerate() {
             let target = scratch.join(format!("{role}-{round}"));
@@ -150,14 +150,28 @@ pub fn add_labels(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> {
                "rounds": rounds, "ours_runs": times[ours], "baseline_runs": times[baseline],
                "ratio_to_floor_without_fsync": median(&times[ours]) / median(&times[3])})
     };
+    let ordered = Dataset::create(&scratch.join("labels-mode.zarr"), DatasetOptions::default())?
+        .trusts_folder_order();
+    let floor =
+        "plain zarrs, same processes, separate folders, no locks, every file and folder fsynced";
+    let mut full = details(0, 1);
+    full["folder_sync"] = json!(if ordered { "ordered" } else { "strict" });
     Ok(vec![
         Measure::new(
             "add_labels",
             (median(&times[0]), median(&times[1])),
-            "plain zarrs, same processes, separate folders, no locks, every file and folder fsynced",
+            floor,
             "s",
             Some(1.15),
-            details(0, 1),
+            full,
+        ),
+        Measure::new(
+            "add_labels_strict",
+            (median(&times[4]), median(&times[1])),
+            floor,
+            "s",
+            None,
+            details(4, 1),
         ),
         Measure::new(
             "add_labels_process",

@@ -4,8 +4,10 @@
 //! Scenarios (`--quick` shrinks each):
 //! 1. `add_labels`: 8 processes add 64 labels of 1024x1024 uint32; baseline: the same
 //!    processes write the same arrays with plain zarrs, no locks, no atomic publish,
-//!    every file and folder fsynced; `add_labels_process`: ours without fsync
-//!    (`Durability::Process`) beside the baseline without fsync.
+//!    every file and folder fsynced; `add_labels_strict`: ours fsyncing every folder
+//!    it changes too (`FolderSync::Strict`) beside the same baseline;
+//!    `add_labels_process`: ours without fsync (`Durability::Process`) beside the
+//!    baseline without fsync.
 //! 2. `append_rows`: 8 processes make 400 appends of 1,000 rows (10 numeric columns,
 //!    a categorical region, dense X of width 50); baseline: one process appends the
 //!    same batches with plain zarrs, fsyncing each append's files and folders;
@@ -15,7 +17,8 @@
 //!    (read the whole table, concatenate, write it anew).
 //! 4. `commit_latency`: a small metadata-only commit (new transformations), 1 and 8
 //!    writers; baseline: one atomic publish of a small file (fsynced); also 1 writer
-//!    without fsync beside a publish without fsync.
+//!    fsyncing every folder it changes (`FolderSync::Strict`), and 1 writer without
+//!    fsync beside a publish without fsync.
 //! 5. `lock_handoff`: release-to-acquire across two processes; baseline: raw flock.
 //! 6. `many_elements`: 50 single `add_labels` (library and CLI), `ls`, `info`, 1,000-row
 //!    appends into a 10^6-row table and `check` in a dataset of 10^5 labels; baseline:
@@ -413,6 +416,14 @@ pub fn fsync_tree(dir: &Path) -> anyhow::Result<()> {
         }
     }
     fsync_files(&files)
+}
+
+/// The folder-sync mode a worker role names: `ROLE-strict` fsyncs every folder a
+/// commit changes whatever the filesystem; any other role takes the default (the
+/// environment's, else `auto`).
+pub fn role_folder_sync(role: &str) -> Option<spatialzarr::FolderSync> {
+    role.ends_with("-strict")
+        .then_some(spatialzarr::FolderSync::Strict)
 }
 
 /// The durability level a worker role names: `ROLE-process` commits without fsync.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use spatialzarr::DatasetOptions;
 
 use super::{labels, latency, rows, scale};
 
@@ -13,7 +14,8 @@ use super::{labels, latency, rows, scale};
 pub struct WorkerArgs {
     /// What to do: `labels-ours`, `labels-plain`, `rows-ours`, `rows-plain` (each
     /// `ours` also as `...-process`, without fsync; each `plain` also as `...-fsync`,
-    /// fsyncing what it writes), `writers`, `commit` or `handoff`.
+    /// fsyncing what it writes; `labels-ours-strict` fsyncing every folder it
+    /// changes), `writers`, `commit` or `handoff`.
     role: String,
     /// The role's arguments: a folder, then numbers.
     args: Vec<String>,
@@ -38,12 +40,16 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("bench-worker {}: {text:?} is not a number", args.role))
     };
     match args.role.as_str() {
-        "labels-ours" | "labels-ours-process" => labels::ours(
+        "labels-ours" | "labels-ours-process" | "labels-ours-strict" => labels::ours(
             &folder(0)?,
             number(1)?,
             number(2)?,
             number(3)?,
-            super::role_durability(&args.role),
+            DatasetOptions {
+                durability: Some(super::role_durability(&args.role)),
+                folder_sync: super::role_folder_sync(&args.role),
+                ..DatasetOptions::default()
+            },
         )?,
         "labels-plain" | "labels-plain-fsync" => labels::plain(
             &folder(0)?,
