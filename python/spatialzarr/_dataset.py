@@ -110,6 +110,14 @@ class Dataset:
         return self._native.durability
 
     @property
+    def folder_sync(self) -> str:
+        """How this handle's ``"full"`` commits make folder changes durable:
+        ``"ordered"`` (left to the filesystem, which keeps their order: local ext3,
+        ext4 and xfs under ``folder_sync="auto"``) or ``"strict"`` (every changed
+        folder fsynced: network and FUSE filesystems, btrfs)."""
+        return self._native.folder_sync
+
+    @property
     def path(self) -> os.PathLike:
         """The dataset's root folder."""
         import pathlib

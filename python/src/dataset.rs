@@ -198,6 +198,17 @@ impl Dataset {
         self.inner.durability().as_str()
     }
 
+    /// How this handle's commits make folder changes durable: "ordered" (left to the
+    /// filesystem's ordering, ext3/ext4/xfs) or "strict" (every folder fsynced).
+    #[getter]
+    fn folder_sync(&self) -> &'static str {
+        if self.inner.trusts_folder_order() {
+            "ordered"
+        } else {
+            "strict"
+        }
+    }
+
     /// The dataset's root folder.
     #[getter]
     fn path(&self) -> PathBuf {
