@@ -219,14 +219,21 @@ fn looks_like_v3(bytes: &[u8]) -> bool {
     bytes[..n] == V3_START[..n]
 }
 
-fn checked(root: &Path, relative: &str, journal: &Path, links: &LinkCheck) -> Result<PathBuf> {
-    let path = safe_relative(relative)
+/// The step path `relative` under `root`; an error naming the journal when it is not a
+/// plain relative path inside the dataset.
+fn resolved(root: &Path, relative: &str, journal: &Path) -> Result<PathBuf> {
+    safe_relative(relative)
         .map(|p| root.join(p))
         .ok_or_else(|| Error::Corrupt {
             path: journal.to_path_buf(),
             reason: format!("path {relative:?} is not a plain relative path inside the dataset"),
-        })?;
-    // A step never writes, renames or creates through a link (it could lead out).
+        })
+}
+
+/// [`resolved`], reached without a link: a step never writes, renames or creates
+/// through one (it could lead out of the dataset).
+fn checked(root: &Path, relative: &str, journal: &Path, links: &LinkCheck) -> Result<PathBuf> {
+    let path = resolved(root, relative, journal)?;
     links.check(root, &path)?;
     Ok(path)
 }
@@ -240,12 +247,7 @@ fn checked_target(
     journal: &Path,
     links: &LinkCheck,
 ) -> Result<PathBuf> {
-    let path = safe_relative(relative)
-        .map(|p| root.join(p))
-        .ok_or_else(|| Error::Corrupt {
-            path: journal.to_path_buf(),
-            reason: format!("path {relative:?} is not a plain relative path inside the dataset"),
-        })?;
+    let path = resolved(root, relative, journal)?;
     if let Some(folder) = path.parent() {
         links.check(root, folder)?;
     }
