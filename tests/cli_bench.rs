@@ -29,6 +29,7 @@ fn quick_scenarios_report_ours_beside_the_baseline() {
         [
             "commit_latency_p50_1_writer_process",
             "commit_latency_p50_1_writer",
+            "commit_latency_p50_1_writer_strict",
             "commit_latency_p99_1_writer",
             "commit_latency_p50_8_writers",
             "commit_latency_p99_8_writers",
@@ -43,6 +44,12 @@ fn quick_scenarios_report_ours_beside_the_baseline() {
         assert_eq!(s["unit"], "us");
         assert!(!s["baseline_name"].as_str().unwrap().is_empty());
     }
+    // The strict side fsyncs every folder, whatever the filesystem of `--dir`.
+    let strict = scenarios
+        .iter()
+        .find(|s| s["name"] == "commit_latency_p50_1_writer_strict")
+        .unwrap();
+    assert_eq!(strict["details"]["folder_sync"], "strict", "{strict}");
     assert_eq!(report["quick"], true);
     // The scratch folders are removed.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -468,3 +468,74 @@ fn a_journal_never_decided_is_withdrawn_and_changes_nothing() {
         assert_eq!(pixels, labels, "{what}");
     }
 }
+
+/// Records every operation and fails the first fsync of a file written ahead of the
+/// journal once the journal is written: the round that decides the commit fails.
+#[derive(Default)]
+struct FailDecision {
+    ops: Mutex<Vec<FsOp>>,
+}
+
+impl FsObserver for FailDecision {
+    fn before(&self, op: &FsOp) -> std::io::Result<()> {
+        let mut ops = self.ops.lock().unwrap();
+        let journal_written = ops
+            .iter()
+            .any(|o| matches!(o, FsOp::Write(p, _) if p.ends_with(".spatialzarr/journal.json")));
+        let failed_before = ops.iter().any(|o| matches!(o, FsOp::FsyncRound(0)));
+        ops.push(op.clone());
+        match op {
+            FsOp::Fsync(p)
+                if journal_written
+                    && !failed_before
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(".sz-tmp")) =>
+            {
+                // Marks the failure (a round of 0 fsyncs is never announced).
+                ops.push(FsOp::FsyncRound(0));
+                Err(std::io::Error::from_raw_os_error(5))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// With `FolderSync::Ordered`, a commit whose deciding round fails still withdraws its
+/// journal durably: its caller is told nothing was committed, and no later journal
+/// would make the removal durable, so the hidden folder is fsynced after it (without
+/// that, a power loss could bring back a complete journal that recovery replays).
+#[test]
+fn a_failed_decision_is_withdrawn_durably_in_ordered_mode() {
+    let _turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::tempdir();
+    let ds = prepared_with(
+        dir.path(),
+        DatasetOptions {
+            folder_sync: Some(FolderSync::Ordered),
+            ..options(Durability::Full)
+        },
+    );
+    let observer = Arc::new(FailDecision::default());
+    set_observer(Some(observer.clone()));
+    let result = ds.append_rows("cells", &rows(10), None, Some("refused"));
+    set_observer(None);
+    let err = result.expect_err("the round deciding the commit failed");
+    assert!(
+        !matches!(err, spatialzarr::Error::CommitPending(_)),
+        "reported as pending: {err}"
+    );
+    let ops = observer.ops.lock().unwrap().clone();
+    let removed = ops
+        .iter()
+        .rposition(|op| matches!(op, FsOp::Unlink(p) if p.ends_with(".spatialzarr/journal.json")))
+        .expect("the journal was withdrawn");
+    assert!(
+        ops[removed..]
+            .iter()
+            .any(|op| matches!(op, FsOp::FsyncDir(p) if p.ends_with(".spatialzarr"))),
+        "the withdrawal was not made durable: {:?}",
+        &ops[removed..]
+    );
+    assert_eq!(ds.table_info("cells").unwrap().n_obs, 1000);
+    assert!(ds.check(true).unwrap().is_ok());
+}

@@ -1460,8 +1460,11 @@ fn commit_ops(
     // and every file it requires are (spec/commit-protocol.md §3.3).
     if let Err(error) = Publisher::sync_round(&[&row_publisher, &publisher]) {
         // Undecided: withdraw the journal if it reached its place. If even that
-        // fails, the commit stays decided and the next writer finishes it.
-        let withdraw = dataset.publisher();
+        // fails, the commit stays decided and the next writer finishes it. The
+        // caller is told nothing was committed, so the removal must be durable
+        // before it returns: no later journal covers it, and the folder is fsynced
+        // whatever the folder-sync mode (spec/commit-protocol.md §11.1).
+        let withdraw = Publisher::with_durability(dataset.durability());
         return match withdraw
             .remove_file(&journal_path)
             .and_then(|()| withdraw.sync_dir(&layout.hidden))
@@ -1621,9 +1624,10 @@ fn recover_sweeping(
         }
         Some(FoundJournal::Undecided { journal, reason }) => {
             // Nothing it describes reached a committed file (the steps run only once
-            // it is decided): withdrawn, durably, so that no power loss brings back
-            // a journal that a later commit's files could seem to satisfy.
-            let publisher = dataset.publisher();
+            // it is decided): withdrawn, durably (its folder fsynced in every
+            // folder-sync mode), so that no power loss brings back a journal that a
+            // later commit's files could seem to satisfy.
+            let publisher = Publisher::with_durability(dataset.durability());
             publisher.remove_file(&layout.hidden.join(JOURNAL_FILE))?;
             publisher.sync()?;
             let generation = journal.as_ref().map(|j| j.generation);
