@@ -410,9 +410,9 @@ def open(  # noqa: A001 - the name users expect
     ``"always"`` or ``"never"``. No reader of the SpatialData layout needs it.
 
     ``folder_sync`` is whether ``"full"`` commits fsync the folders they change:
-    ``"auto"`` (the default: not on a local ext3, ext4 or xfs disk, whose journal
-    makes those changes durable in order, one fsync round fewer per commit; yes
-    everywhere else), ``"strict"`` (always) or ``"ordered"`` (never: only for a
+    ``"auto"`` (the default: not on a local xfs, or ext3/ext4 with a journal, whose
+    journal makes those changes durable in order, one fsync round fewer per commit;
+    yes everywhere else, an ext4 made without a journal included), ``"strict"`` (always) or ``"ordered"`` (never: only for a
     filesystem that keeps that order). ``None`` takes the environment variable
     ``SPATIALZARR_FOLDER_SYNC``, else ``"auto"``.
 

@@ -199,7 +199,8 @@ impl Dataset {
     }
 
     /// How this handle's commits make folder changes durable: "ordered" (left to the
-    /// filesystem's ordering, ext3/ext4/xfs) or "strict" (every folder fsynced).
+    /// filesystem's ordering: xfs, journaled ext3/ext4) or "strict" (every folder
+    /// fsynced).
     #[getter]
     fn folder_sync(&self) -> &'static str {
         if self.inner.trusts_folder_order() {

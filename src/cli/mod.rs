@@ -117,8 +117,8 @@ pub struct WriteOptions {
     consolidated: Option<ConsolidatedMetadata>,
 
     /// Whether `full` commits fsync the folders they change: `auto` (not on a local
-    /// ext3/ext4/xfs disk, whose journal makes those changes durable in order; yes
-    /// elsewhere), `strict` (always) or `ordered` (never: only for a filesystem that
+    /// xfs, or ext3/ext4 with a journal, whose journal makes those changes durable in
+    /// order; yes elsewhere, ext4 without a journal included), `strict` (always) or `ordered` (never: only for a filesystem that
     /// keeps that order) [default: the SPATIALZARR_FOLDER_SYNC environment variable,
     /// else auto].
     #[arg(long, value_name = "auto|strict|ordered", value_parser = str::parse::<spatialzarr::FolderSync>)]

@@ -108,7 +108,7 @@ pub struct DatasetOptions {
     /// Whether commits at [`Durability::Full`] fsync the folders they change, or rely
     /// on the filesystem's ordering (`None`: the mode the environment variable
     /// `SPATIALZARR_FOLDER_SYNC` names, else [`FolderSync::Auto`]: ordered on local
-    /// ext3/ext4/xfs, strict elsewhere).
+    /// xfs and journaled ext3/ext4, strict elsewhere).
     pub folder_sync: Option<FolderSync>,
 
     /// The `ome.labels` list policy.

@@ -15,6 +15,8 @@ pub struct MountEntry {
     pub mount_point: PathBuf,
     /// Filesystem type, such as `ext4`, `nfs4` or `lustre`.
     pub fstype: String,
+    /// The device, as `major:minor`.
+    pub device: String,
     /// Per-mount and per-superblock options together.
     pub options: Vec<String>,
 }
@@ -55,6 +57,7 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     Some(MountEntry {
         mount_point: PathBuf::from(unescape(fields[4])),
         fstype: fields[separator + 1].to_owned(),
+        device: fields[2].to_owned(),
         options,
     })
 }
@@ -178,5 +181,6 @@ mod tests {
         let text = "garbage\n1 2 3\n22 1 8:1 / / rw - ext4 /dev/sda1 rw\n";
         let entry = find_mount(text, Path::new("/x")).unwrap();
         assert_eq!(entry.fstype, "ext4");
+        assert_eq!(entry.device, "8:1");
     }
 }

@@ -13,6 +13,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::ordering::MountOrder;
+
 /// What [`Durability::Process`] guarantees and what it risks, as the documentation
 /// and the CLI help state it.
 pub const PROCESS_GUARANTEE: &str = "A commit survives the crash or kill -9 of any process at any instant (the dataset is left in the state before it or after it, never a mix), but a power loss or a kernel crash may lose the commits of the last seconds and leave the dataset inconsistent, with torn or empty files: after one, run `spatialzarr check` and write again what it reports.";
@@ -115,10 +117,10 @@ pub const FOLDER_SYNC_ENV: &str = "SPATIALZARR_FOLDER_SYNC";
 /// they were made (spec/commit-protocol.md §11.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum FolderSync {
-    /// [`FolderSync::Ordered`] on a local ext3, ext4 or xfs filesystem, whose
-    /// metadata journal commits every change in order; [`FolderSync::Strict`]
-    /// anywhere else (btrfs, NFS, Lustre, GPFS, FUSE, tmpfs) or when the mount table
-    /// cannot be read (the default).
+    /// [`FolderSync::Ordered`] on a local xfs, or ext3/ext4 with a journal, mounted
+    /// with write barriers: their metadata journal commits every change in order;
+    /// [`FolderSync::Strict`] anywhere else (ext4 without a journal, btrfs, NFS,
+    /// Lustre, GPFS, FUSE, tmpfs) or when the kernel does not tell (the default).
     #[default]
     Auto,
     /// Every folder a commit changed is fsynced before the commit returns: no
@@ -136,10 +138,6 @@ pub enum FolderSync {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown folder-sync mode {0:?}: use auto, strict or ordered")]
 pub struct UnknownFolderSync(pub String);
-
-/// Filesystem types whose journal commits namespace changes in order, and whose
-/// fsync of a file commits every change made before it.
-const ORDERED_FILESYSTEMS: [&str; 3] = ["ext3", "ext4", "xfs"];
 
 impl FolderSync {
     /// The mode's name as the environment spells it.
@@ -163,29 +161,22 @@ impl FolderSync {
         }
     }
 
-    /// Whether commits on the filesystem of type `fstype` skip folder fsyncs.
-    pub fn orders(self, fstype: Option<&str>) -> bool {
+    /// Whether commits on a filesystem with the facts `mount` skip folder fsyncs
+    /// (`None`: nothing is known of it).
+    pub fn orders(self, mount: Option<&MountOrder>) -> bool {
         match self {
             FolderSync::Strict => false,
             FolderSync::Ordered => true,
-            FolderSync::Auto => fstype.is_some_and(|t| ORDERED_FILESYSTEMS.contains(&t)),
+            FolderSync::Auto => mount.is_some_and(MountOrder::orders),
         }
     }
 
     /// Whether commits to the dataset at `root` skip folder fsyncs: the mode, with
-    /// [`FolderSync::Auto`] decided by the type of the mount that holds `root`.
+    /// [`FolderSync::Auto`] decided by the mount that holds `root` (its type, its
+    /// barriers and, for ext3/ext4, whether it has a journal).
     pub fn orders_at(self, root: &std::path::Path) -> bool {
         match self {
-            FolderSync::Auto => {
-                let fstype = std::fs::read_to_string("/proc/self/mountinfo")
-                    .ok()
-                    .and_then(|info| {
-                        let canonical = root.canonicalize().ok()?;
-                        crate::lock::mounts::find_mount(&info, &canonical)
-                    })
-                    .map(|entry| entry.fstype);
-                self.orders(fstype.as_deref())
-            }
+            FolderSync::Auto => self.orders(MountOrder::at(root).as_ref()),
             other => other.orders(None),
         }
     }
@@ -236,14 +227,19 @@ mod tests {
         }
         let err = "lazy".parse::<FolderSync>().unwrap_err();
         assert!(err.to_string().contains("\"lazy\""), "{err}");
-        for fstype in ["ext4", "ext3", "xfs"] {
-            assert!(FolderSync::Auto.orders(Some(fstype)), "{fstype}");
-            assert!(!FolderSync::Strict.orders(Some(fstype)), "{fstype}");
-        }
-        for fstype in ["btrfs", "nfs4", "lustre", "fuse.glusterfs", "tmpfs", "ext2"] {
-            assert!(!FolderSync::Auto.orders(Some(fstype)), "{fstype}");
-            assert!(FolderSync::Ordered.orders(Some(fstype)), "{fstype}");
-        }
+        let journaled = MountOrder {
+            fstype: "ext4".to_owned(),
+            no_barriers: false,
+            journal: super::super::ordering::Journal::Present,
+        };
+        let bare = MountOrder {
+            journal: super::super::ordering::Journal::Absent,
+            ..journaled.clone()
+        };
+        assert!(FolderSync::Auto.orders(Some(&journaled)));
+        assert!(!FolderSync::Strict.orders(Some(&journaled)));
+        assert!(!FolderSync::Auto.orders(Some(&bare)));
+        assert!(FolderSync::Ordered.orders(Some(&bare)));
         assert!(!FolderSync::Auto.orders(None));
     }
 }

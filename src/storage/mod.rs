@@ -2,6 +2,7 @@
 
 pub(crate) mod doc_cache;
 pub mod durability;
+pub mod ordering;
 pub mod publish;
 pub mod trace;
 pub mod zarr_store;
