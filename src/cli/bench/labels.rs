@@ -10,7 +10,6 @@ use serde_json::json;
 use spatialzarr::{Dataset, DatasetOptions, RasterOptions};
 use zarrs::array::ArrayBuilder;
 use zarrs::array::codec::ZstdCodec;
-use zarrs::filesystem::FilesystemStore;
 
 use super::{Measure, arg, median, run_workers};
 
@@ -55,8 +54,9 @@ pub fn ours(
 }
 
 /// The baseline, in one worker: the same arrays (same chunks, codec and level) with
-/// plain zarrs: files written in place, no lock, no journal, no staging; with
-/// `fsync`, every element's files and folders are then fsynced (in one round).
+/// plain zarrs: files written in place (no fsync: see `plain_store`), no lock, no
+/// journal, no staging; with `fsync`, every element's files and folders are then
+/// fsynced (in one round).
 pub fn plain(
     folder: &Path,
     w: usize,
@@ -67,10 +67,11 @@ pub fn plain(
     let arrays: Vec<ArrayD<u32>> = (0..count).map(|j| labels(w, j, width)).collect();
     super::ready_and_wait()?;
     let defaults = RasterOptions::default();
-    for (j, array) in arrays.into_iter().enumerate() {
+    // By reference, as `ours`: the pixels are freed when the process ends, on both sides.
+    for (j, array) in arrays.iter().enumerate() {
         let dir = folder.join(element_name(w, j));
         std::fs::create_dir_all(&dir)?;
-        let store = Arc::new(FilesystemStore::new(&dir)?);
+        let store = Arc::new(super::plain_store::PlainStore::new(&dir)?);
         let shape = vec![width as u64, width as u64];
         let chunk = (width as u64).min(1024);
         let zarr_array = ArrayBuilder::new(
@@ -83,7 +84,7 @@ pub fn plain(
         .dimension_names(Some(vec!["y".to_owned(), "x".to_owned()]))
         .build(store, "/s0")?;
         zarr_array.store_metadata()?;
-        zarr_array.store_array_subset(&zarr_array.subset_all(), array)?;
+        zarr_array.store_array_subset(&zarr_array.subset_all(), &array.view())?;
         if fsync {
             super::fsync_tree(&dir)?;
         }
@@ -143,6 +144,7 @@ pub fn add_labels(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> {
             }
             times[side].push(elapsed.as_secs_f64());
             std::fs::remove_dir_all(&target)?;
+            super::settle(scratch)?;
         }
     }
     let details = |ours: usize, baseline: usize| {

@@ -28,11 +28,14 @@
 //!
 //! Multi-process scenarios start their workers (`spatialzarr bench-worker`, hidden),
 //! let each prepare its data, then release them together and time until the last
-//! one exits. SIGINT, SIGTERM or SIGHUP stop the workers before the bench exits, and
+//! one exits. Between two sides of `add_labels` and `append_rows` the scratch
+//! filesystem is synced (untimed), so that no side pays for the writeback of the
+//! one before. SIGINT, SIGTERM or SIGHUP stop the workers before the bench exits, and
 //! a worker whose bench dies is killed with it (see `cli::workers`).
 
 mod labels;
 mod latency;
+mod plain_store;
 mod rows;
 mod scale;
 mod worker;
@@ -399,6 +402,17 @@ pub fn fsync_files(files: &[PathBuf]) -> anyhow::Result<()> {
             .into_iter()
             .try_for_each(|h| h.join().expect("an fsync thread panicked"))
     })
+}
+
+/// Writes back, untimed, everything the last side left dirty on the filesystem that
+/// holds `scratch` (its files, and the removal of its folder), so that the next side
+/// starts from a clean page cache: a side without fsync would otherwise hand its
+/// writeback to the side timed after it.
+pub fn settle(scratch: &Path) -> anyhow::Result<()> {
+    let dir = std::fs::File::open(scratch)
+        .with_context(|| format!("cannot open {}", scratch.display()))?;
+    rustix::fs::syncfs(&dir).with_context(|| format!("syncfs of {}", scratch.display()))?;
+    Ok(())
 }
 
 /// [`fsync_files`] of every file below `dir`.

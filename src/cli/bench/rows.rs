@@ -16,7 +16,6 @@ use spatialzarr::table::{Prim, RowBatch, TableSpec, XRows, XSpec};
 use spatialzarr::{Dataset, DatasetOptions};
 use zarrs::array::codec::ZstdCodec;
 use zarrs::array::{Array as ZarrArray, ArrayBuilder, ArraySubset, Element, FillValue};
-use zarrs::filesystem::FilesystemStore;
 
 use super::{Measure, arg, median, run_workers};
 
@@ -105,14 +104,14 @@ pub fn ours(
 /// codes) and a 2-d X, chunked and compressed as ours; appended to by resizing each
 /// array and writing the new rows in place.
 struct PlainTable {
-    store: Arc<FilesystemStore>,
+    store: Arc<super::plain_store::PlainStore>,
     folder: std::path::PathBuf,
 }
 
 impl PlainTable {
     fn create(folder: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(folder)?;
-        let store = Arc::new(FilesystemStore::new(folder)?);
+        let store = Arc::new(super::plain_store::PlainStore::new(folder)?);
         let table = Self {
             store,
             folder: folder.to_path_buf(),
@@ -286,6 +285,7 @@ pub fn append_rows(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> 
             };
             times[side].push(elapsed.as_secs_f64());
             std::fs::remove_dir_all(&target)?;
+            super::settle(scratch)?;
         }
     }
     let details = |ours: usize, baseline: usize| {
