@@ -10,9 +10,7 @@
 //! (`nobarrier`, `barrier=0`) lets the disk reorder the journal's writes. Anything
 //! not known to order is taken not to.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
 
 use crate::lock::mounts::MountEntry;
 
@@ -78,17 +76,10 @@ impl MountOrder {
 }
 
 /// Whether the ext3/ext4 filesystem on block device `device` (`major:minor`) has a
-/// journal; asked once per device and process (a mounted filesystem keeps it).
+/// journal. Asked anew each time: after an unmount the same device number can hold
+/// another filesystem (loop devices reuse theirs), or the same one changed by
+/// `tune2fs`.
 fn ext_journal(device: &str) -> Journal {
-    static SEEN: Mutex<BTreeMap<String, Journal>> = Mutex::new(BTreeMap::new());
-    let mut seen = SEEN.lock().unwrap_or_else(PoisonError::into_inner);
-    *seen
-        .entry(device.to_owned())
-        .or_insert_with(|| ask_ext_journal(device))
-}
-
-/// [`ext_journal`], asking the kernel.
-fn ask_ext_journal(device: &str) -> Journal {
     let Some(name) = block_device_name(device) else {
         return Journal::Unknown;
     };
@@ -112,7 +103,8 @@ fn block_device_name(device: &str) -> Option<String> {
 }
 
 /// Decides the journal of device `name` from the text of its `journal_task` (if
-/// readable) and the folder names under `/proc/fs/jbd2`.
+/// readable): `<none>` or a process id; anything else, or no text, is settled by the
+/// folder names under `/proc/fs/jbd2` (a `<name>-<inode>` folder: a journal).
 fn journal_from(name: &str, journal_task: Option<&str>, jbd2: &[String]) -> Journal {
     match journal_task.map(str::trim) {
         Some("<none>") => Journal::Absent,

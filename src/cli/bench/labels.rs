@@ -153,8 +153,7 @@ pub fn add_labels(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> {
                "ratio_to_floor_without_fsync": median(&times[ours]) / median(&times[3])})
     };
     let ordered = spatialzarr::FolderSync::resolve(None)?.orders_at(scratch);
-    let floor =
-        "plain zarrs, same processes, separate folders, no locks, every file and folder fsynced";
+    let floor = "plain zarrs, same processes, separate folders, no locks, every file written and each folder holding one fsynced";
     let mut full = details(0, 1);
     full["folder_sync"] = json!(if ordered { "ordered" } else { "strict" });
     Ok(vec![

@@ -4,7 +4,8 @@
 //! Scenarios (`--quick` shrinks each):
 //! 1. `add_labels`: 8 processes add 64 labels of 1024x1024 uint32; baseline: the same
 //!    processes write the same arrays with plain zarrs, no locks, no atomic publish,
-//!    every file and folder fsynced; `add_labels_strict`: ours fsyncing every folder
+//!    every file written and each folder holding one fsynced (not the parents of new
+//!    folders); `add_labels_strict`: ours fsyncing every folder
 //!    it changes too (`FolderSync::Strict`) beside the same baseline;
 //!    `add_labels_process`: ours without fsync (`Durability::Process`) beside the
 //!    baseline without fsync.

@@ -298,7 +298,7 @@ pub fn append_rows(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> 
         Measure::new(
             "append_rows",
             (median(&times[0]), median(&times[1])),
-            "plain zarrs, one process, no locks, each append's files and folders fsynced",
+            "plain zarrs, one process, no locks, each append's files and the folders holding them fsynced",
             "s",
             Some(1.25),
             details(0, 1),
