@@ -203,11 +203,7 @@ impl Dataset {
     /// fsynced).
     #[getter]
     fn folder_sync(&self) -> &'static str {
-        if self.inner.trusts_folder_order() {
-            "ordered"
-        } else {
-            "strict"
-        }
+        self.inner.folder_sync().as_str()
     }
 
     /// The dataset's root folder.

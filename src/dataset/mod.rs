@@ -383,6 +383,16 @@ impl Dataset {
         self.inner.ordered
     }
 
+    /// The folder-sync mode this handle's commits use: [`FolderSync::Ordered`] or
+    /// [`FolderSync::Strict`] ([`FolderSync::Auto`] resolved when it was opened).
+    pub fn folder_sync(&self) -> FolderSync {
+        if self.inner.ordered {
+            FolderSync::Ordered
+        } else {
+            FolderSync::Strict
+        }
+    }
+
     /// A publisher for the commit path at this handle's durability level: every
     /// change it makes is covered by a journal fsynced after it, so on a filesystem
     /// that orders namespace changes it fsyncs no folder (spec/commit-protocol.md

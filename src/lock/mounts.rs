@@ -104,17 +104,30 @@ pub fn node_local_option(entry: &MountEntry) -> Option<String> {
         .cloned()
 }
 
-/// Reads `/proc/self/mountinfo` and returns `(fstype, option)` when the mount holding
-/// `path` has node-local or absent locks. Unreadable mountinfo yields `None`.
-pub fn node_local_locks(path: &Path) -> Option<(String, String)> {
+/// The mount that holds `path` (resolved first), from `/proc/self/mountinfo`; `None`
+/// when the table cannot be read or `path` cannot be resolved.
+pub fn mount_of(path: &Path) -> Option<MountEntry> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    node_local_locks_in(&mountinfo, path)
+    mount_of_in(&mountinfo, path)
+}
+
+/// As [`mount_of`], with the mount table given as mountinfo text.
+pub fn mount_of_in(mountinfo: &str, path: &Path) -> Option<MountEntry> {
+    find_mount(mountinfo, &path.canonicalize().ok()?)
+}
+
+/// `(fstype, option)` when the mount holding `path` has node-local or absent locks.
+/// Unreadable mountinfo yields `None`.
+pub fn node_local_locks(path: &Path) -> Option<(String, String)> {
+    node_local(mount_of(path)?)
 }
 
 /// As [`node_local_locks`], with the mount table given as mountinfo text.
 pub fn node_local_locks_in(mountinfo: &str, path: &Path) -> Option<(String, String)> {
-    let canonical = path.canonicalize().ok()?;
-    let entry = find_mount(mountinfo, &canonical)?;
+    node_local(mount_of_in(mountinfo, path)?)
+}
+
+fn node_local(entry: MountEntry) -> Option<(String, String)> {
     node_local_option(&entry).map(|option| (entry.fstype, option))
 }
 

@@ -171,14 +171,26 @@ impl FolderSync {
         }
     }
 
-    /// Whether commits to the dataset at `root` skip folder fsyncs: the mode, with
-    /// [`FolderSync::Auto`] decided by the mount that holds `root` (its type, its
-    /// barriers and, for ext3/ext4, whether it has a journal).
-    pub fn orders_at(self, root: &std::path::Path) -> bool {
-        match self {
+    /// The mode commits to the dataset at `root` use: [`FolderSync::Strict`] or
+    /// [`FolderSync::Ordered`], with [`FolderSync::Auto`] decided by the mount that
+    /// holds `root` (its type, its barriers and, for ext3/ext4, whether it has a
+    /// journal).
+    pub fn at(self, root: &std::path::Path) -> FolderSync {
+        let ordered = match self {
             FolderSync::Auto => self.orders(MountOrder::at(root).as_ref()),
             other => other.orders(None),
+        };
+        if ordered {
+            FolderSync::Ordered
+        } else {
+            FolderSync::Strict
         }
+    }
+
+    /// Whether commits to the dataset at `root` skip folder fsyncs
+    /// ([`FolderSync::at`] is [`FolderSync::Ordered`]).
+    pub fn orders_at(self, root: &std::path::Path) -> bool {
+        self.at(root) == FolderSync::Ordered
     }
 }
 
@@ -203,6 +215,7 @@ impl fmt::Display for FolderSync {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ordering::Journal;
     use super::*;
 
     #[test]
@@ -230,10 +243,10 @@ mod tests {
         let journaled = MountOrder {
             fstype: "ext4".to_owned(),
             no_barriers: false,
-            journal: super::super::ordering::Journal::Present,
+            journal: Journal::Present,
         };
         let bare = MountOrder {
-            journal: super::super::ordering::Journal::Absent,
+            journal: Journal::Absent,
             ..journaled.clone()
         };
         assert!(FolderSync::Auto.orders(Some(&journaled)));

@@ -61,9 +61,7 @@ impl MountOrder {
     /// The facts of the mount holding `root`; `None` when the mount table cannot be
     /// read or `root` cannot be resolved.
     pub fn at(root: &Path) -> Option<Self> {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-        let canonical = root.canonicalize().ok()?;
-        crate::lock::mounts::find_mount(&info, &canonical).map(|entry| Self::of(&entry))
+        crate::lock::mounts::mount_of(root).map(|entry| Self::of(&entry))
     }
 
     /// Whether namespace changes are durable in order here (O1).
@@ -84,15 +82,16 @@ fn ext_journal(device: &str) -> Journal {
         return Journal::Unknown;
     };
     let task = std::fs::read_to_string(format!("/sys/fs/ext4/{name}/journal_task")).ok();
-    let jbd2: Vec<String> = std::fs::read_dir("/proc/fs/jbd2")
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    journal_from(&name, task.as_deref(), &jbd2)
+    journal_from(&name, task.as_deref(), || {
+        std::fs::read_dir("/proc/fs/jbd2")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
 }
 
 /// The kernel's name of block device `device` (`major:minor`), as sysfs and procfs
@@ -105,13 +104,18 @@ fn block_device_name(device: &str) -> Option<String> {
 /// Decides the journal of device `name` from the text of its `journal_task` (if
 /// readable): `<none>` or a process id; anything else, or no text, is settled by the
 /// folder names under `/proc/fs/jbd2` (a `<name>-<inode>` folder: a journal).
-fn journal_from(name: &str, journal_task: Option<&str>, jbd2: &[String]) -> Journal {
+/// The folder names are listed (`jbd2`) only when `journal_task` does not settle it.
+fn journal_from(
+    name: &str,
+    journal_task: Option<&str>,
+    jbd2: impl FnOnce() -> Vec<String>,
+) -> Journal {
     match journal_task.map(str::trim) {
         Some("<none>") => Journal::Absent,
         Some(pid) if pid.parse::<u64>().is_ok() => Journal::Present,
         _ => {
             let prefix = format!("{name}-");
-            if jbd2.iter().any(|entry| entry.starts_with(&prefix)) {
+            if jbd2().iter().any(|entry| entry.starts_with(&prefix)) {
                 Journal::Present
             } else {
                 Journal::Unknown
@@ -148,21 +152,18 @@ mod tests {
 
     #[test]
     fn the_journal_is_read_from_sysfs_then_procfs() {
-        let none: [String; 0] = [];
+        let none = Vec::new;
+        assert_eq!(journal_from("vda", Some("<none>\n"), none), Journal::Absent);
+        assert_eq!(journal_from("vda", Some("412\n"), none), Journal::Present);
+        let jbd2 = || vec!["sda1-8".to_owned(), "dm-0-8".to_owned()];
+        assert_eq!(journal_from("dm-0", None, jbd2), Journal::Present);
         assert_eq!(
-            journal_from("vda", Some("<none>\n"), &none),
-            Journal::Absent
-        );
-        assert_eq!(journal_from("vda", Some("412\n"), &none), Journal::Present);
-        let jbd2 = ["sda1-8".to_owned(), "dm-0-8".to_owned()];
-        assert_eq!(journal_from("dm-0", None, &jbd2), Journal::Present);
-        assert_eq!(
-            journal_from("sda1", Some("garbled"), &jbd2),
+            journal_from("sda1", Some("garbled"), jbd2),
             Journal::Present
         );
         // `sda` is not `sda1`: a prefix must end at the dash.
-        assert_eq!(journal_from("sda", None, &jbd2), Journal::Unknown);
-        assert_eq!(journal_from("vda", None, &none), Journal::Unknown);
+        assert_eq!(journal_from("sda", None, jbd2), Journal::Unknown);
+        assert_eq!(journal_from("vda", None, none), Journal::Unknown);
     }
 
     #[test]

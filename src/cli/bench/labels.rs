@@ -152,10 +152,10 @@ pub fn add_labels(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure>> {
                "rounds": rounds, "ours_runs": times[ours], "baseline_runs": times[baseline],
                "ratio_to_floor_without_fsync": median(&times[ours]) / median(&times[3])})
     };
-    let ordered = spatialzarr::FolderSync::resolve(None)?.orders_at(scratch);
+    let folder_sync = spatialzarr::FolderSync::resolve(None)?.at(scratch);
     let floor = "plain zarrs, same processes, separate folders, no locks, every file written and each folder holding one fsynced";
     let mut full = details(0, 1);
-    full["folder_sync"] = json!(if ordered { "ordered" } else { "strict" });
+    full["folder_sync"] = json!(folder_sync.as_str());
     Ok(vec![
         Measure::new(
             "add_labels",

@@ -125,11 +125,7 @@ pub fn commit_latency(scratch: &Path, quick: bool) -> anyhow::Result<Vec<Measure
     baseline.extend(publishes(&publish_dir, per_block, Durability::Full)?);
 
     let name = "one atomic publish of a small file (temp, fsync, rename, folder fsync)";
-    let folder_sync = if ds.trusts_folder_order() {
-        "ordered"
-    } else {
-        "strict"
-    };
+    let folder_sync = ds.folder_sync().as_str();
     let details_in = |samples: &[f64], writers: usize, folder_sync: &str| json!({"writers": writers, "commits": samples.len(), "baseline_publishes": baseline.len(), "folder_sync": folder_sync});
     let details = |samples: &[f64], writers: usize| details_in(samples, writers, folder_sync);
     Ok(vec![
