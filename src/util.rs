@@ -73,6 +73,16 @@ pub struct LinkCheck {
 }
 
 impl LinkCheck {
+    /// Remembers `path` as not a link: an `lstat` the caller made under the same
+    /// write lock found a real folder there, or nothing ("not found"). The folders
+    /// above it are still checked by [`Self::check`], each on its own.
+    pub fn note_not_link(&self, root: &Path, path: &Path) {
+        if path.starts_with(root) {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.insert(path.to_path_buf());
+        }
+    }
+
     /// Checks `path` below `root` as [`no_links_below`] does.
     pub fn check(&self, root: &Path, path: &Path) -> Result<()> {
         let Ok(relative) = path.strip_prefix(root) else {

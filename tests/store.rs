@@ -450,6 +450,65 @@ fn remove_then_add_the_same_name_in_one_transaction() {
     assert!(ds.check(false).unwrap().is_ok());
 }
 
+/// Writers sweep the leftovers of dead writers on a schedule, not at every commit:
+/// the first commit of a dataset sweeps, the next ones do not, and the commit that
+/// finds 64 generations made since the last sweep sweeps again.
+#[test]
+fn writers_sweep_leftovers_every_64_commits() {
+    let dir = common::tempdir();
+    let path = dir.path().join("sd.zarr");
+    let ds = create(&path);
+    let data = ArrayD::<u8>::zeros(IxDyn(&[2, 2]));
+    ds.add_labels("first", data.view(), &RasterOptions::default())
+        .unwrap();
+    let swept_at = ds.generation().unwrap() - 1;
+    let temp = path.join(".sz-tmp-root");
+    let hidden_temp = path.join(".spatialzarr/.sz-tmp-hidden");
+    let dead_stage = path.join(".spatialzarr/staging/12345-1-1");
+    let trash = path.join(".spatialzarr/trash/12345-2-2");
+    let plant = || {
+        std::fs::write(&temp, b"x").unwrap();
+        std::fs::write(&hidden_temp, b"x").unwrap();
+        std::fs::create_dir_all(dead_stage.join("element")).unwrap();
+        std::fs::write(dead_stage.join("owner"), b"").unwrap();
+        std::fs::create_dir_all(trash.join("s0")).unwrap();
+    };
+    let left = || [&temp, &hidden_temp, &dead_stage, &trash].map(|p| p.exists());
+    plant();
+    let mut i = 0;
+    while ds.generation().unwrap() < swept_at + 64 {
+        assert_eq!(
+            left(),
+            [true; 4],
+            "swept at generation {}",
+            ds.generation().unwrap()
+        );
+        ds.add_labels(&format!("l{i}"), data.view(), &RasterOptions::default())
+            .unwrap();
+        i += 1;
+    }
+    // The next commit finds generation `swept_at + 64`: it sweeps first.
+    ds.add_labels("due", data.view(), &RasterOptions::default())
+        .unwrap();
+    assert_eq!(
+        left(),
+        [false; 4],
+        "not swept 64 commits after the last sweep"
+    );
+    assert!(ds.check(false).unwrap().is_ok());
+    // `recover` sweeps at once, and counts as the last sweep.
+    plant();
+    let report = ds.recover().unwrap();
+    assert_eq!(report.removed_staging, vec![dead_stage.clone()]);
+    assert_eq!(report.removed_trash.len(), 1, "{report:?}");
+    assert_eq!(left(), [false; 4]);
+    plant();
+    ds.add_labels("after", data.view(), &RasterOptions::default())
+        .unwrap();
+    assert_eq!(left(), [true; 4], "swept right after a recovery");
+    assert_eq!(ds.list().unwrap().labels.len(), i + 3);
+}
+
 #[test]
 fn recover_removes_leftovers_of_dead_writers() {
     let dir = common::tempdir();

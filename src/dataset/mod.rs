@@ -62,6 +62,12 @@ pub enum ConsolidatedMetadata {
 /// [`ConsolidatedMetadata::KeepCurrent`] keeps: 1 MiB, about 700 single-level labels.
 pub const CONSOLIDATED_LIMIT_BYTES: usize = 1 << 20;
 
+/// The smallest in-memory raster whose name is checked against the committed state
+/// before it is staged (spec/commit-protocol.md §12.3 step 1). Below it, staging
+/// costs about what the check does (a few metadata operations), and the commit
+/// checks the name anyway.
+const PRECHECK_MIN_BYTES: usize = 1 << 20;
+
 /// When a commit that changes the labels set writes the NGFF `ome.labels` list of
 /// `labels/zarr.json` (no reader of the SpatialData layout needs it, and it holds
 /// every labels name; spec/format.md §3).
@@ -583,7 +589,11 @@ impl Dataset {
         options: &RasterOptions,
         overwrite: bool,
     ) -> Result<CommitInfo> {
-        self.precheck_add(kind, name, overwrite)?;
+        if data.len().saturating_mul(std::mem::size_of::<T>()) >= PRECHECK_MIN_BYTES {
+            self.precheck_add(kind, name, overwrite)?;
+        } else {
+            ElementName::new(name)?;
+        }
         let staged = self.stage_raster(kind, name, data, options)?;
         self.commit_request(group::Request::Add { staged, overwrite })
             .map(|done| done.commit())

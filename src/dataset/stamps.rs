@@ -47,6 +47,52 @@ pub struct GroupStamps {
     pub generation: u64,
     /// Each group folder's stamp (`None`: it did not exist, or was not a real folder).
     pub groups: BTreeMap<ElementKind, Option<Stamp>>,
+    /// When the leftovers of dead writers were last swept (absent in files written
+    /// before sweeps were scheduled: a sweep is then due).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swept: Option<SweepMark>,
+}
+
+/// When a writer last swept the leftovers of dead writers (staging folders whose
+/// owner is gone, trash entries, temporary files in the root and the hidden folder:
+/// spec/commit-protocol.md §5 steps 2–4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepMark {
+    /// The committed generation the sweep found.
+    pub generation: u64,
+    /// The wall-clock time of the sweep, in seconds since the Unix epoch.
+    pub unix_secs: u64,
+}
+
+/// A sweep is due once this many commits were made since the last one...
+pub const SWEEP_EVERY_COMMITS: u64 = 64;
+/// ...or this many seconds have passed since it (or the clock went back).
+pub const SWEEP_EVERY_SECS: u64 = 60;
+
+impl SweepMark {
+    /// A sweep made now, finding `generation` committed.
+    pub fn now(generation: u64) -> Self {
+        Self {
+            generation,
+            unix_secs: unix_secs_now(),
+        }
+    }
+
+    /// Whether a writer finding `generation` committed must sweep again.
+    pub fn due(&self, generation: u64) -> bool {
+        let now = unix_secs_now();
+        generation < self.generation
+            || generation - self.generation >= SWEEP_EVERY_COMMITS
+            || now < self.unix_secs
+            || now - self.unix_secs >= SWEEP_EVERY_SECS
+    }
+}
+
+/// Seconds since the Unix epoch (0 for a clock set before it).
+fn unix_secs_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The stamp of the group folder of `kind` now (one `lstat`); `None` when it is
@@ -70,26 +116,58 @@ pub fn load(layout: &Layout, generation: u64) -> Option<GroupStamps> {
 }
 
 /// The groups whose folder is as the last commit that recorded stamps left it, each
-/// with its stamp (read once, under the lock the caller holds).
+/// with its stamp (read once, under the lock the caller holds), and the last sweep
+/// those stamps carry forward.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UnchangedGroups(BTreeMap<ElementKind, Option<Stamp>>);
+pub struct UnchangedGroups {
+    groups: BTreeMap<ElementKind, Option<Stamp>>,
+    /// The last sweep, as recorded (or as made by this writer's recovery).
+    pub swept: Option<SweepMark>,
+}
 
 impl UnchangedGroups {
+    /// No group taken as unchanged; only the last sweep carried forward (for a
+    /// record that stamps every group anew).
+    pub fn only_sweep(swept: Option<SweepMark>) -> Self {
+        Self {
+            groups: BTreeMap::new(),
+            swept,
+        }
+    }
+
+    /// Whether a writer finding `generation` committed must sweep (no sweep
+    /// recorded, or [`SweepMark::due`]).
+    pub fn sweep_due(&self, generation: u64) -> bool {
+        self.swept.is_none_or(|mark| mark.due(generation))
+    }
+
+    /// The groups whose folder was found a real folder (not a link) when the stamps
+    /// were compared: the `lstat` that stamped it showed so.
+    pub fn real_folders(&self) -> impl Iterator<Item = ElementKind> + '_ {
+        self.groups
+            .iter()
+            .filter(|(_, stamp)| stamp.is_some())
+            .map(|(kind, _)| *kind)
+    }
+
     /// Whether the group of `kind` is unchanged.
     pub fn contains(&self, kind: &ElementKind) -> bool {
-        self.0.contains_key(kind)
+        self.groups.contains_key(kind)
     }
 
     /// Whether every group is unchanged.
     pub fn covers_all(&self) -> bool {
-        self.0.len() == ElementKind::ALL.len()
+        self.groups.len() == ElementKind::ALL.len()
     }
 
     /// Every group taken as unchanged without looking at any, for a read that trusts
     /// the element index alone (a pre-check the commit repeats). Holds no stamps:
     /// never pass it to [`record`].
     pub fn assumed_all() -> Self {
-        Self(ElementKind::ALL.into_iter().map(|k| (k, None)).collect())
+        Self {
+            groups: ElementKind::ALL.into_iter().map(|k| (k, None)).collect(),
+            swept: None,
+        }
     }
 }
 
@@ -101,15 +179,16 @@ pub fn unchanged_groups(layout: &Layout, manifest: Option<&Manifest>) -> Unchang
     let Some(stamps) = manifest.and_then(|m| load(layout, m.stamps_generation())) else {
         return UnchangedGroups::default();
     };
-    UnchangedGroups(
-        ElementKind::ALL
+    UnchangedGroups {
+        groups: ElementKind::ALL
             .into_iter()
             .filter_map(|kind| {
                 let now = current(&layout.root, kind);
                 (stamps.groups.get(&kind) == Some(&now)).then_some((kind, now))
             })
             .collect(),
-    )
+        swept: stamps.swept,
+    }
 }
 
 impl GroupStamps {
@@ -163,13 +242,29 @@ pub fn record(
         generation,
         groups: ElementKind::ALL
             .iter()
-            .map(|&kind| match unchanged.0.get(&kind) {
+            .map(|&kind| match unchanged.groups.get(&kind) {
                 Some(&seen) if !touched.contains(&kind) => (kind, seen),
                 _ => (kind, current(&layout.root, kind)),
             })
             .collect(),
+        swept: unchanged.swept,
     };
-    let Ok(text) = serde_json::to_vec(&stamps) else {
+    write(layout, &stamps);
+}
+
+/// Records `mark` in the stamps of `generation`, if there are such: a sweep made
+/// outside [`record`] (by a commit that rewrites no stamps, or by
+/// `Dataset::recover`). Best effort, as [`record`].
+pub fn note_sweep(layout: &Layout, generation: u64, mark: SweepMark) {
+    if let Some(mut stamps) = load(layout, generation) {
+        stamps.swept = Some(mark);
+        write(layout, &stamps);
+    }
+}
+
+/// Replaces the stamp file with `stamps` (a temporary file renamed over it; no fsync).
+fn write(layout: &Layout, stamps: &GroupStamps) {
+    let Ok(text) = serde_json::to_vec(stamps) else {
         return;
     };
     let path = layout.hidden.join(STAMPS_FILE);

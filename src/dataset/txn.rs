@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::ElementSet;
 use super::layout::{element_path, unique_id};
 use super::staging::{self, StagedElement};
+use super::stamps::UnchangedGroups;
 use super::{ConsolidatedMetadata, Dataset, consolidated};
 use crate::commit::journal::JOURNAL_FILE;
 use crate::commit::manifest::MANIFEST_FILE;
@@ -821,7 +822,8 @@ impl<'a> WriteTxn<'a> {
                     .manifest
                     .as_ref()
                     .map_or(0, Manifest::stamps_generation);
-                super::stamps::record(layout, generation, &Default::default(), &[]);
+                let fresh = UnchangedGroups::only_sweep(self.unchanged.swept);
+                super::stamps::record(layout, generation, &fresh, &[]);
             }
             return Ok(false);
         }
@@ -943,6 +945,21 @@ fn empty_group() -> Value {
 
 fn to_text(doc: &Value) -> String {
     serde_json::to_string_pretty(doc).expect("json")
+}
+
+/// Whether something is at `relative` below `root` (one `lstat`); where nothing is,
+/// `links` remembers it (the steps that create it check it again).
+fn occupied(links: &crate::util::LinkCheck, root: &Path, relative: &str) -> bool {
+    let path = root.join(relative);
+    match crate::storage::trace::lstat(&path) {
+        Ok(_) => true,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                links.note_not_link(root, &path);
+            }
+            false
+        }
+    }
 }
 
 /// Plans and performs one durable commit of `ops`.
@@ -1196,10 +1213,7 @@ fn commit_ops(
                 for (_, removal) in removals.extract_if(.., |(folder, _)| *folder == target) {
                     steps.extend(removal);
                 }
-                if !replaces
-                    && !vacated.contains(&target)
-                    && crate::storage::trace::lstat(&root.join(&target)).is_ok()
-                {
+                if !replaces && !vacated.contains(&target) && occupied(links, root, &target) {
                     return Err(Error::Corrupt {
                         path: root.join(&target),
                         reason: "it is in the way of the new element but is not a valid element itself; move it away".into(),
@@ -1544,17 +1558,35 @@ fn recover_reading_manifest(
 ) -> Result<(Option<Manifest>, super::stamps::UnchangedGroups)> {
     let layout = dataset.layout();
     let manifest = Manifest::load(&layout.hidden)?;
-    let unchanged = super::stamps::unchanged_groups(layout, manifest.as_ref());
+    let mut unchanged = super::stamps::unchanged_groups(layout, manifest.as_ref());
+    // The stamps' `lstat` found these group folders real folders, not links.
+    for kind in unchanged.real_folders() {
+        links.note_not_link(&layout.root, &layout.root.join(kind.group()));
+    }
+    let generation = manifest.as_ref().map_or(0, |m| m.generation);
     let sweep = Sweep {
         everywhere: false,
+        leftovers: unchanged.sweep_due(generation),
         unchanged: &unchanged,
         links,
     };
-    let report = recover_sweeping(dataset, proof, sweep, &mut |_| {})?;
-    match report.finished_commit {
-        Some(_) => Ok((Manifest::load(&layout.hidden)?, Default::default())),
-        None => Ok((manifest, unchanged)),
+    let (report, swept) = recover_sweeping(dataset, proof, sweep, &mut |_| {})?;
+    if report.finished_commit.is_some() {
+        let manifest = Manifest::load(&layout.hidden)?;
+        let generation = manifest.as_ref().map_or(0, |m| m.generation);
+        let mark = super::stamps::SweepMark::now(generation);
+        return Ok((manifest, UnchangedGroups::only_sweep(Some(mark))));
     }
+    if swept {
+        // Kept in the stamp file at once: a commit that changes no group folder
+        // does not rewrite it.
+        let mark = super::stamps::SweepMark::now(generation);
+        unchanged.swept = Some(mark);
+        if let Some(manifest) = &manifest {
+            super::stamps::note_sweep(layout, manifest.stamps_generation(), mark);
+        }
+    }
+    Ok((manifest, unchanged))
 }
 
 /// [`recover`]; with `everywhere`, also walks the whole dataset for temporary files
@@ -1566,20 +1598,33 @@ pub(crate) fn recover_with(
     everywhere: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<RecoveryReport> {
-    let manifest = Manifest::load(&dataset.layout().hidden).ok().flatten();
-    let unchanged = super::stamps::unchanged_groups(dataset.layout(), manifest.as_ref());
+    let layout = dataset.layout();
+    let manifest = Manifest::load(&layout.hidden).ok().flatten();
+    let unchanged = super::stamps::unchanged_groups(layout, manifest.as_ref());
     let sweep = Sweep {
         everywhere,
+        leftovers: true,
         unchanged: &unchanged,
         links: &crate::util::LinkCheck::default(),
     };
-    recover_sweeping(dataset, proof, sweep, progress)
+    let (report, _) = recover_sweeping(dataset, proof, sweep, progress)?;
+    if report.finished_commit.is_none()
+        && let Some(manifest) = &manifest
+    {
+        let mark = super::stamps::SweepMark::now(manifest.generation);
+        super::stamps::note_sweep(layout, manifest.stamps_generation(), mark);
+    }
+    Ok(report)
 }
 
 /// What a recovery sweeps, and the link checks it shares.
 struct Sweep<'s> {
     /// Walk the whole dataset for temporary files, not only the top folders.
     everywhere: bool,
+    /// Sweep the leftovers of dead writers (staging folders, trash, temporary files
+    /// in the root and the hidden folder; spec/commit-protocol.md §5 steps 2–4) even
+    /// when no interrupted commit is found: a sweep is due.
+    leftovers: bool,
     /// The groups unchanged since the last commit as they were before recovery (the
     /// others are swept; none when there is no manifest, it cannot be read, or it
     /// has no stamps).
@@ -1588,15 +1633,17 @@ struct Sweep<'s> {
     links: &'s crate::util::LinkCheck,
 }
 
-/// [`recover_with`], sweeping as `sweep` says.
+/// [`recover_with`], sweeping as `sweep` says; also says whether the leftovers of
+/// dead writers were swept (as due, or after an interrupted commit).
 fn recover_sweeping(
     dataset: &Dataset,
     _proof: &WriteGuard,
     sweep: Sweep<'_>,
     progress: &mut dyn FnMut(u64),
-) -> Result<RecoveryReport> {
+) -> Result<(RecoveryReport, bool)> {
     let Sweep {
         everywhere,
+        mut leftovers,
         unchanged,
         links,
     } = sweep;
@@ -1608,7 +1655,7 @@ fn recover_sweeping(
     // temporary file: creating one would have changed the stamp. The index folder,
     // where a commit that was never decided may have left the temporaries of its
     // buckets (harmless: they are not buckets), is swept by whole-dataset recovery.
-    let mut dirs = vec![layout.root.clone(), layout.hidden.clone()];
+    let mut dirs = Vec::new();
     dirs.extend(
         ElementKind::ALL
             .iter()
@@ -1621,6 +1668,7 @@ fn recover_sweeping(
             finish(dataset, &journal, &publisher, links, true)?;
             report.finished_commit = Some(journal.generation);
             dirs.extend(journal.written_folders(&layout.root));
+            leftovers = true;
         }
         Some(FoundJournal::Undecided { journal, reason }) => {
             // Nothing it describes reached a committed file (the steps run only once
@@ -1638,17 +1686,24 @@ fn recover_sweeping(
             if let Some(journal) = journal {
                 dirs.extend(journal.written_folders(&layout.root));
             }
+            leftovers = true;
         }
         None => {}
     }
-    report.removed_staging = staging::remove_abandoned(layout, links)?;
-    let trash = layout.trash();
-    // Never empty a trash reached through a link: it could be any folder elsewhere.
-    links.check(&layout.root, &trash)?;
-    if let Ok(entries) = crate::storage::trace::read_dir(&trash) {
-        for entry in entries.flatten() {
-            remove_tree(&entry.path())?;
-            report.removed_trash.push(entry.path());
+    // Dead writers' leftovers are invisible to readers and in nobody's way: they are
+    // swept on a schedule (super::stamps::SweepMark), not at every commit.
+    if leftovers {
+        dirs.push(layout.root.clone());
+        dirs.push(layout.hidden.clone());
+        report.removed_staging = staging::remove_abandoned(layout, links)?;
+        let trash = layout.trash();
+        // Never empty a trash reached through a link: it could be any folder elsewhere.
+        links.check(&layout.root, &trash)?;
+        if let Ok(entries) = crate::storage::trace::read_dir(&trash) {
+            for entry in entries.flatten() {
+                remove_tree(&entry.path())?;
+                report.removed_trash.push(entry.path());
+            }
         }
     }
     // Under the write lock no atomic write is in flight outside staging folders, so
@@ -1694,7 +1749,7 @@ fn recover_sweeping(
     if everywhere {
         report.rebuilt_table_documents = rebuild_stale_table_documents(dataset)?;
     }
-    Ok(report)
+    Ok((report, leftovers))
 }
 
 /// Rebuilds the element document of every table whose consolidated metadata differs
