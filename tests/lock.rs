@@ -98,6 +98,40 @@ fn child_role() {
                 Err(e) => panic!("{e}"),
             }
         }
+        "read-once" => {
+            // Blocks behind the holder, then marks (holding the lock) that it got in.
+            let lock = open(dir);
+            report("waiting");
+            let guard = lock.read(None).unwrap();
+            std::fs::write(dir.join("reader-got-in"), "").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            drop(guard);
+            report("done");
+        }
+        "try-behind-waiters" => {
+            // Tries the write lock behind waiters as fast as it can, until it gets it;
+            // says whether the blocked reader was in first.
+            let lock = open(dir);
+            report("trying");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match lock.write_behind_waiters() {
+                    Ok(_guard) => {
+                        let first = dir.join("reader-got-in").exists();
+                        report(if first {
+                            "after-reader"
+                        } else {
+                            "ahead-of-reader"
+                        });
+                        break;
+                    }
+                    Err(LockError::Timeout { .. }) => {
+                        assert!(Instant::now() < deadline, "never got the lock");
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
         "reader-loop" => {
             // Keeps read locks overlapping: hold, pause, take the next before releasing
             // is impossible on one thread, so two threads alternate.
@@ -291,6 +325,41 @@ fn killed_holder_releases_within_a_second() {
     );
     let handoff = killed.elapsed();
     assert!(handoff < Duration::from_secs(1), "handoff took {handoff:?}");
+}
+
+/// A process that tries the write lock behind waiters (as group commit's callers do)
+/// never takes it ahead of a reader blocked behind the holder, however fast it tries
+/// again: the reader holds the gate shared while it waits (spec/locking.md §4).
+#[test]
+fn a_try_behind_waiters_lets_a_blocked_reader_in_first() {
+    for run in 0..5 {
+        let dir = common::tempdir();
+        let lock = open(dir.path());
+        let held = lock.write(None).unwrap();
+        let reader = LiveWorker::spawn(worker("read-once", &args(dir.path(), &[])));
+        reader.expect("waiting");
+        // The reader waits at the gate once it holds it shared.
+        let gate = std::fs::File::open(dir.path().join(".spatialzarr/gate")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while gate.try_lock().is_ok() {
+            gate.unlock().unwrap();
+            assert!(
+                Instant::now() < deadline,
+                "the reader never waited at the gate"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let trier = LiveWorker::spawn(worker("try-behind-waiters", &args(dir.path(), &[])));
+        trier.expect("trying");
+        std::thread::sleep(Duration::from_millis(20));
+        drop(held);
+        trier.expect("after-reader");
+        reader.expect("done");
+        assert!(
+            lock.write(Some(Duration::from_secs(10))).is_ok(),
+            "run {run}"
+        );
+    }
 }
 
 #[test]

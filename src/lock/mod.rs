@@ -223,7 +223,7 @@ impl DatasetLock {
     /// Re-entrant: a thread holding the read or the write lock gets a new guard at once.
     pub fn read(&self, timeout: Option<Duration>) -> Result<ReadGuard, LockError> {
         let lock = self.this_process()?;
-        lock.acquire(LockMode::Read, timeout)?;
+        lock.acquire(LockMode::Read, timeout, Yield::Never)?;
         Ok(ReadGuard {
             inner: GuardInner::new(lock.shared.clone()),
         })
@@ -234,10 +234,25 @@ impl DatasetLock {
     /// lock gets [`LockError::Upgrade`] at once.
     pub fn write(&self, timeout: Option<Duration>) -> Result<WriteGuard, LockError> {
         let lock = self.this_process()?;
-        lock.write_in_this_process(timeout)
+        lock.write_in_this_process(timeout, Yield::Never)
     }
 
-    fn write_in_this_process(&self, timeout: Option<Duration>) -> Result<WriteGuard, LockError> {
+    /// Takes the write lock only if that needs no wait and no other process waits
+    /// for the lock at the gate (a reader blocked behind the holder, or a queued
+    /// writer: spec/locking.md §4); `Err(LockError::Timeout)` otherwise, as
+    /// `write(Some(Duration::ZERO))` gives. Group commit's callers try the lock so:
+    /// a caller that could always take the lock the instant it is released would keep
+    /// out the waiters woken by that release, whose requests are committed already.
+    pub fn write_behind_waiters(&self) -> Result<WriteGuard, LockError> {
+        let lock = self.this_process()?;
+        lock.write_in_this_process(Some(Duration::ZERO), Yield::ToWaiters)
+    }
+
+    fn write_in_this_process(
+        &self,
+        timeout: Option<Duration>,
+        politeness: Yield,
+    ) -> Result<WriteGuard, LockError> {
         if let Some((fstype, option)) = &self.shared.node_local {
             let allowed = self.options.allow_node_local_locks
                 || std::env::var(ALLOW_NODE_LOCAL_ENV).is_ok_and(|v| v == "1");
@@ -249,13 +264,18 @@ impl DatasetLock {
                 });
             }
         }
-        self.acquire(LockMode::Write, timeout)?;
+        self.acquire(LockMode::Write, timeout, politeness)?;
         Ok(WriteGuard {
             inner: GuardInner::new(self.shared.clone()),
         })
     }
 
-    fn acquire(&self, mode: LockMode, timeout: Option<Duration>) -> Result<(), LockError> {
+    fn acquire(
+        &self,
+        mode: LockMode,
+        timeout: Option<Duration>,
+        politeness: Yield,
+    ) -> Result<(), LockError> {
         let shared = &self.shared;
         let serial = shared.serial;
         // Re-entry: the thread already holds the lock.
@@ -280,7 +300,7 @@ impl DatasetLock {
         // A timeout too long to be represented as an instant is waited out forever.
         let deadline = timeout.and_then(|t| started.checked_add(t));
         shared
-            .acquire_in_process(mode, deadline)
+            .acquire_in_process(mode, deadline, politeness)
             .map_err(|e| match e {
                 AcquireFailure::TimedOut => LockError::Timeout {
                     dataset: shared.dataset.clone(),
@@ -292,6 +312,16 @@ impl DatasetLock {
         HELD.with(|held| held.borrow_mut().insert(serial, Held { mode, depth: 1 }));
         Ok(())
     }
+}
+
+/// Whether an acquisition that needs no wait still lets processes waiting at the
+/// gate go first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Yield {
+    /// Take the lock whenever it is free (waiting as the timeout allows).
+    Never,
+    /// Take it only when it is free at once and nobody waits at the gate.
+    ToWaiters,
 }
 
 enum AcquireFailure {
@@ -332,6 +362,7 @@ impl SharedLock {
         &self,
         mode: LockMode,
         deadline: Option<Instant>,
+        politeness: Yield,
     ) -> Result<(), AcquireFailure> {
         let me = std::thread::current().id();
         let mut state = self.lock_state();
@@ -357,7 +388,10 @@ impl SharedLock {
                 if first && self.needs_os_lock() {
                     state.transitioning = true;
                     drop(state);
-                    let got = self.os.acquire(mode, deadline);
+                    let got = match politeness {
+                        Yield::Never => self.os.acquire(mode, deadline),
+                        Yield::ToWaiters => self.os.try_behind_waiters(mode),
+                    };
                     state = self.lock_state();
                     state.transitioning = false;
                     let outcome = match got {

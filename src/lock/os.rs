@@ -245,6 +245,19 @@ impl OsLock {
         got
     }
 
+    /// Takes the inter-process lock in `mode` only when it is free at once and no
+    /// process waits at the gate (holding it shared while blocked behind the lock
+    /// holder, or exclusively as a queued writer). Returns `Ok(false)`, with nothing
+    /// held, otherwise.
+    pub fn try_behind_waiters(&self, mode: LockMode) -> Result<bool, LockError> {
+        if let Try::Busy = try_once(&self.gate, LockMode::Write, &self.gate_path)? {
+            return Ok(false);
+        }
+        let got = try_once(&self.lock, mode, &self.lock_path);
+        self.unlock_gate();
+        Ok(matches!(got?, Try::Got))
+    }
+
     /// Drops the inter-process lock.
     pub fn release(&self) {
         // Unlocking a lock we hold cannot fail on Linux; closing the file would

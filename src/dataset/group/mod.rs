@@ -156,7 +156,7 @@ impl Dataset {
         if self.lock().held_by_this_thread().is_some() || !enabled() || !request.queueable() {
             return self.commit_alone(request);
         }
-        match self.lock().write(Some(Duration::ZERO)) {
+        match self.lock().write_behind_waiters() {
             Ok(_guard) => self.combine(Some(request)).map(|d| d.expect("own request")),
             Err(LockError::Timeout { .. }) => self.wait_queued(request),
             Err(e) => Err(e.into()),
@@ -391,7 +391,7 @@ impl Dataset {
                 }
                 return outcome_result(outcome);
             }
-            match self.lock().write(Some(Duration::ZERO)) {
+            match self.lock().write_behind_waiters() {
                 Ok(guard) => {
                     super::txn::recover(self, &guard)?;
                     return self.collect(&waiting, request);
