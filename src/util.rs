@@ -70,6 +70,26 @@ pub fn no_links_below(root: &Path, path: &Path) -> Result<()> {
 #[derive(Debug, Default)]
 pub struct LinkCheck {
     seen: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// The root of the last resolution made at once, opened (`O_PATH`) for it; `None`
+    /// beside it when it could not be opened.
+    root_dir: std::sync::Mutex<Option<(PathBuf, Option<std::os::fd::OwnedFd>)>>,
+}
+
+/// A path with at least this many components not yet looked at is resolved in one
+/// `openat2` that refuses every link on the way (`RESOLVE_NO_SYMLINKS`), rather than
+/// with one `lstat` per component.
+const RESOLVE_AT_ONCE_FROM: usize = 2;
+
+/// Set once `openat2` is found missing (kernels before 5.6) or forbidden (some
+/// container sandboxes): every check then looks at each component.
+static NO_OPENAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What one resolution of a path found.
+enum Resolved {
+    /// Every component exists and none is a link.
+    Whole,
+    /// A component is missing; none before it is a link.
+    Missing,
 }
 
 impl LinkCheck {
@@ -88,6 +108,90 @@ impl LinkCheck {
         let Ok(relative) = path.strip_prefix(root) else {
             return Ok(());
         };
+        if self.unseen(root, relative) >= RESOLVE_AT_ONCE_FROM {
+            match self.resolve(root, relative) {
+                Some(Resolved::Whole) => {
+                    let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut current = root.to_path_buf();
+                    for component in relative.components() {
+                        current.push(component);
+                        seen.insert(current.clone());
+                    }
+                    return Ok(());
+                }
+                Some(Resolved::Missing) => {
+                    // The folder above is looked at (at once, or component by
+                    // component); the missing part below it is this writer's to make.
+                    if let Some(parent) = path.parent().filter(|p| *p != root) {
+                        self.check(root, parent)?;
+                    }
+                    self.note_not_link(root, path);
+                    return Ok(());
+                }
+                // A link on the way (the walk below names it), or no answer.
+                None => {}
+            }
+        }
+        self.walk(root, relative)
+    }
+
+    /// How many of the folders `root/relative` and those above it (below `root`) were
+    /// not looked at yet.
+    fn unseen(&self, root: &Path, relative: &Path) -> usize {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = root.to_path_buf();
+        relative
+            .components()
+            .filter(|component| {
+                current.push(component);
+                !seen.contains(&current)
+            })
+            .count()
+    }
+
+    /// Resolves `relative` below `root` in one `openat2` (`O_PATH`, no link followed,
+    /// nothing outside `root`); `None` when a link is on the way, or the call fails
+    /// otherwise or is not offered.
+    fn resolve(&self, root: &Path, relative: &Path) -> Option<Resolved> {
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        use std::sync::atomic::Ordering;
+        if NO_OPENAT2.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut dir = self.root_dir.lock().unwrap_or_else(|p| p.into_inner());
+        if dir.as_ref().is_none_or(|(opened, _)| opened != root) {
+            crate::storage::trace::note_open(root);
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            *dir = Some((
+                root.to_path_buf(),
+                rustix::fs::open(root, flags, Mode::empty()).ok(),
+            ));
+        }
+        let root_fd = dir.as_ref()?.1.as_ref()?;
+        crate::storage::trace::note_open(&root.join(relative));
+        let found = rustix::fs::openat2(
+            root_fd,
+            relative,
+            // Without `O_NOFOLLOW`: a link as the last component fails too (with it,
+            // `O_PATH` would open the link itself).
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+        );
+        match found {
+            Ok(_) => Some(Resolved::Whole),
+            Err(rustix::io::Errno::NOENT) => Some(Resolved::Missing),
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                NO_OPENAT2.store(true, Ordering::Relaxed);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Looks at each component of `relative` below `root` not looked at yet, with one
+    /// `lstat` each.
+    fn walk(&self, root: &Path, relative: &Path) -> Result<()> {
         let mut current = root.to_path_buf();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut missing = false;
@@ -205,6 +309,40 @@ mod tests {
             &dir.path().join("alias"),
             &dir.path().join("alias/a/b")
         ));
+    }
+
+    /// Deep paths are resolved at once (one `openat2`), shallow ones component by
+    /// component; both name the link they meet, take missing parts as fine, and
+    /// remember what they looked at.
+    #[test]
+    fn deep_paths_are_checked_at_once_and_links_on_them_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        std::fs::create_dir_all(root.join("t/c/obs/a/c")).unwrap();
+        std::fs::create_dir_all(root.join("t/d/e")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("t/d/e/link")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("t/c/obs/final")).unwrap();
+        let links = LinkCheck::default();
+        links.check(&root, &root.join("t/c/obs/a/c")).unwrap();
+        // A missing part, deep or right below an existing folder.
+        links.check(&root, &root.join("t/c/obs/b/c/0")).unwrap();
+        links.check(&root, &root.join("t/c/obs/a/c/new")).unwrap();
+        for (path, link) in [
+            ("t/d/e/link/x/y", "t/d/e/link"),
+            ("t/c/obs/final", "t/c/obs/final"),
+            ("t/c/obs/final/x/y/z", "t/c/obs/final"),
+        ] {
+            let err = LinkCheck::default()
+                .check(&root, &root.join(path))
+                .unwrap_err();
+            assert!(err.to_string().contains(link), "{path}: {err}");
+            // The same handle as above, which saw the folders on the way already.
+            let err = links.check(&root, &root.join(path)).unwrap_err();
+            assert!(err.to_string().contains(link), "{path}: {err}");
+        }
+        // What was looked at is remembered.
+        assert_eq!(links.unseen(&root, Path::new("t/c/obs/a/c")), 0);
+        assert_eq!(links.unseen(&root, Path::new("t/c/obs/b/c/0")), 0);
     }
 
     #[test]
