@@ -111,28 +111,39 @@ impl LinkCheck {
         if self.unseen(root, relative) >= RESOLVE_AT_ONCE_FROM {
             match self.resolve(root, relative) {
                 Some(Resolved::Whole) => {
-                    let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-                    let mut current = root.to_path_buf();
-                    for component in relative.components() {
-                        current.push(component);
-                        seen.insert(current.clone());
-                    }
+                    self.note_resolved(root, relative);
                     return Ok(());
                 }
                 Some(Resolved::Missing) => {
-                    // The folder above is looked at (at once, or component by
-                    // component); the missing part below it is this writer's to make.
-                    if let Some(parent) = path.parent().filter(|p| *p != root) {
-                        self.check(root, parent)?;
+                    // Most often only the last component is missing (a folder this
+                    // commit makes): the folder above is resolved once; otherwise the
+                    // walk finds where the path stops.
+                    let parent = relative.parent().filter(|p| !p.as_os_str().is_empty());
+                    if let Some(parent) = parent
+                        && self.unseen(root, parent) >= RESOLVE_AT_ONCE_FROM
+                        && matches!(self.resolve(root, parent), Some(Resolved::Whole))
+                    {
+                        self.note_resolved(root, parent);
+                        self.note_not_link(root, path);
+                        return Ok(());
                     }
-                    self.note_not_link(root, path);
-                    return Ok(());
                 }
                 // A link on the way (the walk below names it), or no answer.
                 None => {}
             }
         }
         self.walk(root, relative)
+    }
+
+    /// Remembers `root/relative` and every folder above it (below `root`) as found
+    /// by one resolution that met no link.
+    fn note_resolved(&self, root: &Path, relative: &Path) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = root.to_path_buf();
+        for component in relative.components() {
+            current.push(component);
+            seen.insert(current.clone());
+        }
     }
 
     /// How many of the folders `root/relative` and those above it (below `root`) were
@@ -343,6 +354,47 @@ mod tests {
         // What was looked at is remembered.
         assert_eq!(links.unseen(&root, Path::new("t/c/obs/a/c")), 0);
         assert_eq!(links.unseen(&root, Path::new("t/c/obs/b/c/0")), 0);
+    }
+
+    /// A deep path is looked at with one `openat2` (and one open of the root), not one
+    /// `lstat` per component, where the kernel offers it.
+    #[test]
+    fn a_deep_path_costs_one_resolution() {
+        use crate::storage::trace::{FsObserver, FsOp, ReadOp, set_observer};
+        use std::sync::{Arc, Mutex};
+        struct Reads(PathBuf, Mutex<Vec<ReadOp>>);
+        impl FsObserver for Reads {
+            fn before(&self, _op: &FsOp) -> std::io::Result<()> {
+                Ok(())
+            }
+            fn read(&self, op: &ReadOp) {
+                let (ReadOp::Stat(p) | ReadOp::Open(p) | ReadOp::ReadDir(p)) = op;
+                if p.starts_with(&self.0) {
+                    self.1.lock().unwrap().push(op.clone());
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ds");
+        std::fs::create_dir_all(root.join("t/c/obs/a/c")).unwrap();
+        let reads = Arc::new(Reads(root.clone(), Mutex::default()));
+        set_observer(Some(reads.clone()));
+        let checked = LinkCheck::default().check(&root, &root.join("t/c/obs/a/c"));
+        set_observer(None);
+        checked.unwrap();
+        let seen = std::mem::take(&mut *reads.1.lock().unwrap());
+        if NO_OPENAT2.load(std::sync::atomic::Ordering::Relaxed) {
+            // An old kernel or a sandbox: the walk, one look per component.
+            assert_eq!(seen.len(), 5, "{seen:?}");
+        } else {
+            assert_eq!(
+                seen,
+                vec![
+                    ReadOp::Open(root.clone()),
+                    ReadOp::Open(root.join("t/c/obs/a/c"))
+                ]
+            );
+        }
     }
 
     #[test]

@@ -34,7 +34,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Records every operation performed. With `no_swap`, refuses atomic folder swaps the
 /// way a filesystem without `RENAME_EXCHANGE` does (EINVAL), so that the store takes
-/// its two-rename path; refused operations are not recorded (they did nothing).
+/// its two-rename path; operations it refuses are not recorded (they did nothing).
+/// Calls the filesystem then fails (a `mkdir` of a folder that exists, a file created
+/// in a folder not made yet) are recorded, and fail the same way in [`replay`].
 #[derive(Default)]
 struct Recorder(Mutex<Vec<FsOp>>, bool);
 

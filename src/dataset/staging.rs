@@ -44,17 +44,46 @@ impl StagedElement {
         kind: ElementKind,
         name: ElementName,
     ) -> Result<Self> {
+        Self::create_with(layout, publisher, kind, name, true)
+    }
+
+    /// A staging folder for a queued request that stages no element (an append's
+    /// rows, new transformations, spec/commit-protocol.md §12.1): no `element/`
+    /// folder in it. Its kind is never looked at.
+    pub(crate) fn request_folder(
+        layout: &Layout,
+        publisher: &Arc<Publisher>,
+        name: ElementName,
+    ) -> Result<Self> {
+        Self::create_with(layout, publisher, ElementKind::Tables, name, false)
+    }
+
+    fn create_with(
+        layout: &Layout,
+        publisher: &Arc<Publisher>,
+        kind: ElementKind,
+        name: ElementName,
+        element: bool,
+    ) -> Result<Self> {
         let staging = layout.staging();
         // Never stage through a link: the element's files would land elsewhere.
         crate::util::no_links_below(&layout.root, &staging)?;
-        publisher.create_dir_all(&staging)?;
         // Built under a name cleanup skips while young, then renamed into place once
         // `owner` is locked: a cleaner never sees an unlocked owner of a live writer.
         let id = unique_id();
         let building = staging.join(format!("{BUILDING_PREFIX}{id}"));
         let dir = staging.join(&id);
-        observe(|| FsOp::Mkdir(building.clone())).map_err(io_err("create folder", &building))?;
-        std::fs::create_dir(&building).map_err(io_err("create folder", &building))?;
+        let make = || {
+            observe(|| FsOp::Mkdir(building.clone())).and_then(|()| std::fs::create_dir(&building))
+        };
+        match make() {
+            // `H/staging` is made with the dataset; one of an older version gets it now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                publisher.create_dir_all(&staging)?;
+                make().map_err(io_err("create folder", &building))?;
+            }
+            made => made.map_err(io_err("create folder", &building))?,
+        }
         let owner_path = building.join("owner");
         observe(|| FsOp::CreateFile(owner_path.clone())).map_err(io_err("create", &owner_path))?;
         let owner = OpenOptions::new()
@@ -64,10 +93,12 @@ impl StagedElement {
             .open(&owner_path)
             .map_err(io_err("create", &owner_path))?;
         owner.lock().map_err(io_err("lock", &owner_path))?;
-        observe(|| FsOp::Mkdir(building.join("element")))
-            .map_err(io_err("create folder", &building.join("element")))?;
-        std::fs::create_dir(building.join("element"))
-            .map_err(io_err("create folder", &building.join("element")))?;
+        if element {
+            observe(|| FsOp::Mkdir(building.join("element")))
+                .map_err(io_err("create folder", &building.join("element")))?;
+            std::fs::create_dir(building.join("element"))
+                .map_err(io_err("create folder", &building.join("element")))?;
+        }
         publisher.rename(&building, &dir)?;
         // Its entries (owner, element) must be durable before the commit renames the
         // element out of it: the folder is fsynced with the staged element's files

@@ -123,6 +123,9 @@ pub struct UnchangedGroups {
     groups: BTreeMap<ElementKind, Option<Stamp>>,
     /// The last sweep, as recorded (or as made by this writer's recovery).
     pub swept: Option<SweepMark>,
+    /// Whether this writer's recovery made that sweep: its commit records the mark
+    /// (a transaction that commits nothing leaves the stamp file as it was).
+    pub swept_now: bool,
 }
 
 impl UnchangedGroups {
@@ -132,6 +135,7 @@ impl UnchangedGroups {
         Self {
             groups: BTreeMap::new(),
             swept,
+            swept_now: false,
         }
     }
 
@@ -167,6 +171,7 @@ impl UnchangedGroups {
         Self {
             groups: ElementKind::ALL.into_iter().map(|k| (k, None)).collect(),
             swept: None,
+            swept_now: false,
         }
     }
 }
@@ -188,6 +193,7 @@ pub fn unchanged_groups(layout: &Layout, manifest: Option<&Manifest>) -> Unchang
             })
             .collect(),
         swept: stamps.swept,
+        swept_now: false,
     }
 }
 

@@ -178,7 +178,8 @@ impl<'a> WriteTxn<'a> {
             let unchanged = super::stamps::unchanged_groups(dataset.layout(), manifest.as_ref());
             (manifest, unchanged)
         } else {
-            recover_reading_manifest(dataset, &guard, &links)?
+            let (manifest, unchanged, _) = recover_reading_manifest(dataset, &guard, &links)?;
+            (manifest, unchanged)
         };
         // Begun after recovery, whose replay may rewrite what it would cache.
         let reads = crate::storage::doc_cache::scope(dataset.root());
@@ -1425,13 +1426,17 @@ fn commit_ops(
             let Some(folder) = target.parent() else {
                 continue;
             };
-            // A missing folder of the hidden one (the first idempotency record of a
-            // table) is made now: nothing reads it before the commit names it.
-            if !folder.is_dir() && folder.starts_with(&layout.hidden) {
-                publisher.create_dir_all(folder)?;
-            }
-            if folder.is_dir() {
-                publisher.prepare(&target, text.as_bytes())?;
+            // Written now where its folder exists (else by the journal's steps, which
+            // make the folder first). A missing folder of the hidden one (the first
+            // idempotency record of a table) is made now: nothing reads it before the
+            // commit names it.
+            match publisher.prepare(&target, text.as_bytes()) {
+                Err(e) if e.is_not_found() && folder.starts_with(&layout.hidden) => {
+                    publisher.create_dir_all(folder)?;
+                    publisher.prepare(&target, text.as_bytes())?;
+                }
+                Err(e) if e.is_not_found() => {}
+                other => other?,
             }
         }
     }
@@ -1490,6 +1495,11 @@ fn commit_ops(
     finish(dataset, &journal, &publisher, links, false).map_err(decided_error)?;
     if records_stamps {
         super::stamps::record(layout, journal.generation, unchanged, &journal.steps);
+    } else if let (true, Some(mark), Some(stamps_generation)) =
+        (unchanged.swept_now, unchanged.swept, stamps_of)
+    {
+        // The stamps stay those of an earlier commit: the sweep is noted in them.
+        super::stamps::note_sweep(layout, stamps_generation, mark);
     }
     drop(ops);
     drop(extra_staged);
@@ -1540,10 +1550,12 @@ fn finish(
     Ok(())
 }
 
-/// Under the write lock: finishes an interrupted commit, then removes staging
-/// folders of dead writers and leftover trash.
+/// Under the write lock: finishes an interrupted commit, then, when a sweep is due
+/// (or a commit was interrupted), removes staging folders of dead writers, leftover
+/// trash and temporary files.
 pub(crate) fn recover(dataset: &Dataset, proof: &WriteGuard) -> Result<RecoveryReport> {
-    recover_with(dataset, proof, false, &mut |_| {})
+    recover_reading_manifest(dataset, proof, &crate::util::LinkCheck::default())
+        .map(|(_, _, report)| report)
 }
 
 /// [`recover`], returning the manifest of the committed state it leaves (read once
@@ -1551,11 +1563,12 @@ pub(crate) fn recover(dataset: &Dataset, proof: &WriteGuard) -> Result<RecoveryR
 /// Also returns the groups unchanged since that state's commit (none after a
 /// finished interrupted commit: its stamps were never recorded).
 /// `links` gathers the folders found not to be links, for the transaction to keep.
+/// Also returns what recovery did.
 fn recover_reading_manifest(
     dataset: &Dataset,
     proof: &WriteGuard,
     links: &crate::util::LinkCheck,
-) -> Result<(Option<Manifest>, super::stamps::UnchangedGroups)> {
+) -> Result<(Option<Manifest>, UnchangedGroups, RecoveryReport)> {
     let layout = dataset.layout();
     let manifest = Manifest::load(&layout.hidden)?;
     let mut unchanged = super::stamps::unchanged_groups(layout, manifest.as_ref());
@@ -1574,19 +1587,17 @@ fn recover_reading_manifest(
     if report.finished_commit.is_some() {
         let manifest = Manifest::load(&layout.hidden)?;
         let generation = manifest.as_ref().map_or(0, |m| m.generation);
-        let mark = super::stamps::SweepMark::now(generation);
-        return Ok((manifest, UnchangedGroups::only_sweep(Some(mark))));
+        let mut fresh =
+            UnchangedGroups::only_sweep(Some(super::stamps::SweepMark::now(generation)));
+        fresh.swept_now = true;
+        return Ok((manifest, fresh, report));
     }
     if swept {
-        // Kept in the stamp file at once: a commit that changes no group folder
-        // does not rewrite it.
-        let mark = super::stamps::SweepMark::now(generation);
-        unchanged.swept = Some(mark);
-        if let Some(manifest) = &manifest {
-            super::stamps::note_sweep(layout, manifest.stamps_generation(), mark);
-        }
+        // Recorded by this transaction's commit, if it makes one.
+        unchanged.swept = Some(super::stamps::SweepMark::now(generation));
+        unchanged.swept_now = true;
     }
-    Ok((manifest, unchanged))
+    Ok((manifest, unchanged, report))
 }
 
 /// [`recover`]; with `everywhere`, also walks the whole dataset for temporary files

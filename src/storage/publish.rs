@@ -50,6 +50,17 @@ fn create_temp(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     }
 }
 
+/// `Ok` when `dir` is a folder after `error` of its `mkdir` (one announced `stat`):
+/// besides "exists", an NFS server may answer a `mkdir` of a folder that exists with a
+/// permission or read-only error, as it checks those first. The error otherwise.
+fn already_a_folder(dir: &Path, error: std::io::Error) -> Result<()> {
+    if crate::storage::trace::is_dir(dir) {
+        Ok(())
+    } else {
+        Err(io_err("create folder", dir)(error))
+    }
+}
+
 /// Prefix of every temporary file the store creates.
 pub const TEMP_PREFIX: &str = ".sz-tmp-";
 
@@ -103,19 +114,26 @@ pub struct Publisher {
 enum SyncTarget<'a> {
     File(&'a std::fs::File, &'a Path),
     Dir(&'a Path),
+    /// A folder changed since the last sync: found gone when opened, it was renamed
+    /// away since (the rename marked its new parent) and is left out.
+    ChangedDir(&'a Path),
 }
 
 impl SyncTarget<'_> {
     fn path(&self) -> &Path {
         match self {
-            SyncTarget::File(_, path) | SyncTarget::Dir(path) => path,
+            SyncTarget::File(_, path) | SyncTarget::Dir(path) | SyncTarget::ChangedDir(path) => {
+                path
+            }
         }
     }
 
     fn announce(&self) -> std::io::Result<()> {
         match self {
             SyncTarget::File(_, path) => observe(|| FsOp::Fsync(path.to_path_buf())),
-            SyncTarget::Dir(path) => observe(|| FsOp::FsyncDir(path.to_path_buf())),
+            SyncTarget::Dir(path) | SyncTarget::ChangedDir(path) => {
+                observe(|| FsOp::FsyncDir(path.to_path_buf()))
+            }
         }
     }
 
@@ -125,6 +143,11 @@ impl SyncTarget<'_> {
             SyncTarget::Dir(path) => std::fs::File::open(path)
                 .and_then(|f| f.sync_all())
                 .map_err(io_err("fsync folder", path)),
+            SyncTarget::ChangedDir(path) => match std::fs::File::open(path) {
+                Ok(folder) => folder.sync_all().map_err(io_err("fsync folder", path)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err("fsync folder", path)(e)),
+            },
         }
     }
 }
@@ -322,20 +345,15 @@ impl Publisher {
                         .iter()
                         .map(|(path, file)| SyncTarget::File(file, path)),
                 );
-                // A folder that was itself renamed away since is synced under its
-                // new name.
                 if !publisher.trusts_order {
-                    targets.extend(
-                        dirs[i]
-                            .iter()
-                            .filter(|d| d.exists())
-                            .map(|d| SyncTarget::Dir(d)),
-                    );
+                    targets.extend(dirs[i].iter().map(|d| SyncTarget::ChangedDir(d)));
                 }
             }
             // Two publishers may have changed the same folder: fsynced once.
             let mut seen = BTreeSet::new();
-            targets.retain(|t| !matches!(t, SyncTarget::Dir(d) if !seen.insert(d.to_path_buf())));
+            targets.retain(|t| {
+                !matches!(t, SyncTarget::Dir(d) | SyncTarget::ChangedDir(d) if !seen.insert(d.to_path_buf()))
+            });
             fsync_round(&targets)?;
         }
         for (queued, ahead) in pending.iter_mut().zip(prepared.iter_mut()) {
@@ -412,8 +430,26 @@ impl Publisher {
     /// [`sync`](Self::sync). Until then `path` keeps its old content (see
     /// [`is_pending`](Self::is_pending)). The folder must exist.
     pub fn write_deferred(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_deferred_with(path, bytes, false)
+    }
+
+    /// [`Self::write_deferred`], making the folder (and its missing parents) when the
+    /// file cannot be created for want of it, rather than looking for it first.
+    pub fn write_deferred_making_folder(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.write_deferred_with(path, bytes, true)
+    }
+
+    fn write_deferred_with(&self, path: &Path, bytes: &[u8], make_folder: bool) -> Result<()> {
+        // Only a failure to create the file itself is taken for a missing folder.
+        let retry = |e: &Error| make_folder && e.is_not_found();
         if self.in_place {
-            return self.place(path, bytes, false);
+            return match self.place(path, bytes, false) {
+                Err(e) if retry(&e) => {
+                    self.create_dir_all(&parent_of(path))?;
+                    self.place(path, bytes, false)
+                }
+                placed => placed,
+            };
         }
         let ahead = {
             let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
@@ -430,7 +466,13 @@ impl Publisher {
             return Ok(());
         }
         let dir = parent_of(path);
-        let (temp, mut file) = create_temp(&dir)?;
+        let (temp, mut file) = match create_temp(&dir) {
+            Err(e) if retry(&e) => {
+                self.create_dir_all(&dir)?;
+                create_temp(&dir)?
+            }
+            created => created?,
+        };
         let written = observe(|| FsOp::Write(temp.clone(), bytes.to_vec()))
             .and_then(|()| file.write_all(bytes))
             .map_err(io_err("write", &temp));
@@ -546,23 +588,27 @@ impl Publisher {
     }
 
     /// Creates `dir` and any missing parents, remembering each new entry's folder.
+    /// Tries the `mkdir` first (one call when only `dir` is missing); a folder found
+    /// there already costs one `stat` more.
     pub fn create_dir_all(&self, dir: &Path) -> Result<()> {
-        if dir.is_dir() {
-            return Ok(());
-        }
         let parent = parent_of(dir);
-        if parent != dir {
-            self.create_dir_all(&parent)?;
-        }
-        observe(|| FsOp::Mkdir(dir.to_path_buf())).map_err(io_err("create folder", dir))?;
-        match std::fs::create_dir(dir) {
-            Ok(()) => {
-                self.mark(parent);
-                Ok(())
+        match self.mkdir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && parent != dir => {
+                self.create_dir_all(&parent)?;
+                self.mkdir(dir).or_else(|e| already_a_folder(dir, e))?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-            Err(e) => Err(io_err("create folder", dir)(e)),
+            Err(e) => already_a_folder(dir, e)?,
         }
+        Ok(())
+    }
+
+    /// One announced `mkdir` of `dir`; its folder is remembered when it made it.
+    fn mkdir(&self, dir: &Path) -> std::io::Result<()> {
+        observe(|| FsOp::Mkdir(dir.to_path_buf()))?;
+        std::fs::create_dir(dir)?;
+        self.mark(parent_of(dir));
+        Ok(())
     }
 
     /// Renames `from` to `to` (a file, or a folder onto a missing or empty one), after

@@ -194,15 +194,12 @@ impl ListableStorageTraits for AtomicStore {
 impl WritableStorageTraits for AtomicStore {
     fn set(&self, key: &StoreKey, value: Bytes) -> Result<(), StorageError> {
         let path = self.path_of(key.as_str());
-        if let Some(dir) = path.parent() {
-            self.publisher()?
-                .create_dir_all(dir)
-                .map_err(storage_error)?;
-        }
         // Published (fsynced and renamed, many files at once) by the publisher's next
-        // flush or sync; reads through this store flush first when they need it.
+        // flush or sync; reads through this store flush first when they need it. The
+        // folder is made when the file cannot be created for want of it (most are
+        // there already).
         self.publisher()?
-            .write_deferred(&path, &value)
+            .write_deferred_making_folder(&path, &value)
             .map_err(storage_error)
     }
 

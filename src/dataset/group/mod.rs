@@ -19,8 +19,8 @@ use super::staging::{self, StagedElement};
 use super::txn::{CommitInfo, WriteTxn};
 use crate::commit::Manifest;
 use crate::commit::queue::{Entry, Queue};
+use crate::element::ElementName;
 use crate::element::Transformations;
-use crate::element::{ElementKind, ElementName};
 use crate::error::{Error, Result};
 use crate::lock::LockError;
 use crate::table::{AppendOutcome, RowBatch, TableSpec};
@@ -41,6 +41,12 @@ const CLAIMED_GRACE: Duration = Duration::from_secs(60);
 const FIRST_POLL: Duration = Duration::from_micros(100);
 /// A waiter's longest such pause.
 const MAX_POLL: Duration = Duration::from_millis(1);
+/// How long a waiter goes on letting processes waiting at the gate take the lock
+/// first while it keeps finding the lock free (a stopped process, or an NFS client
+/// slow to see a release, can hold the gate meanwhile): then it tries as any writer.
+const MAX_YIELD: Duration = Duration::from_millis(20);
+/// A wait for the read lock at least this long met a holder: the lock changed hands.
+const MET_A_HOLDER: Duration = Duration::from_millis(1);
 
 /// One single-operation call.
 pub(super) enum Request {
@@ -283,12 +289,7 @@ impl Dataset {
     /// looked at.
     fn request_folder(&self, name: &str) -> Result<StagedElement> {
         let publisher = std::sync::Arc::new(self.publisher());
-        StagedElement::create(
-            self.layout(),
-            &publisher,
-            ElementKind::Tables,
-            ElementName::new(name)?,
-        )
+        StagedElement::request_folder(self.layout(), &publisher, ElementName::new(name)?)
     }
 
     /// The waiter: queues the request, waits for the lock, and returns the outcome the
@@ -367,6 +368,9 @@ impl Dataset {
         let mut pause = FIRST_POLL;
         // Whether the last wait got the read lock (rather than timing out).
         let mut granted = false;
+        // Since when the lock has been found free at every look while this waiter
+        // let others go first.
+        let mut yielding_since: Option<Instant> = None;
         loop {
             let outcome = match wire::read_outcome(&waiting.dir) {
                 Ok(outcome) => outcome,
@@ -391,7 +395,12 @@ impl Dataset {
                 }
                 return outcome_result(outcome);
             }
-            match self.lock().write_behind_waiters() {
+            let tried = if yielding_since.is_none_or(|since| since.elapsed() < MAX_YIELD) {
+                self.lock().write_behind_waiters()
+            } else {
+                self.lock().write(Some(Duration::ZERO))
+            };
+            match tried {
                 Ok(guard) => {
                     super::txn::recover(self, &guard)?;
                     return self.collect(&waiting, request);
@@ -433,11 +442,17 @@ impl Dataset {
             // to every waiter at once.
             let deadline = claimed_until.or_else(|| timeout.and_then(|t| started.checked_add(t)));
             let wait = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let before = Instant::now();
             granted = match self.lock().read(wait) {
                 Ok(_holder_gone) => true,
                 Err(LockError::Timeout { .. }) => false,
                 Err(error) => return Err(self.give_up(waiting, request, error.into())),
             };
+            if before.elapsed() >= MET_A_HOLDER {
+                yielding_since = None;
+            } else {
+                yielding_since.get_or_insert_with(Instant::now);
+            }
         }
     }
 
